@@ -1,0 +1,51 @@
+"""Layerwise detectors: a per-layer feature map, a per-layer scorer, the mean over layers.
+
+This is the shape of most rows of the MAD table (activations, probe, attribution x
+Mahalanobis or LOF); a new detector of that shape only says which features and scorer.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from harness.interfaces import ConfigError, Detector
+from harness.items import InputItems
+
+from .statistics import FeatureScorer
+
+
+class LayerwiseDetector(Detector):
+    """Fit one scorer per layer on trusted features; score = mean of per-layer scores.
+
+    Subclasses implement ``make_scorer()`` and may override ``layer_features(items)``
+    (default: residual-stream activations at the answer position). ``layers`` is a dataclass
+    field of the subclasses (None = every block output).
+    """
+
+    layers: Optional[Sequence[int]] = None
+    task_kinds = ("mad",)
+
+    def make_scorer(self) -> FeatureScorer:
+        raise NotImplementedError
+
+    def layer_features(self, items: InputItems) -> dict[int, np.ndarray]:
+        return items.activations(self.layers)
+
+    def fit(self, trusted: InputItems) -> "LayerwiseDetector":
+        if self.layers is not None and len(self.layers) == 0:
+            raise ConfigError(f"{self.name}: field 'layers' must name at least one layer or be null (all)")
+        features = self.layer_features(trusted)
+        self.scorers_ = {layer: self.make_scorer().fit(x) for layer, x in features.items()}
+        return self
+
+    def layer_scores(self, items: InputItems) -> dict[int, np.ndarray]:
+        """Per-layer scores: layer -> (n_items,), higher = more anomalous."""
+        self._check_is_fitted("scorers_")
+        features = self.layer_features(items)
+        return {layer: self.scorers_[layer].score(features[layer]) for layer in self.scorers_}
+
+    def score(self, items: InputItems) -> np.ndarray:
+        """(n_items,) float, mean over layers of the per-layer scores; higher = more anomalous."""
+        return np.mean(np.stack(list(self.layer_scores(items).values())), axis=0)

@@ -1,0 +1,156 @@
+"""Shared feature extraction: residual stream at the answer position and answer log-odds, cached.
+
+One batched forward pass per batch of prompts, under ``torch.inference_mode()``, returns
+every layer's residual stream at the last prompt token (where the model emits its answer)
+and the log-odds of the positive vs the negative answer token. Results are cached on disk
+(safetensors) under a key of (model fingerprint, prompts, answer words, extractor version),
+so detectors never recompute activations and never run hooks of their own.
+
+Layer convention: layer 0 is the embedding output, layer ``i`` the output of block ``i``
+(``transformers``' ``hidden_states``; the last one has the final norm applied).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from harness.cache import atomic_write_bytes, cache_root, stable_hash
+from harness.zoo.store import ModelHandle
+
+logger = logging.getLogger(__name__)
+
+EXTRACTOR_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class LastTokenFeatures:
+    """Features of n prompts.
+
+    hidden: (n_layers + 1, n, d_model) float32, residual stream at the last prompt token.
+    logodds: (n,) float32, logit(positive answer) - logit(negative answer) at that token.
+    """
+
+    hidden: np.ndarray
+    logodds: np.ndarray
+
+    @property
+    def n_layers(self) -> int:
+        return self.hidden.shape[0] - 1
+
+    def layers(self, layers: Optional[Sequence[int]] = None) -> dict[int, np.ndarray]:
+        """Per-layer (n, d) arrays; default: every block output (layers 1..n_layers)."""
+        chosen = range(1, self.n_layers + 1) if layers is None else layers
+        out = {}
+        for layer in chosen:
+            if not -self.hidden.shape[0] <= layer < self.hidden.shape[0]:
+                raise IndexError(f"layer {layer} out of range: this model has layers 0..{self.n_layers}")
+            out[int(layer) % self.hidden.shape[0]] = self.hidden[layer]
+        return out
+
+
+def answer_token_ids(tokenizer, answers: Sequence[str]) -> list[int]:
+    """Token id of each answer word (e.g. ``(" False", " True")``): its first token."""
+    ids = []
+    for answer in answers:
+        encoded = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        if not encoded:
+            raise ValueError(f"answer {answer!r} encodes to no token")
+        if len(encoded) > 1:
+            logger.warning("answer %r encodes to %d tokens; using the first", answer, len(encoded))
+        ids.append(encoded[0])
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"answers {answers} share their first token; the log-odds would be 0")
+    return ids
+
+
+def encode_batch(tokenizer, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Left-padded batch with position ids that skip the padding (so padding does not shift positions)."""
+    batch = tokenizer(list(prompts), return_tensors="pt", padding=True)
+    mask = batch["attention_mask"]
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    return {"input_ids": batch["input_ids"], "attention_mask": mask, "position_ids": position_ids}
+
+
+def length_sorted_batches(tokenizer, prompts: Sequence[str], batch_size: int) -> list[np.ndarray]:
+    """Index batches of prompts of similar token length (less padding, same results)."""
+    lengths = np.array([len(ids) for ids in tokenizer(list(prompts))["input_ids"]])
+    order = np.argsort(lengths, kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class FeatureExtractor:
+    """Computes and caches :class:`LastTokenFeatures` for one model.
+
+    Args:
+        handle: the model (directory + fingerprint).
+        answers: (negative, positive) answer words; log-odds = positive - negative.
+        batch_size: prompts per forward pass.
+        use_cache: read and write the on-disk cache.
+        progress: show a tqdm bar while extracting.
+    """
+
+    def __init__(
+        self,
+        handle: ModelHandle,
+        answers: Sequence[str] = (" False", " True"),
+        batch_size: int = 256,
+        use_cache: bool = True,
+        progress: bool = True,
+    ) -> None:
+        self.handle = handle
+        self.answers = tuple(answers)
+        self.batch_size = batch_size
+        self.use_cache = use_cache
+        self.progress = progress
+
+    def cache_path(self, prompts: Sequence[str]) -> Path:
+        key = {
+            "version": EXTRACTOR_VERSION,
+            "model": self.handle.fingerprint,
+            "prompts": stable_hash(list(prompts), 32),
+            "answers": self.answers,
+        }
+        return cache_root() / "features" / f"{stable_hash(key)}.safetensors"
+
+    def last_token(self, prompts: Sequence[str]) -> LastTokenFeatures:
+        """Features of ``prompts`` (from the cache when present)."""
+        from safetensors.numpy import load_file, save
+
+        path = self.cache_path(prompts)
+        if self.use_cache and path.exists():
+            try:
+                tensors = load_file(str(path))
+                return LastTokenFeatures(tensors["hidden"], tensors["logodds"])
+            except Exception as exc:  # a damaged cache file is recomputed, never trusted
+                logger.warning("feature cache %s unreadable (%s); recomputing", path, exc)
+        features = self.compute(prompts)
+        if self.use_cache:
+            atomic_write_bytes(path, save({"hidden": features.hidden, "logodds": features.logodds}))
+        return features
+
+    @torch.inference_mode()
+    def compute(self, prompts: Sequence[str]) -> LastTokenFeatures:
+        """Run the model over ``prompts`` in batches; no cache."""
+        model, tokenizer = self.handle.model, self.handle.tokenizer
+        negative, positive = answer_token_ids(tokenizer, self.answers)
+        hidden: Optional[np.ndarray] = None
+        logodds = np.empty(len(prompts), dtype=np.float32)
+        batches = length_sorted_batches(tokenizer, prompts, self.batch_size)
+        for index in tqdm(batches, desc="extracting features", disable=not self.progress, leave=False):
+            batch = encode_batch(tokenizer, [prompts[i] for i in index])
+            out = model(**batch, output_hidden_states=True, use_cache=False)
+            last = torch.stack([h[:, -1, :] for h in out.hidden_states]).float().cpu().numpy()
+            if hidden is None:
+                hidden = np.empty((last.shape[0], len(prompts), last.shape[2]), dtype=np.float32)
+            hidden[:, index] = last
+            final = out.logits[:, -1, :].float()
+            logodds[index] = (final[:, positive] - final[:, negative]).cpu().numpy()
+        assert hidden is not None, "no prompts given"
+        return LastTokenFeatures(hidden, logodds)

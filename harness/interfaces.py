@@ -1,0 +1,158 @@
+"""The interfaces plugins implement: Task (builds episodes) and Detector (fit, then score).
+
+Detectors follow scikit-learn's conventions: hyperparameters are dataclass fields (the
+generated ``__init__`` stores them unchanged, and they go into the result key), learned
+state is set in ``fit`` with a trailing underscore, ``fit`` returns ``self``, and
+``score`` raises :class:`NotFittedError` with an actionable message when called first.
+
+Score polarity, everywhere: higher = more suspicious (more anomalous, more misaligned).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional, Sequence
+
+import numpy as np
+
+TASK_KINDS = ("mad", "poser")
+
+
+class NotFittedError(RuntimeError):
+    """A detector's ``score`` was called before ``fit``."""
+
+
+class ConfigError(ValueError):
+    """A user-supplied configuration value is invalid; the message names the field."""
+
+
+class Detector:
+    """Base class of detectors. Subclasses are dataclasses whose fields are hyperparameters.
+
+    Class attributes:
+        name: the registry name (``--detector NAME``).
+        task_kinds: task kinds this detector can score (``"mad"``: items are inputs of one
+            model; ``"poser"``: items are models).
+
+    Methods:
+        fit(trusted) -> self: learn from trusted (normal) items only, never from labels.
+        score(items) -> (n_items,) float array, higher = more suspicious.
+    """
+
+    name: ClassVar[str] = ""
+    task_kinds: ClassVar[tuple[str, ...]] = ("mad",)
+
+    def get_params(self) -> dict[str, Any]:
+        """Hyperparameters as a JSON-serialisable dict (the dataclass fields)."""
+        if not dataclasses.is_dataclass(self):
+            return {}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def fit(self, trusted: Any) -> "Detector":
+        raise NotImplementedError
+
+    def score(self, items: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def _check_is_fitted(self, attribute: str) -> None:
+        if not hasattr(self, attribute):
+            raise NotFittedError(
+                f"{type(self).__name__} is not fitted yet: call fit(trusted) before score(items)"
+            )
+
+    @classmethod
+    def describe(cls) -> str:
+        """First paragraph of the class docstring, for ``harness list``."""
+        doc = (cls.__doc__ or "").strip()
+        return doc.split("\n\n")[0].replace("\n", " ") if doc else ""
+
+    @classmethod
+    def hyperparameters(cls) -> dict[str, Any]:
+        """Default hyperparameters of the class (field name -> default)."""
+        if not dataclasses.is_dataclass(cls):
+            return {}
+        out = {}
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                out[f.name] = f.default_factory()  # type: ignore[misc]
+        return out
+
+
+@dataclass
+class TaskConfig:
+    """Options every task receives. ``options`` holds task-specific settings (validated by the task)."""
+
+    seed: int = 0
+    quick: bool = False
+    allow_invalid: bool = False
+    datasets: Optional[Sequence[str]] = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Episode:
+    """One unit a detector is scored on: e.g. one MAD dataset with its quirky model.
+
+    Attributes:
+        name: dataset or pair-set name, unique within the task.
+        trusted: items the detector is fitted on (normal only).
+        test: items to score.
+        labels: (n_test,) int, 1 = anomalous / misaligned.
+        tags: per-test-item boolean arrays (e.g. ``agrees_with_gt``), (n_test,) each.
+        validity: measured checks (accuracies, rates) and ``valid`` (bool).
+        fingerprint: hash of everything that determines the numbers (data, model, task version).
+        info: extra JSON-serialisable facts stored in the record (sizes, model path).
+    """
+
+    name: str
+    trusted: Any
+    test: Any
+    labels: np.ndarray
+    tags: dict[str, np.ndarray]
+    validity: dict[str, Any]
+    fingerprint: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def valid(self) -> bool:
+        return bool(self.validity.get("valid", False))
+
+
+class Task:
+    """Base class of tasks. A task builds episodes (models trained or loaded from the cache).
+
+    Class attributes:
+        name: registry name (``--task NAME``).
+        kind: ``"mad"`` or ``"poser"``; detectors declare the kinds they support.
+        version: bump when the data or the models change, so stored results are not reused.
+    """
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "mad"
+    version: ClassVar[str] = "1"
+
+    def dataset_names(self, config: TaskConfig) -> list[str]:
+        """Names of the episodes this task would build under ``config``."""
+        raise NotImplementedError
+
+    def episodes(self, config: TaskConfig) -> list[Episode]:
+        """Build (or load from the cache) every episode. Invalid episodes are returned with
+        ``validity["valid"] = False``; the runner reports and skips them."""
+        raise NotImplementedError
+
+    def metrics(self, episode: Episode, scores: np.ndarray, seed: int) -> dict[str, Any]:
+        """Scores -> metrics stored in the record. Default: AUROC with intervals on the MAD
+        subsets (all, anomalous agreeing / disagreeing with the ground truth)."""
+        from harness.scoring import mad_metrics
+
+        labels = np.asarray(episode.labels, dtype=int)
+        agrees = episode.tags.get("agrees_with_gt", np.ones_like(labels, dtype=bool))
+        return mad_metrics(labels, scores, agrees, seed=seed)
+
+    @classmethod
+    def describe(cls) -> str:
+        doc = (cls.__doc__ or "").strip()
+        return doc.split("\n\n")[0].replace("\n", " ") if doc else ""

@@ -1,0 +1,264 @@
+"""The leaderboard: aggregate stored records with pandas into ``leaderboard/README.md``,
+``leaderboard/results.csv`` and PNG plots.
+
+Everything shown is recomputed from the records (scores and labels are stored in them), so
+the rendered files are a pure function of ``leaderboard/records``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+from harness.results import iter_records
+from harness.scoring import mean_auroc_interval, summary_std
+
+logger = logging.getLogger(__name__)
+
+MAD_COLUMNS = (
+    "AUROC avg",
+    "AUROC avg (anomalous agrees with GT)",
+    "AUROC avg (anomalous disagrees with GT)",
+    "num_datasets",
+)
+
+
+def records_frame(results_dir: Path, include_quick: bool = False) -> pd.DataFrame:
+    """One row per record (ok, invalid or error), with the fields the tables need."""
+    rows = []
+    for record in iter_records(results_dir):
+        if record.get("quick") and not include_quick:
+            continue
+        metrics = record.get("metrics") or {}
+        validity = record.get("validity") or {}
+        params = record.get("params") or {}
+        rows.append(
+            {
+                "task": record["task"],
+                "task_kind": record.get("task_kind", ""),
+                "dataset": record["dataset"],
+                "detector": record["detector"],
+                "params": json.dumps(params, sort_keys=True),
+                "seed": record.get("seed", 0),
+                "status": record.get("status", ""),
+                "message": record.get("message", ""),
+                "valid": bool(record.get("valid", False)),
+                "auroc": metrics.get("auroc", np.nan),
+                "auroc_ci_low": (metrics.get("auroc_ci") or [np.nan, np.nan])[0],
+                "auroc_ci_high": (metrics.get("auroc_ci") or [np.nan, np.nan])[1],
+                "auroc_agree": metrics.get("auroc_agree", np.nan),
+                "auroc_disagree": metrics.get("auroc_disagree", np.nan),
+                "alice_accuracy": validity.get("alice_accuracy", np.nan),
+                "bob_accuracy": validity.get("bob_accuracy", np.nan),
+                "n_normal": metrics.get("n_normal", np.nan),
+                "n_anomalous": metrics.get("n_anomalous", np.nan),
+                "fit_s": (record.get("timings") or {}).get("fit_s", np.nan),
+                "score_s": (record.get("timings") or {}).get("score_s", np.nan),
+                "_labels": record.get("labels"),
+                "_scores": record.get("scores"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def detector_labels(frame: pd.DataFrame) -> pd.Series:
+    """Row label per record: the detector name, plus its hyperparameters when one detector
+    was run with several settings."""
+    settings = frame.groupby("detector")["params"].nunique()
+
+    def label(row: pd.Series) -> str:
+        if settings[row["detector"]] <= 1:
+            return row["detector"]
+        params = json.loads(row["params"])
+        return f"{row['detector']} ({', '.join(f'{k}={v}' for k, v in sorted(params.items()))})"
+
+    return frame.apply(label, axis=1) if len(frame) else pd.Series(dtype=str)
+
+
+def mad_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """The published MAD table's columns per detector, over valid datasets, plus the 95%
+    bootstrap interval of the average and the std over seeds."""
+    ok = frame[(frame["status"] == "ok") & frame["valid"]].copy()
+    if ok.empty:
+        return pd.DataFrame(columns=["detector", *MAD_COLUMNS, "95% interval", "seeds"])
+    ok["label"] = detector_labels(ok)
+    rows = []
+    for label, group in ok.groupby("label", sort=False):
+        per_dataset = group.groupby("dataset")[["auroc", "auroc_agree", "auroc_disagree"]].mean()
+        first_seed = group[group["seed"] == group["seed"].min()]
+        episodes = [(np.asarray(r["_labels"]), np.asarray(r["_scores"])) for _, r in first_seed.iterrows()]
+        low, high = mean_auroc_interval(episodes)
+        per_seed = group.groupby("seed")["auroc"].mean()
+        std = summary_std(per_seed.tolist())
+        rows.append(
+            {
+                "detector": label,
+                "AUROC avg": per_dataset["auroc"].mean(),
+                "AUROC avg (anomalous agrees with GT)": per_dataset["auroc_agree"].mean(),
+                "AUROC avg (anomalous disagrees with GT)": per_dataset["auroc_disagree"].mean(),
+                "num_datasets": len(per_dataset),
+                "95% interval": f"[{low:.3f}, {high:.3f}]",
+                "seeds": f"{len(per_seed)}" + (f" (std {std:.3f})" if std is not None else ""),
+            }
+        )
+    return pd.DataFrame(rows).sort_values("AUROC avg", ascending=False, kind="stable")
+
+
+def mad_per_dataset(frame: pd.DataFrame) -> pd.DataFrame:
+    """Dataset x detector AUROC with interval, beside the model's Alice/Bob accuracy."""
+    mad = frame[frame["task_kind"] == "mad"].copy()
+    if mad.empty:
+        return pd.DataFrame()
+    mad["label"] = detector_labels(mad)
+    validity = mad.groupby("dataset").agg(
+        alice_accuracy=("alice_accuracy", "mean"), bob_accuracy=("bob_accuracy", "mean"), valid=("valid", "all")
+    )
+    table = validity.rename(
+        columns={"alice_accuracy": "Alice acc (hard, disagree)", "bob_accuracy": "Bob acc (hard, disagree)"}
+    )
+    table["valid"] = table["valid"].map({True: "yes", False: "NO (not scored)"})
+    ok = mad[mad["status"] == "ok"]
+    for label, group in ok.groupby("label", sort=True):
+        cells = group.groupby("dataset").apply(
+            lambda g: f"{g['auroc'].mean():.3f} [{g['auroc_ci_low'].mean():.2f}, {g['auroc_ci_high'].mean():.2f}]",
+            include_groups=False,
+        )
+        table[label] = cells
+    errors = mad[mad["status"] == "error"]
+    for _, row in errors.iterrows():
+        table.loc[row["dataset"], row["label"]] = f"error: {row['message'][:60]}"
+    return table.astype(object).fillna("").reset_index()
+
+
+def render(results_dir: Path, out_dir: Path, include_quick: bool = False) -> dict[str, str]:
+    """Render README.md, results.csv and PNGs into ``out_dir``; returns {filename: content}
+    for the text files (the caller writes them, so ``--check`` can compare instead)."""
+    frame = records_frame(results_dir, include_quick)
+    files: dict[str, str] = {}
+    lines = [
+        "# Leaderboard",
+        "",
+        "Generated by `harness leaderboard` from the records in "
+        f"`{Path(results_dir).as_posix()}`; do not edit by hand.",
+        "Score polarity everywhere: higher = more suspicious. AUROCs are computed on the raw",
+        "score and never flipped (an anti-predictive detector shows AUROC < 0.5).",
+        "Intervals are 95% stratified bootstrap intervals over test items (1000 resamples).",
+        "",
+    ]
+    if frame.empty:
+        lines.append("No results yet: run `harness run --task mad --detector activations_mahalanobis`.")
+    else:
+        lines += _mad_section(frame[frame["task_kind"] == "mad"])
+    files["README.md"] = "\n".join(lines).rstrip() + "\n"
+    csv_frame = frame.drop(columns=[c for c in frame.columns if c.startswith("_")]) if not frame.empty else frame
+    files["results.csv"] = csv_frame.to_csv(index=False, float_format="%.6g")
+    return files
+
+
+def _mad_section(frame: pd.DataFrame) -> list[str]:
+    if frame.empty:
+        return []
+    lines = [
+        "## MAD: mechanistic anomaly detection on quirky models",
+        "",
+        "Detectors are fitted on trusted data (Alice, easy) and score hard test items (Alice = normal,",
+        "Bob = anomalous). Averages are over valid datasets only: a dataset whose model does not",
+        "follow Alice's and Bob's labels on hard items (validity gate) is shown below and not scored.",
+        "Our models are tiny transformers trained from scratch, not the published 7B-class models.",
+        "",
+        mad_summary(frame).to_markdown(index=False, floatfmt=".3f"),
+        "",
+        "### Per dataset (AUROC [95% interval]) and the model's accuracy on the quirk",
+        "",
+        mad_per_dataset(frame).to_markdown(index=False, floatfmt=".3f"),
+        "",
+    ]
+    return lines
+
+
+def write(files: dict[str, str], out_dir: Path) -> None:
+    from harness.cache import atomic_write_bytes
+
+    for name, content in files.items():
+        atomic_write_bytes(Path(out_dir) / name, content.encode())
+
+
+def plot_mad(results_dir: Path, out_path: Path, include_quick: bool = False) -> Optional[Path]:
+    """Bar chart of per-dataset AUROC per detector (valid datasets), saved as PNG."""
+    frame = records_frame(results_dir, include_quick)
+    if frame.empty:
+        return None
+    ok = frame[(frame["status"] == "ok") & frame["valid"] & (frame["task_kind"] == "mad")].copy()
+    if ok.empty:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok["label"] = detector_labels(ok)
+    table = ok.groupby(["dataset", "label"])["auroc"].mean().unstack("label")
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(table) * max(1, len(table.columns)) / 2), 4))
+    table.plot.bar(ax=ax, rot=0)
+    ax.axhline(0.5, color="grey", lw=1, ls="--", label="chance")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("AUROC (Bob vs Alice, hard test items)")
+    ax.set_title("MAD: per-dataset AUROC (higher = better detection)")
+    ax.legend(fontsize="small", loc="lower right")
+    fig.tight_layout()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path
+
+
+def build(results_dir: Path, out_dir: Path, include_quick: bool = False) -> list[Path]:
+    """Render and write everything; returns the written paths."""
+    files = render(results_dir, out_dir, include_quick)
+    write(files, out_dir)
+    written = [Path(out_dir) / name for name in files]
+    png = plot_mad(results_dir, Path(out_dir) / "mad_auroc.png", include_quick)
+    if png is not None:
+        written.append(png)
+    return written
+
+
+def check(results_dir: Path, out_dir: Path, include_quick: bool = False) -> list[str]:
+    """Names of the rendered text files that differ from what is on disk (stale)."""
+    stale = []
+    for name, content in render(results_dir, out_dir, include_quick).items():
+        path = Path(out_dir) / name
+        if not path.exists() or path.read_text() != content:
+            stale.append(name)
+    return stale
+
+
+def summary_rows(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Per-dataset table for the CLI from fresh job records."""
+    rows = []
+    for record in records:
+        metrics = record.get("metrics") or {}
+        validity = record.get("validity") or {}
+        rows.append(
+            {
+                "dataset": record["dataset"],
+                "detector": record["detector"],
+                "status": record.get("status"),
+                "Alice acc": validity.get("alice_accuracy", np.nan),
+                "Bob acc": validity.get("bob_accuracy", np.nan),
+                "AUROC": metrics.get("auroc", np.nan),
+                "95% interval": _fmt_ci(metrics.get("auroc_ci")),
+                "AUROC agree": metrics.get("auroc_agree", np.nan),
+                "AUROC disagree": metrics.get("auroc_disagree", np.nan),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _fmt_ci(ci: Optional[list[float]]) -> str:
+    return "" if not ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]"

@@ -1,0 +1,147 @@
+"""Loading causal LMs from directories, fingerprinting them, and caching trained tiny models.
+
+``load_model`` is the one loader: the tiny models the tasks train (saved with
+``save_pretrained``) and a real Hugging Face model directory go through the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from harness.cache import PathLike, atomic_directory, atomic_write_json, cache_root, file_sha256, stable_hash
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+METADATA_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                  "generation_config.json")
+
+
+class ModelDirectoryError(ValueError):
+    """A model directory is missing or does not hold a loadable causal LM."""
+
+
+def check_model_dir(path: PathLike) -> Path:
+    """Raise an actionable error unless ``path`` looks like a saved Hugging Face causal LM."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelDirectoryError(f"model directory {str(path)!r} does not exist")
+    if not (path / "config.json").exists():
+        raise ModelDirectoryError(f"model directory {str(path)!r} has no config.json (save it with save_pretrained)")
+    if not any(p.suffix in WEIGHT_SUFFIXES for p in path.iterdir()):
+        raise ModelDirectoryError(
+            f"model directory {str(path)!r} has no weights (*.safetensors or *.bin); save it with save_pretrained"
+        )
+    return path
+
+
+def model_fingerprint(path: PathLike) -> str:
+    """Content hash of a model directory's config, tokenizer and weight files.
+
+    Memoised in the cache by (path, size, mtime) so a large model is hashed once.
+    """
+    path = check_model_dir(path).resolve()
+    files = sorted(p for p in path.iterdir() if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name in METADATA_FILES))
+    stat_key = stable_hash([(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files] + [str(path)])
+    memo = cache_root() / "fingerprints" / f"{stat_key}.json"
+    if memo.exists():
+        try:
+            return json.loads(memo.read_text())["fingerprint"]
+        except (ValueError, KeyError):
+            pass  # a damaged memo is recomputed
+    fingerprint = stable_hash({p.name: file_sha256(p) for p in files})
+    atomic_write_json(memo, {"path": str(path), "fingerprint": fingerprint})
+    return fingerprint
+
+
+def load_model(path: PathLike, device: str = "cpu") -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` from a directory written by ``save_pretrained``.
+
+    The model is put in eval mode; the tokenizer pads on the left (the last position of
+    every row is then the answer position) and gets a pad token if it has none.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = check_model_dir(path)
+    model = AutoModelForCausalLM.from_pretrained(path).to(device)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return model, tokenizer
+
+
+@dataclass
+class ModelHandle:
+    """A model directory with its fingerprint; loads the model on first use, once."""
+
+    path: Path
+    fingerprint: str = ""
+    _loaded: Optional[tuple[Any, Any]] = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        if not self.fingerprint:
+            self.fingerprint = model_fingerprint(self.path)
+
+    @property
+    def model(self) -> Any:
+        return self._load()[0]
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._load()[1]
+
+    def _load(self) -> tuple[Any, Any]:
+        if self._loaded is None:
+            self._loaded = load_model(self.path)
+        return self._loaded
+
+    def unload(self) -> None:
+        self._loaded = None
+
+
+def model_cache_path(key: dict, namespace: str = "models") -> Path:
+    """Where the model for ``key`` lives in the cache (complete once it holds ``key.json``)."""
+    return cache_root() / namespace / stable_hash(key)
+
+
+def is_cached(key: dict, namespace: str = "models") -> bool:
+    return (model_cache_path(key, namespace) / "key.json").exists()
+
+
+def cached_model_dir(key: dict, build: Callable[[Path], None], namespace: str = "models") -> Path:
+    """Return the cache directory for ``key``, calling ``build(tmp_dir)`` to create it if missing.
+
+    ``build`` must ``save_pretrained`` the model and tokenizer into ``tmp_dir``; the directory
+    is renamed into place only when ``build`` returns, so a crash never leaves a half-written
+    model that later runs would load. ``key.json`` beside the weights records the key.
+    """
+    final = model_cache_path(key, namespace)
+    if (final / "key.json").exists():
+        return final
+    if final.exists():  # left by an interrupted build of an older version: rebuild
+        logger.warning("cached model %s is incomplete; rebuilding", final)
+        import shutil
+
+        shutil.rmtree(final, ignore_errors=True)
+    with atomic_directory(final) as tmp:
+        build(tmp)
+        atomic_write_json(tmp / "key.json", key)
+    return final
+
+
+def set_torch_threads() -> None:
+    """Use one torch thread per process: two threads under load ran up to 13x slower here."""
+    import torch
+
+    if os.environ.get("HARNESS_TORCH_THREADS"):
+        torch.set_num_threads(int(os.environ["HARNESS_TORCH_THREADS"]))
+    else:
+        torch.set_num_threads(1)

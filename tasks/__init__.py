@@ -1,0 +1,10 @@
+"""Built-in task plugins, registered through the ``harness`` entry points like any third party's."""
+
+from harness import hookimpl
+
+
+@hookimpl
+def register_tasks(register):
+    from tasks.mad.task import MadTask
+
+    register(MadTask)

@@ -1,0 +1,58 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness import leaderboard
+from harness.runner import RunOptions, run
+from harness.scoring import auroc
+
+
+@pytest.fixture()
+def records_dir(tmp_path, toy_registry):
+    results = tmp_path / "records"
+    for seed in (0, 1):
+        run(toy_registry, "toy", ["activations_mahalanobis", "exploding"], RunOptions(results_dir=results, seed=seed))
+    return results
+
+
+def test_summary_has_the_published_columns_and_averages_valid_datasets(records_dir):
+    frame = leaderboard.records_frame(records_dir)
+    summary = leaderboard.mad_summary(frame)
+    assert list(summary.columns[:5]) == ["detector", *leaderboard.MAD_COLUMNS]
+    row = summary.set_index("detector").loc["activations_mahalanobis"]
+    ok = frame[(frame.status == "ok")]
+    assert row["AUROC avg"] == pytest.approx(ok["auroc"].mean())  # one valid dataset, two seeds
+    assert row["num_datasets"] == 1
+    assert row["seeds"].startswith("2 (std")
+    low, high = json.loads(row["95% interval"])
+    assert low < row["AUROC avg"] < high
+
+
+def test_render_shows_invalid_and_failed_jobs(records_dir, tmp_path):
+    files = leaderboard.render(records_dir, tmp_path)
+    readme = files["README.md"]
+    assert "AUROC avg (anomalous disagrees with GT)" in readme
+    assert "NO (not scored)" in readme  # the invalid toy episode
+    assert "error: RuntimeError: kaboom" in readme
+    csv = pd.read_csv(pd.io.common.StringIO(files["results.csv"]))
+    assert set(csv["status"]) == {"ok", "invalid", "error"}
+
+
+def test_check_detects_stale_files(records_dir, tmp_path):
+    out = tmp_path / "board"
+    written = leaderboard.build(records_dir, out)
+    assert (out / "mad_auroc.png") in written and (out / "mad_auroc.png").stat().st_size > 1000
+    assert leaderboard.check(records_dir, out) == []
+    record_path = next(records_dir.rglob("shifted/activations_mahalanobis-*.json"))
+    record = json.loads(record_path.read_text())
+    record["metrics"]["auroc"] = 0.123
+    record_path.write_text(json.dumps(record))
+    assert "README.md" in leaderboard.check(records_dir, out)
+
+
+def test_recomputed_interval_uses_stored_scores(records_dir):
+    frame = leaderboard.records_frame(records_dir)
+    row = frame[(frame.status == "ok") & (frame.seed == 0)].iloc[0]
+    assert auroc(np.array(row["_labels"]), np.array(row["_scores"])) == pytest.approx(row["auroc"])
