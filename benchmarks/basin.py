@@ -1,0 +1,112 @@
+"""Time the basin engine against the plain tyche-style reference on the same model, data and directions.
+
+Two measurements, each side run once on identical inputs:
+1. per-model estimate (``--directions`` directions, KL averaged over the prompts):
+   ``estimate_basin`` vs ``reference_basin`` (target: engine >= 10x faster);
+2. per-example multipliers (``--mad-examples`` x ``--mad-directions``): ``per_example_basin``
+   vs looping the reference over examples (target >= 50x faster).
+Prints wall times, speed-ups, forward passes (model calls and rows) and the agreement of the
+radii / log volumes.
+
+    python benchmarks/basin.py [--model-dir DIR] [--prompts FILE] [--smoke]
+
+Without ``--model-dir`` a random tiny Llama is built; without ``--prompts`` (one prompt per
+line) random token sequences are used. ``--smoke`` shrinks everything to a few seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from basin_reference import reference_basin, reference_per_example
+from harness.basin import estimate_basin, per_example_basin
+
+
+def build_inputs(args) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:
+    """(model, input_ids, attention_mask, description) for the run."""
+    n = max(args.examples, args.mad_examples)
+    if args.model_dir:
+        from harness.zoo.store import load_model
+
+        model, tokenizer = load_model(args.model_dir)
+        if args.prompts:
+            prompts = [line for line in Path(args.prompts).read_text().splitlines() if line.strip()]
+        else:
+            gen = np.random.default_rng(0)
+            words = [w for w in tokenizer.get_vocab() if w.isalnum()] or list(tokenizer.get_vocab())
+            prompts = [" ".join(gen.choice(words, size=args.seq_len)) for _ in range(n)]
+        prompts = (prompts * (n // len(prompts) + 1))[:n]
+        enc = tokenizer(prompts, return_tensors="pt", padding=True)
+        desc = f"model {args.model_dir}"
+        return model, enc["input_ids"], enc["attention_mask"], desc
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=args.hidden, intermediate_size=4 * args.hidden,
+                         num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=4,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    model = LlamaForCausalLM(config).eval()
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 64, (n, args.seq_len), generator=gen)
+    return model, ids, torch.ones_like(ids), f"random tiny Llama (hidden {args.hidden}, {args.layers} layers)"
+
+
+def timed(fn, *a, **kw):
+    start = time.perf_counter()
+    out = fn(*a, **kw)
+    return out, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", help="saved HF causal LM (default: random tiny Llama)")
+    parser.add_argument("--prompts", help="text file, one prompt per line")
+    parser.add_argument("--examples", type=int, default=256, help="prompts for the per-model estimate")
+    parser.add_argument("--directions", type=int, default=25)
+    parser.add_argument("--mad-examples", type=int, default=512)
+    parser.add_argument("--mad-directions", type=int, default=16)
+    parser.add_argument("--eps", type=float, default=1e-2)
+    parser.add_argument("--rtol", type=float, default=1e-2)
+    parser.add_argument("--layer", type=int, default=None, help="one decoder block (default: all parameters)")
+    parser.add_argument("--seq-len", type=int, default=12)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds")
+    args = parser.parse_args()
+    if args.smoke:
+        args.examples, args.directions, args.mad_examples, args.mad_directions = 16, 3, 4, 2
+        args.hidden, args.seq_len = 32, 6
+    torch.set_num_threads(1)
+
+    model, ids, mask, desc = build_inputs(args)
+    n_params = sum(p.numel() for p in model.parameters())
+    common = dict(eps=args.eps, rtol=args.rtol, layer=args.layer, seed=0)
+    print(f"{desc}: {n_params:,} parameters; layer={args.layer}; eps={args.eps}, rtol={args.rtol}; 1 thread")
+
+    x, m = ids[:args.examples], mask[:args.examples]
+    eng, t_eng = timed(estimate_basin, model, x, m, n_directions=args.directions, **common)
+    ref, t_ref = timed(reference_basin, model, x, m, n_directions=args.directions, **common)
+    rel = np.abs(eng.radii / ref.radii - 1)
+    print(f"\nper-model estimate: {args.examples} prompts x {args.directions} directions")
+    print(f"  reference: {t_ref:8.3f} s  {ref.n_forward:6d} forward calls ({ref.n_rows} rows)  log vol {ref.log_volume:.4g}")
+    print(f"  engine   : {t_eng:8.3f} s  {eng.n_forward:6d} forward calls ({eng.n_rows} rows)  log vol {eng.log_volume:.4g}")
+    print(f"  speed-up : {t_ref / t_eng:8.1f}x  (target >= 10x); radii max rel diff {rel.max():.2e}")
+
+    x, m = ids[:args.mad_examples], mask[:args.mad_examples]
+    eng, t_eng = timed(per_example_basin, model, x, m, n_directions=args.mad_directions, **common)
+    ref, t_ref = timed(reference_per_example, model, x, m, n_directions=args.mad_directions, **common)
+    rel = np.abs(eng.multipliers / ref.multipliers - 1)
+    print(f"\nper-example multipliers: {args.mad_examples} examples x {args.mad_directions} directions")
+    print(f"  reference loop: {t_ref:8.3f} s  {ref.n_forward:7d} forward calls ({ref.n_rows} rows)")
+    print(f"  engine        : {t_eng:8.3f} s  {eng.n_forward:7d} forward calls ({eng.n_rows} rows)")
+    print(f"  speed-up      : {t_ref / t_eng:8.1f}x  (target >= 50x); multipliers max rel diff {rel.max():.2e}; "
+          f"converged {eng.converged.mean():.0%} / {ref.converged.mean():.0%}")
+
+
+if __name__ == "__main__":
+    main()

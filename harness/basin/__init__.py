@@ -1,0 +1,40 @@
+"""Basin-volume engine (the tyche estimator, made fast): directions, multiplier search, estimates.
+
+Entry points: :func:`estimate_basin` (one model, KL averaged over the evaluation set) and
+:func:`per_example_basin` (one multiplier per (direction, example), KL on that example).
+Building blocks: :func:`find_multipliers` (safeguarded log-log root finder on any KL
+callable), :func:`log_gaussian_integral`, :class:`CausalLMKL`, :class:`HookedPerturbation`.
+See ``docs/basin.md`` for the method.
+"""
+
+from harness.basin.estimate import (
+    BasinResult,
+    gaussian_log_estimates,
+    log_gaussian_integral,
+    log_unit_ball_volume,
+    logmeanexp,
+    sample_directions,
+    simple_log_estimates,
+)
+from harness.basin.kl import CausalLMKL
+from harness.basin.perturb import HookedPerturbation, ParameterSubset, perturbed_weights, select_parameters
+from harness.basin.search import SearchResult, estimate_basin, find_multipliers, per_example_basin
+
+__all__ = [
+    "BasinResult",
+    "CausalLMKL",
+    "HookedPerturbation",
+    "ParameterSubset",
+    "SearchResult",
+    "estimate_basin",
+    "find_multipliers",
+    "gaussian_log_estimates",
+    "log_gaussian_integral",
+    "log_unit_ball_volume",
+    "logmeanexp",
+    "per_example_basin",
+    "perturbed_weights",
+    "sample_directions",
+    "select_parameters",
+    "simple_log_estimates",
+]

@@ -1,0 +1,246 @@
+"""Perturbing a torch model along ``theta + s * w``: parameter subsets, in-place and hooked.
+
+Two ways to run a model at perturbed parameters:
+
+* :func:`perturbed_weights` adds ``s * w`` to the weights in place for one scale and
+  restores the saved originals bit-for-bit in ``finally``.
+* :class:`HookedPerturbation` leaves the weights alone and adds, with forward hooks, the
+  perturbation's contribution to every module that owns a selected parameter, with a
+  different scale (and direction) per batch row. Every parameter of a transformer enters its
+  module affinely: ``(W + sV) x + (b + s v) = (W x + b) + s (V x + v)`` for ``nn.Linear`` and
+  GPT-2's ``Conv1D``, ``E[x] + s V[x]`` for ``nn.Embedding``, ``n(x) * (g + s v)`` for the
+  norms; so the hook adds ``s_row * (f(x; V) - f(x; 0))`` to the module's output, where
+  ``x`` is the module's (already perturbed) input. One pass at about twice the cost of a
+  plain pass then yields each row's output at its own perturbed parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence, Union
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LayerSpec = Union[None, int, str, Sequence[str]]
+
+# where the decoder blocks live in common Hugging Face causal LMs
+_BLOCK_LISTS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers")
+
+
+@dataclass
+class ParameterSubset:
+    """The parameters a basin is measured over, in a fixed order.
+
+    names: parameter names (as in ``model.named_parameters()``, tied parameters once);
+    params: the parameters themselves; offsets: start of each in the flat vector; dim: D.
+    """
+
+    names: list[str]
+    params: list[nn.Parameter]
+    offsets: list[int]
+    dim: int
+
+    def flat(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """θ as one ``(D,)`` vector."""
+        return torch.cat([p.detach().reshape(-1).to(dtype) for p in self.params])
+
+    def split(self, vector: torch.Tensor) -> list[torch.Tensor]:
+        """Views of a ``(..., D)`` tensor shaped like each parameter: ``(..., *param.shape)``."""
+        lead = vector.shape[:-1]
+        return [vector[..., o:o + p.numel()].reshape(*lead, *p.shape) for o, p in zip(self.offsets, self.params)]
+
+
+def block_list(model: nn.Module) -> nn.ModuleList:
+    """The decoder blocks of a Hugging Face causal LM (Llama: ``model.layers``, GPT-2: ``transformer.h``)."""
+    for path in _BLOCK_LISTS:
+        module: Optional[nn.Module] = model
+        for part in path.split("."):
+            module = getattr(module, part, None)
+            if module is None:
+                break
+        if isinstance(module, nn.ModuleList):
+            return module
+    raise ValueError(f"cannot find the decoder blocks of {type(model).__name__} (looked for {', '.join(_BLOCK_LISTS)})")
+
+
+def select_parameters(model: nn.Module, layer: LayerSpec = None) -> ParameterSubset:
+    """Choose the parameters whose basin is measured.
+
+    layer: ``None`` for every parameter; an int ``i`` for the parameters of decoder block
+    ``i`` (``model.model.layers[i]`` for Llama, ``model.transformer.h[i]`` for GPT-2);
+    a string for the parameters of the submodule of that name (e.g. ``"lm_head"``);
+    a list of parameter names for exactly those parameters.
+    """
+    named = list(model.named_parameters())
+    if layer is None:
+        chosen = named
+    elif isinstance(layer, int) and not isinstance(layer, bool):
+        blocks = block_list(model)
+        if not -len(blocks) <= layer < len(blocks):
+            raise IndexError(f"layer {layer} out of range: the model has {len(blocks)} blocks")
+        ids = {id(p) for p in blocks[layer].parameters()}
+        chosen = [(n, p) for n, p in named if id(p) in ids]
+    elif isinstance(layer, str):
+        modules = dict(model.named_modules())
+        if layer not in modules:
+            raise ValueError(f"no submodule named {layer!r}; e.g. {', '.join(list(modules)[1:6])}")
+        ids = {id(p) for p in modules[layer].parameters()}
+        chosen = [(n, p) for n, p in named if id(p) in ids]
+    else:
+        wanted = list(layer)
+        by_name = dict(named)
+        missing = [n for n in wanted if n not in by_name]
+        if missing:
+            raise ValueError(f"unknown parameter names {missing}; valid names include {list(by_name)[:5]}")
+        chosen = [(n, by_name[n]) for n in wanted]
+    if not chosen:
+        raise ValueError(f"layer={layer!r} selects no parameters")
+    offsets, total = [], 0
+    for _, p in chosen:
+        offsets.append(total)
+        total += p.numel()
+    return ParameterSubset([n for n, _ in chosen], [p for _, p in chosen], offsets, total)
+
+
+@contextlib.contextmanager
+def perturbed_weights(subset: ParameterSubset, direction: torch.Tensor, scale: float) -> Iterator[None]:
+    """Within the block the subset's parameters are ``θ + scale * direction`` (direction ``(D,)``).
+
+    The original values are saved and copied back in ``finally``, so the model is never left
+    perturbed, even when the body raises.
+    """
+    saved = [p.detach().clone() for p in subset.params]
+    try:
+        with torch.no_grad():
+            for p, v in zip(subset.params, subset.split(direction)):
+                p.add_(v.to(p.dtype), alpha=float(scale))
+        yield
+    finally:
+        with torch.no_grad():
+            for p, s in zip(subset.params, saved):
+                p.copy_(s)
+
+
+def _linear_delta(module: nn.Linear, x: torch.Tensor, v: dict[str, torch.Tensor]) -> torch.Tensor:
+    if "weight" in v:
+        return F.linear(x, v["weight"], v.get("bias"))
+    return v["bias"].expand(*x.shape[:-1], module.out_features)
+
+
+def _conv1d_delta(module: nn.Module, x: torch.Tensor, v: dict[str, torch.Tensor]) -> torch.Tensor:
+    # transformers' Conv1D: y = x @ W + b with W of shape (in, out)
+    if "weight" in v:
+        out = x @ v["weight"]
+        return out + v["bias"] if "bias" in v else out
+    return v["bias"].expand(*x.shape[:-1], module.nf)
+
+
+def _layernorm_delta(module: nn.LayerNorm, x: torch.Tensor, v: dict[str, torch.Tensor]) -> torch.Tensor:
+    normed = F.layer_norm(x, module.normalized_shape, None, None, module.eps)
+    if "weight" in v:
+        return normed * v["weight"] + v["bias"] if "bias" in v else normed * v["weight"]
+    return v["bias"].expand_as(normed)
+
+
+def _embedding_delta(module: nn.Embedding, x: torch.Tensor, v: dict[str, torch.Tensor]) -> torch.Tensor:
+    return F.embedding(x, v["weight"])
+
+
+class HookedPerturbation:
+    """Forward hooks that perturb a model row by row, without touching its weights.
+
+    ``directions``: ``(n_dirs, D)`` perturbation vectors over ``subset``. Before each forward
+    pass call :meth:`set_rows` with, per batch row, the index of its direction and its scale;
+    rows must come grouped by direction (contiguous runs). Use as a context manager: the
+    hooks are removed on exit. Only modules that own a selected parameter are hooked (for a
+    one-layer subset, that layer's modules). Module types with a dedicated rule: Linear,
+    Embedding, LayerNorm, GPT-2 Conv1D; any other module is assumed affine in its own parameters and
+    handled by calling it with the perturbation (and with zeros) in place of its parameters.
+    """
+
+    def __init__(self, model: nn.Module, subset: ParameterSubset, directions: torch.Tensor) -> None:
+        if directions.ndim != 2 or directions.shape[1] != subset.dim:
+            raise ValueError(f"directions must be (n_dirs, {subset.dim}), got {tuple(directions.shape)}")
+        self.model = model
+        dtype = subset.params[0].dtype
+        views = {id(p): v for p, v in zip(subset.params, subset.split(directions.to(dtype)))}
+        self._owners: list[tuple[nn.Module, dict[str, torch.Tensor]]] = []
+        for module in model.modules():
+            own = {name: views[id(p)] for name, p in module._parameters.items() if p is not None and id(p) in views}
+            if own:
+                self._owners.append((module, own))
+        self._handles: list = []
+        self._groups: list[tuple[int, int, int]] = []
+        self._scales: Optional[torch.Tensor] = None
+        self._busy = False
+
+    def set_rows(self, direction_index: torch.Tensor, scales: torch.Tensor) -> None:
+        """Per-row direction indices ``(R,)`` (grouped) and scales ``(R,)`` for the next pass."""
+        idx = direction_index.tolist()
+        groups, start = [], 0
+        for i in range(1, len(idx) + 1):
+            if i == len(idx) or idx[i] != idx[start]:
+                groups.append((start, i, idx[start]))
+                start = i
+        if len({g[2] for g in groups}) != len(groups):
+            raise ValueError("rows must be grouped by direction (each direction one contiguous run)")
+        self._groups = groups
+        self._scales = scales
+
+    def __enter__(self) -> "HookedPerturbation":
+        from transformers.pytorch_utils import Conv1D
+
+        for module, own in self._owners:
+            if isinstance(module, nn.Linear):
+                rule = _linear_delta
+            elif isinstance(module, Conv1D):
+                rule = _conv1d_delta
+            elif isinstance(module, nn.Embedding) and set(own) == {"weight"}:
+                rule = _embedding_delta
+            elif isinstance(module, nn.LayerNorm):
+                rule = _layernorm_delta
+            else:
+                rule = None  # generic: affine in its own parameters
+            self._handles.append(module.register_forward_hook(self._make_hook(rule, own), with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def _generic_delta(self, module: nn.Module, v: dict[str, torch.Tensor], args: tuple, kwargs: dict) -> torch.Tensor:
+        zeros = {n: torch.zeros_like(p) for n, p in module._parameters.items() if p is not None}
+        self._busy = True
+        try:
+            with_v = torch.func.functional_call(module, {**zeros, **v}, args, kwargs or {})
+            at_zero = torch.func.functional_call(module, zeros, args, kwargs or {})
+        finally:
+            self._busy = False
+        return with_v - at_zero
+
+    def _make_hook(self, rule, own: dict[str, torch.Tensor]):
+        def hook(module, args, kwargs, output):
+            if self._busy or self._scales is None:
+                return None
+            x = args[0] if args else next(iter(kwargs.values()))
+            if output.shape[0] != self._scales.shape[0]:
+                raise RuntimeError(f"{type(module).__name__} output has {output.shape[0]} rows, expected "
+                                   f"{self._scales.shape[0]} (one scale per batch row)")
+            parts = []
+            for start, end, d in self._groups:
+                v = {name: t[d] for name, t in own.items()}
+                if rule is None:
+                    sub_args = tuple(a[start:end] if torch.is_tensor(a) and a.shape[:1] == output.shape[:1] else a
+                                     for a in args)
+                    parts.append(self._generic_delta(module, v, sub_args, kwargs))
+                else:
+                    parts.append(rule(module, x[start:end], v))
+            delta = parts[0] if len(parts) == 1 else torch.cat(parts)
+            scale = self._scales.to(output.dtype).view(-1, *(1,) * (output.ndim - 1))
+            return output + scale * delta
+
+        return hook

@@ -1,0 +1,221 @@
+"""Multiplier search to a target KL, and the engine's entry points for per-model and per-example basins.
+
+:func:`find_multipliers` solves ``KL(s) = eps`` elementwise for a whole array of independent
+problems (directions, or (direction, example) pairs) in lock-step: every iteration makes one
+call of the KL function with one scale per still-unconverged element (NaN for the others).
+
+Root finder: work with ``g(ℓ) = log KL(e^ℓ) - log eps``. Since ``KL(s) ≈ k s²`` for small
+``s``, ``g`` is close to linear in ``ℓ`` with slope 2, so the first step is Newton's step
+with slope 2 (exact for a quadratic KL), and later steps use the secant slope of the last
+two evaluations (clipped to [0.25, 16]; slope 2 where it is not usable). Steps are capped at
+``max_step`` in ``ℓ`` while the root is not bracketed, and once it is bracketed a step that
+would leave the bracket, or one taken after ``|g|`` failed to halve over two evaluations,
+falls back to bisection in ``ℓ`` (so at worst every other step halves the bracket). A KL of 0 (underflow) or a non-finite KL
+moves ``ℓ`` by ``max_step`` up or down. An element converges when ``|KL/eps - 1| <= rtol``
+(tyche's criterion); the multiplier returned is always one that was evaluated, with the KL
+measured there (the best one seen if ``max_iter`` runs out).
+
+:func:`estimate_basin` and :func:`per_example_basin` tie together directions
+(:mod:`harness.basin.estimate`), the model KL (:mod:`harness.basin.kl`) and this search.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from harness.basin.estimate import BasinResult, sample_directions
+from harness.basin.kl import CausalLMKL
+from harness.basin.perturb import LayerSpec, select_parameters
+
+logger = logging.getLogger(__name__)
+
+KLFunction = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class SearchResult:
+    """Outcome of :func:`find_multipliers` (arrays of the problem's shape).
+
+    multipliers: float64 evaluated scales; kls: float64 KL at those scales (nats);
+    converged: bool; evaluations: int, KL evaluations each element used; n_calls: calls of
+    the KL function (each evaluates all active elements).
+    """
+
+    multipliers: torch.Tensor
+    kls: torch.Tensor
+    converged: torch.Tensor
+    evaluations: torch.Tensor
+    n_calls: int
+
+
+def find_multipliers(
+    kl_fn: KLFunction,
+    shape: Union[int, Sequence[int]],
+    eps: float = 1e-2,
+    *,
+    init: Union[float, torch.Tensor] = 1.0,
+    rtol: float = 1e-2,
+    max_iter: int = 100,
+    max_step: float = math.log(1e3),
+    max_scale: float = 1e8,
+) -> SearchResult:
+    """Find ``s`` with ``kl_fn(s) = eps`` for every element of an array of problems.
+
+    kl_fn: maps a float64 tensor of scales of ``shape`` to a tensor of KLs of the same shape,
+    elementwise independent (e.g. ``lambda s: 0.5 * k * s**2``); entries that are NaN need
+    no evaluation (the function may skip them and return anything there).
+    init: starting scale(s), scalar or of ``shape``; rtol: relative tolerance on the KL;
+    max_iter: KL calls at most; max_step: largest step in log scale before bracketing;
+    max_scale: an element whose KL is still below ``eps`` at this scale stops, unconverged
+    (the KL can saturate below ``eps`` when only a few parameters are perturbed).
+    """
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    log_eps = math.log(eps)
+    f64 = dict(dtype=torch.float64)
+    ell = torch.log(torch.as_tensor(init, **f64)).expand(shape).clone()
+    lo = torch.full(shape, -math.inf, **f64)
+    hi = torch.full(shape, math.inf, **f64)
+    prev_ell = torch.full(shape, math.nan, **f64)
+    prev_g = torch.full(shape, math.nan, **f64)
+    gabs = [torch.full(shape, math.inf, **f64)] * 2  # |g| one and two evaluations ago
+    best_ell, best_kl = ell.clone(), torch.full(shape, math.nan, **f64)
+    best_err = torch.full(shape, math.inf, **f64)
+    active = torch.ones(shape, dtype=torch.bool)
+    converged = torch.zeros(shape, dtype=torch.bool)
+    evaluations = torch.zeros(shape, dtype=torch.long)
+    n_calls = 0
+    for _ in range(max_iter):
+        if not active.any():
+            break
+        scales = torch.where(active, ell.exp(), torch.full_like(ell, math.nan))
+        kl = torch.as_tensor(kl_fn(scales), **f64).reshape(shape)
+        n_calls += 1
+        evaluations += active.long()
+        g = torch.where(kl > 0, kl.log() - log_eps, torch.full_like(kl, -math.inf))
+        g = torch.where(kl.isfinite() | (kl == math.inf), g, torch.full_like(g, math.inf))  # NaN KL: too far
+        err = (kl / eps - 1).abs().nan_to_num(math.inf)
+        better = active & (err < best_err)
+        best_ell, best_kl, best_err = (torch.where(better, ell, best_ell), torch.where(better, kl, best_kl),
+                                       torch.where(better, err, best_err))
+        done = active & (err <= rtol)
+        converged |= done
+        active &= ~done
+        lo = torch.where(active & (g < 0), ell, lo)
+        hi = torch.where(active & (g > 0), ell, hi)
+
+        # Newton/secant step in log-log
+        slope = (g - prev_g) / (ell - prev_ell)
+        usable = slope.isfinite() & (slope >= 0.25) & (slope <= 16)
+        slope = torch.where(usable, slope, torch.full_like(slope, 2.0))
+        step = torch.where(g.isfinite(), -g / slope, torch.where(g < 0, max_step, -max_step))
+        proposal = ell + step.clamp(-max_step, max_step)
+        bracketed = lo.isfinite() & hi.isfinite()
+        width = hi - lo
+        outside = (proposal <= lo) | (proposal >= hi)
+        slow = g.abs() > 0.5 * gabs[1]
+        bisect = bracketed & (outside | slow)
+        proposal = torch.where(bisect, 0.5 * (lo + hi), proposal)
+        # one-sided brackets: never step back past a known side
+        proposal = torch.where(~bracketed & lo.isfinite() & (proposal <= lo), lo + max_step, proposal)
+        proposal = torch.where(~bracketed & hi.isfinite() & (proposal >= hi), hi - max_step, proposal)
+        log_max = math.log(max_scale)
+        stuck = active & bracketed & (width <= 1e-12 * (1 + ell.abs()))
+        stuck |= active & (g < 0) & (ell >= log_max)
+        proposal = proposal.clamp(max=log_max)
+        active &= ~stuck
+        gabs = [torch.where(active, g.abs(), gabs[0]), gabs[0]]
+        prev_ell = torch.where(active, ell, prev_ell)
+        prev_g = torch.where(active, g, prev_g)
+        ell = torch.where(active, proposal, ell)
+    if not converged.all():
+        logger.warning("multiplier search: %d of %d did not reach |KL/eps - 1| <= %g (best kept)",
+                       int((~converged).sum()), converged.numel(), rtol)
+    return SearchResult(best_ell.exp(), best_kl, converged, evaluations, n_calls)
+
+
+# ------------------------------------------------------------------------------------------
+# engine entry points
+
+
+def _prior_terms(model: nn.Module, layer: LayerSpec, n_directions: int, seed: int,
+                 preconditioner: Optional[torch.Tensor], sigma: Optional[float]):
+    subset = select_parameters(model, layer)
+    theta = subset.flat()
+    dirs, props = sample_directions(subset.dim, n_directions, seed, preconditioner, dtype=torch.float64)
+    w_dot_theta = dirs @ theta
+    sigma = float(theta.pow(2).mean().sqrt()) if sigma is None else float(sigma)
+    return subset, theta, dirs.to(subset.params[0].dtype), props, w_dot_theta, sigma
+
+
+def estimate_basin(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    n_directions: int = 25,
+    eps: float = 1e-2,
+    layer: LayerSpec = None,
+    seed: int = 0,
+    preconditioner: Optional[torch.Tensor] = None,
+    sigma: Optional[float] = None,
+    position_mask: Optional[torch.Tensor] = None,
+    rtol: float = 1e-2,
+    max_iter: int = 100,
+    batch_size: int = 256,
+    mode: str = "sequential",
+) -> BasinResult:
+    """Basin log probability of one model (KL averaged over all evaluation positions).
+
+    input_ids, attention_mask: ``(n_examples, seq)`` left-padded prompts (evaluation at
+    the last position unless ``position_mask`` ``(n_examples, seq)`` says otherwise);
+    layer: parameter subset (see :func:`select_parameters`); sigma: prior std (default RMS
+    of θ); mode: ``"sequential"`` or ``"stacked"`` evaluation of the directions
+    (:class:`CausalLMKL`). Returns a :class:`BasinResult` with ``(n_directions,)`` arrays.
+    """
+    subset, theta, dirs, props, wt, sigma = _prior_terms(model, layer, n_directions, seed, preconditioner, sigma)
+    kl = CausalLMKL(model, input_ids, attention_mask, subset, dirs, position_mask, batch_size, mode)
+    search = find_multipliers(kl.per_direction, n_directions, eps, rtol=rtol, max_iter=max_iter)
+    return BasinResult.from_search(search.multipliers, search.kls, search.converged, props, wt,
+                                   float(theta @ theta), subset.dim, sigma, eps, n_forward=kl.n_forward,
+                                   n_rows=kl.n_rows, n_evaluations=search.n_calls,
+                                   meta={"layer": layer, "seed": seed, "rtol": rtol, "mode": mode})
+
+
+def per_example_basin(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    n_directions: int = 16,
+    eps: float = 1e-2,
+    layer: LayerSpec = None,
+    seed: int = 0,
+    preconditioner: Optional[torch.Tensor] = None,
+    sigma: Optional[float] = None,
+    position_mask: Optional[torch.Tensor] = None,
+    rtol: float = 1e-2,
+    max_iter: int = 100,
+    batch_size: int = 256,
+    init: Union[float, torch.Tensor] = 1.0,
+) -> BasinResult:
+    """Per-example basins: one multiplier per (direction, example) with that example's KL = eps.
+
+    All ``n_directions * n_examples`` root finds run in lock-step; each iteration is one
+    sweep of hooked forward passes in which every row carries its own direction and scale.
+    ``log m`` of the result is the basin_mahalanobis feature; ``log_volume`` ``(n_examples,)``
+    is the per-example basin estimate. Arrays are ``(n_directions, n_examples)``.
+    """
+    subset, theta, dirs, props, wt, sigma = _prior_terms(model, layer, n_directions, seed, preconditioner, sigma)
+    kl = CausalLMKL(model, input_ids, attention_mask, subset, dirs, position_mask, batch_size)
+    shape = (n_directions, input_ids.shape[0])
+    search = find_multipliers(kl.per_example, shape, eps, init=init, rtol=rtol, max_iter=max_iter)
+    return BasinResult.from_search(search.multipliers, search.kls, search.converged, props, wt,
+                                   float(theta @ theta), subset.dim, sigma, eps, n_forward=kl.n_forward,
+                                   n_rows=kl.n_rows, n_evaluations=search.n_calls,
+                                   meta={"layer": layer, "seed": seed, "rtol": rtol})

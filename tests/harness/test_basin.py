@@ -1,0 +1,293 @@
+"""Tests of the basin-volume engine (harness.basin): closed forms, quadrature, hooks, the plain reference."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.integrate import quad
+from scipy.special import gammainc, gammaln, ndtr
+
+from harness.basin import (
+    HookedPerturbation,
+    estimate_basin,
+    find_multipliers,
+    gaussian_log_estimates,
+    log_gaussian_integral,
+    logmeanexp,
+    per_example_basin,
+    perturbed_weights,
+    sample_directions,
+    select_parameters,
+)
+from harness.basin.kl import CausalLMKL
+
+torch.set_num_threads(1)
+
+
+def _reference_module():
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "basin_reference.py"
+    spec = importlib.util.spec_from_file_location("basin_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_llama(seed: int = 0, tie: bool = False, hidden: int = 32, layers: int = 2, dtype=torch.float32):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=32, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=tie,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    return LlamaForCausalLM(config).to(dtype).eval()
+
+
+def tiny_gpt2(seed: int = 0):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=32, n_embd=32, n_inner=64, n_layer=2, n_head=4, n_positions=16, resid_pdrop=0.0,
+                        embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=1, eos_token_id=2)
+    return GPT2LMHeadModel(config).eval()
+
+
+def left_padded_batch(n: int, seq: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 32, (n, seq), generator=gen)
+    lengths = torch.randint(seq // 2, seq + 1, (n,), generator=gen)
+    mask = (torch.arange(seq) >= seq - lengths[:, None]).long()
+    return ids.masked_fill(mask == 0, 0), mask
+
+
+def state_copy(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_state(model, saved) -> None:
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, saved[k]), f"parameter {k} was left changed"
+
+
+# ---------------------------------------------------------------------------------------------
+# (1) root finder on a synthetic quadratic KL
+
+
+def test_quadratic_kl_radius_matches_closed_form():
+    gen = torch.Generator().manual_seed(0)
+    dim, n_dirs, eps = 30, 9, 1e-2
+    a = torch.randn(dim, dim, generator=gen, dtype=torch.float64)
+    hessian = a @ a.T + 0.1 * torch.eye(dim, dtype=torch.float64)
+    dirs, _ = sample_directions(dim, n_dirs, seed=3, dtype=torch.float64)
+    curv = torch.einsum("id,de,ie->i", dirs, hessian, dirs)
+
+    def kl(scales):  # ½ δᵀHδ with δ = s u
+        return 0.5 * curv * scales**2
+
+    res = find_multipliers(kl, n_dirs, eps, rtol=1e-4)
+    expected = torch.sqrt(2 * eps / curv)
+    assert res.converged.all()
+    assert torch.allclose(res.multipliers, expected, rtol=1e-3, atol=0)
+    assert torch.allclose(res.kls, kl(res.multipliers))  # the KL belongs to the returned multiplier
+    assert res.evaluations.max() <= 3  # log-log Newton with slope 2 is exact here
+
+
+def test_search_nonquadratic_far_start_and_per_example_shape():
+    gen = torch.Generator().manual_seed(1)
+    k = torch.rand(4, 6, generator=gen, dtype=torch.float64) * 1e4 + 1e-3
+
+    def kl(s):  # saturating, far from quadratic at large s; NaN entries stay NaN
+        return 1 - torch.exp(-k * s**2 - 3 * k * s**4)
+
+    res = find_multipliers(kl, (4, 6), 1e-2, init=1e3, rtol=1e-6)
+    assert res.converged.all()
+    assert torch.allclose(kl(res.multipliers), torch.full((4, 6), 1e-2, dtype=torch.float64), rtol=1e-6)
+    assert res.evaluations.max() <= 20
+
+
+# ---------------------------------------------------------------------------------------------
+# (2) the Gaussian integral
+
+
+def _quad_log_integral(n, a, b, x1):
+    f = lambda x: (n * math.log(x) if n > 0 else 0.0) - 0.5 * a * x * x + b * x  # noqa: E731
+    xstar = (b + math.sqrt(b * b + 4 * a * n)) / (2 * a) if n > 0 else max(b / a, 0.0)
+    xm = min(xstar, x1)
+    fm = f(xm) if xm > 0 else 0.0
+    val, _ = quad(lambda x: math.exp(f(x) - fm) if x > 0 else float(n == 0), 0.0, x1,
+                  points=[xm] if 0 < xm < x1 else None, epsabs=0.0, epsrel=1e-12, limit=500)
+    return fm + math.log(val)
+
+
+@pytest.mark.parametrize("dim", [1, 2, 5, 20])
+def test_log_integral_matches_quadrature(dim):
+    for a in (1.0, 40.0):
+        for b in (-3.0, 0.0, 2.5):
+            for x1 in (0.02, 0.4, 3.0, 25.0):
+                got = float(log_gaussian_integral(dim - 1, a, b, x1, c=-1.5))
+                want = _quad_log_integral(dim - 1, a, b, x1) - 1.5
+                assert got == pytest.approx(want, abs=1e-8), (dim, a, b, x1)
+
+
+def test_log_integral_finite_and_exact_for_huge_dim():
+    dim, sigma = 10**7, 0.02
+    n, a = dim - 1, 1 / sigma**2
+    mode = sigma * math.sqrt(n)
+    x1 = np.array([1e-4, 1e-2, 0.9 * mode, 1.01 * mode, 10 * mode])
+    got = log_gaussian_integral(n, a, 0.0, x1)
+    assert np.isfinite(got).all()
+    # b = 0 has a closed form: ½ (2/a)^((n+1)/2) γ((n+1)/2, a x1²/2)
+    s = (n + 1) / 2
+    for g, x in zip(got, x1):
+        p = gammainc(s, a * x * x / 2)
+        if p > 0:
+            want = math.log(0.5) + s * math.log(2 / a) + gammaln(s) + math.log(p)
+        else:  # regularised gamma underflows: x1 far below the mode, mpmath in high precision
+            mpmath = pytest.importorskip("mpmath")
+            mpmath.mp.dps = 30
+            want = float(mpmath.log(0.5) + s * mpmath.log(2 / a) + mpmath.log(mpmath.gammainc(s, 0, a * x * x / 2)))
+        assert g == pytest.approx(want, rel=1e-12, abs=1e-6)
+    # many directions with b != 0 stay finite and increase with the radius
+    b = np.linspace(-300, 300, 50)
+    small, large = log_gaussian_integral(n, a, b, 0.01), log_gaussian_integral(n, a, b, 0.02)
+    assert np.isfinite(small).all() and (large > small).all()
+
+
+def test_one_dimensional_estimate_is_the_prior_mass_of_the_interval():
+    theta, sigma, radius = 0.7, 0.5, 0.3
+    # directions +1 and -1: estimates average to the prior mass of [θ - r, θ + r]
+    _, est = gaussian_log_estimates(np.array([radius, radius]), np.ones(2), np.array([theta, -theta]),
+                                    theta * theta, dim=1, sigma=sigma)
+    want = math.log(ndtr((theta + radius) / sigma) - ndtr((theta - radius) / sigma))
+    assert float(logmeanexp(est)) == pytest.approx(want, abs=1e-10)
+
+
+def test_directions_are_seeded_unit_vectors_with_preconditioner():
+    d1, p1 = sample_directions(50, 4, seed=7)
+    d2, _ = sample_directions(50, 2, seed=7)
+    assert torch.equal(d1[:2], d2) and torch.allclose(d1.norm(dim=1), torch.ones(4))
+    assert torch.equal(p1, torch.ones(4, dtype=torch.float64))
+    pre = torch.linspace(0.5, 2.0, 50)
+    d3, p3 = sample_directions(50, 4, seed=7, preconditioner=pre)
+    assert torch.allclose(d3, d1 * pre, atol=1e-6) and torch.allclose(p3, d3.double().norm(dim=1), atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# (3) per-example hooked forward == explicit per-example weight perturbation
+
+
+@pytest.mark.parametrize("arch", ["llama", "llama-tied", "gpt2"])
+@pytest.mark.parametrize("layer", [None, 1])
+def test_hooked_forward_matches_explicit_perturbation(arch, layer):
+    model = tiny_gpt2() if arch == "gpt2" else tiny_llama(tie=arch == "llama-tied")
+    saved = state_copy(model)
+    subset = select_parameters(model, layer)
+    dirs, _ = sample_directions(subset.dim, 3, seed=1)
+    ids, mask = left_padded_batch(5, 7)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    dir_index, scales = torch.tensor([0, 0, 1, 2, 2]), torch.tensor([0.5, 1.0, 2.0, 0.0, 3.0])
+    with torch.no_grad(), HookedPerturbation(model, subset, dirs) as hooks:
+        hooks.set_rows(dir_index, scales)
+        hooked = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+    explicit = []
+    for r in range(5):
+        with torch.no_grad(), perturbed_weights(subset, dirs[dir_index[r]], float(scales[r])):
+            explicit.append(model(input_ids=ids[r:r + 1], attention_mask=mask[r:r + 1], position_ids=pos[r:r + 1]).logits)
+    explicit = torch.cat(explicit)
+    real = mask.bool()
+    assert torch.allclose(hooked[real], explicit[real], atol=2e-5, rtol=1e-4)
+    assert (hooked[real] - model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[real]).abs().max() > 1e-3
+    assert_same_state(model, saved)
+    assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_select_parameters_layers_and_names():
+    model = tiny_llama()
+    assert select_parameters(model).dim == sum(p.numel() for p in model.parameters())
+    layer1 = select_parameters(model, 1)
+    assert layer1.names and all(n.startswith("model.layers.1.") for n in layer1.names)
+    gpt_layer = select_parameters(tiny_gpt2(), 0)
+    assert all(n.startswith("transformer.h.0.") for n in gpt_layer.names)
+    names = ["model.norm.weight", "lm_head.weight"]
+    assert select_parameters(model, names).names == names
+    with pytest.raises(ValueError, match="unknown parameter"):
+        select_parameters(model, ["nope"])
+    with pytest.raises(IndexError):
+        select_parameters(model, 5)
+
+
+# ---------------------------------------------------------------------------------------------
+# (4) agreement with the plain reference
+
+
+def test_engine_agrees_with_plain_reference():
+    ref = _reference_module()
+    model = tiny_llama(hidden=16, layers=1, dtype=torch.float64)
+    ids, mask = left_padded_batch(8, 6, seed=2)
+    kwargs = dict(n_directions=4, eps=1e-2, seed=5)
+    # default tolerance (tyche's rtol 1e-2): radii within 2%
+    eng = estimate_basin(model, ids, mask, **kwargs)
+    plain = ref.reference_basin(model, ids, mask, **kwargs)
+    assert eng.converged.all() and plain.converged.all()
+    np.testing.assert_allclose(eng.radii, plain.radii, rtol=0.02)
+    assert eng.n_forward < plain.n_forward / 3
+    # tight tolerance: log volume within 0.1 nats (its error is ~D times the radii's)
+    eng = estimate_basin(model, ids, mask, rtol=1e-6, **kwargs)
+    plain = ref.reference_basin(model, ids, mask, rtol=1e-6, **kwargs)
+    np.testing.assert_allclose(eng.radii, plain.radii, rtol=1e-5)
+    assert abs(eng.log_volume - plain.log_volume) < 0.1
+    assert np.isfinite(eng.estimates).all() and eng.log_volume < 0
+    # stacked evaluation of the directions gives the same radii
+    stacked = estimate_basin(model, ids, mask, rtol=1e-6, mode="stacked", **kwargs)
+    np.testing.assert_allclose(stacked.radii, eng.radii, rtol=1e-5)
+
+
+def test_per_example_multipliers_agree_with_reference_loop():
+    ref = _reference_module()
+    model = tiny_llama(hidden=16, layers=1, dtype=torch.float64)
+    ids, mask = left_padded_batch(3, 6, seed=4)
+    kwargs = dict(n_directions=2, eps=1e-2, seed=1, rtol=1e-6)
+    eng = per_example_basin(model, ids, mask, **kwargs)
+    plain = ref.reference_per_example(model, ids, mask, **kwargs)
+    assert eng.multipliers.shape == (2, 3) and eng.log_volume.shape == (3,)
+    assert eng.converged.all()
+    np.testing.assert_allclose(eng.multipliers, plain.multipliers, rtol=1e-5)
+    np.testing.assert_allclose(eng.log_volume, plain.log_volume, atol=0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# (5) the model is never left perturbed
+
+
+def test_weights_restored_after_search_and_on_error():
+    model = tiny_llama(tie=True)
+    saved = state_copy(model)
+    ids, mask = left_padded_batch(6, 5, seed=3)
+    estimate_basin(model, ids, mask, n_directions=2, seed=0)
+    estimate_basin(model, ids, mask, n_directions=2, seed=0, mode="stacked", layer=0)
+    per_example_basin(model, ids, mask, n_directions=2, seed=0)
+    assert_same_state(model, saved)
+    subset = select_parameters(model)
+    with pytest.raises(RuntimeError, match="boom"):
+        with perturbed_weights(subset, torch.ones(subset.dim), 0.1):
+            raise RuntimeError("boom")
+    assert_same_state(model, saved)
+    assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_kl_function_skips_nan_entries_and_counts_passes():
+    model = tiny_llama()
+    ids, mask = left_padded_batch(4, 5)
+    subset = select_parameters(model, 0)
+    dirs, _ = sample_directions(subset.dim, 3, seed=0)
+    kl = CausalLMKL(model, ids, mask, subset, dirs)
+    assert kl.n_forward == 1  # unperturbed log-probs once
+    out = kl.per_example(torch.tensor([[0.1, float("nan"), 0.2, 0.3]] * 3, dtype=torch.float64))
+    assert out[:, 1].isnan().all() and (out[:, [0, 2, 3]] > 0).all()
+    assert kl.n_rows == 4 + 9
+    zero = kl.per_direction(torch.tensor([0.0, float("nan"), 0.0], dtype=torch.float64))
+    assert zero[1].isnan() and zero[[0, 2]].abs().max() < 1e-12
