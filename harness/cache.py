@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Callable, Iterator, Union
 
 import platformdirs
 
@@ -99,3 +99,21 @@ def atomic_directory(final: PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cached_arrays(namespace: str, key: Any, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Arrays for ``key`` from ``<cache>/<namespace>/<hash>.safetensors``, computing and
+    storing them (atomically) when missing or unreadable. ``compute`` returns name -> numpy array."""
+    import logging
+
+    from safetensors.numpy import load_file, save
+
+    path = cache_root() / namespace / f"{stable_hash(key)}.safetensors"
+    if path.exists():
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # a damaged file is recomputed, never trusted
+            logging.getLogger(__name__).warning("cache file %s unreadable (%s); recomputing", path, exc)
+    arrays = compute()
+    atomic_write_bytes(path, save(arrays))
+    return arrays

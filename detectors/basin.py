@@ -1,0 +1,163 @@
+"""Basin-volume detectors for MAD: ``basin_volume`` (per-datapoint "meta basin volume") and
+``basin_mahalanobis`` (Mahalanobis over per-datapoint log multipliers).
+
+Both perturb the model's weights along K fixed random unit directions and find, for every
+datapoint and direction, the multiplier at which the KL between the perturbed and the
+unperturbed next-token distribution at the answer position reaches the cutoff ``eps`` on
+that datapoint alone (:func:`harness.basin.per_example_basin`, all root finds in lock-step).
+The sweeps are cached on disk under (model fingerprint, prompts, settings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import numpy as np
+
+from harness.cache import cached_arrays, stable_hash
+from harness.features import encode_batch
+from harness.interfaces import ConfigError, Detector
+from harness.items import InputItems
+
+from .statistics import COVARIANCE_ESTIMATORS, Mahalanobis
+
+ENGINE_VERSION = "1"
+
+
+class _PerExampleBasin(Detector):
+    """Shared settings and the cached per-example sweep (subclasses are the dataclasses)."""
+
+    task_kinds = ("mad",)
+    n_directions: int = 25
+    eps: float = 1e-2
+    layer: Optional[Union[int, str]] = None
+    rtol: float = 1e-2
+    seed: int = 0
+
+    def _validate(self) -> None:
+        if not isinstance(self.n_directions, int) or self.n_directions < 1:
+            raise ConfigError(f"{self.name}: field 'n_directions' must be a positive integer, got {self.n_directions!r}")
+        if not (isinstance(self.eps, (int, float)) and self.eps > 0):
+            raise ConfigError(f"{self.name}: field 'eps' must be a positive KL cutoff in nats, got {self.eps!r}")
+        if not (isinstance(self.rtol, (int, float)) and 0 < self.rtol < 1):
+            raise ConfigError(f"{self.name}: field 'rtol' must be in (0, 1), got {self.rtol!r}")
+
+    def sweep(self, items: InputItems) -> dict[str, np.ndarray]:
+        """Per-example basin arrays for ``items``: ``log_multipliers`` (n_directions, n),
+        ``estimates`` (n_directions, n), ``log_volume`` (n,), ``converged`` (n_directions, n)."""
+        handle = items.handle
+        key = {
+            "engine": ENGINE_VERSION,
+            "model": handle.fingerprint,
+            "prompts": stable_hash(list(items.prompts), 32),
+            "n_directions": self.n_directions,
+            "eps": self.eps,
+            "layer": self.layer,
+            "rtol": self.rtol,
+            "seed": self.seed,
+        }
+        return cached_arrays("basin", key, lambda: self._compute(items))
+
+    def _compute(self, items: InputItems) -> dict[str, np.ndarray]:
+        from harness.basin import per_example_basin
+
+        batch = encode_batch(items.handle.tokenizer, list(items.prompts))
+        result = per_example_basin(
+            items.handle.model,
+            batch["input_ids"],
+            batch["attention_mask"],
+            n_directions=self.n_directions,
+            eps=self.eps,
+            layer=self.layer,
+            seed=self.seed,
+            rtol=self.rtol,
+        )
+        return {
+            "log_multipliers": np.log(result.multipliers).astype(np.float64),
+            "estimates": np.asarray(result.estimates, dtype=np.float64),
+            "log_volume": np.asarray(result.log_volume, dtype=np.float64),
+            "converged": np.asarray(result.converged, dtype=np.uint8),
+        }
+
+
+@dataclass
+class BasinVolume(_PerExampleBasin):
+    """Per-datapoint basin volume ("meta basin volume"): score = minus the log basin estimate.
+
+    For each datapoint, the tyche estimate (Gaussian prior with sigma = RMS of the weights)
+    of the weight-space basin within which the KL on that datapoint alone stays below eps,
+    aggregated by log-mean-exp over directions. Smaller basin = more anomalous, so the score
+    is -log_volume. Higher = more anomalous. Nothing is learned from trusted data.
+
+    Hyperparameters:
+        n_directions: random unit directions (default 25).
+        eps: KL cutoff in nats (default 1e-2).
+        layer: null = all parameters; an int = the parameters of that block; a module name.
+        rtol: relative tolerance of the root finder on KL/eps (default 1e-2, as tyche).
+        seed: seed of the directions (default 0).
+    """
+
+    name = "basin_volume"
+    n_directions: int = 25
+    eps: float = 1e-2
+    layer: Optional[Union[int, str]] = None
+    rtol: float = 1e-2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    def fit(self, trusted: InputItems) -> "BasinVolume":
+        self.fitted_ = True
+        return self
+
+    def score(self, items: InputItems) -> np.ndarray:
+        """(n_items,) float: -log basin volume per item; higher = more anomalous."""
+        self._check_is_fitted("fitted_")
+        return -self.sweep(items)["log_volume"]
+
+
+@dataclass
+class BasinMahalanobis(_PerExampleBasin):
+    """Mahalanobis distance of per-datapoint log multipliers from the trusted data's.
+
+    Fix K random unit directions; for every datapoint the vector of log m_k, where m_k is the
+    multiplier along direction k at which the KL on that datapoint reaches eps. Fit mean and
+    covariance on trusted datapoints; score = squared Mahalanobis distance / K. Higher = more
+    anomalous.
+
+    Hyperparameters:
+        n_directions: K, random unit directions (default 25).
+        eps: KL cutoff in nats (default 1e-2).
+        layer: null = all parameters; an int = the parameters of that block; a module name.
+        rtol: root-finder tolerance (default 1e-2).
+        seed: seed of the directions (default 0).
+        covariance: "ledoit_wolf" (default) or "pinv".
+    """
+
+    name = "basin_mahalanobis"
+    n_directions: int = 25
+    eps: float = 1e-2
+    layer: Optional[Union[int, str]] = None
+    rtol: float = 1e-2
+    seed: int = 0
+    covariance: str = "ledoit_wolf"
+
+    def __post_init__(self) -> None:
+        self._validate()
+        if self.covariance not in COVARIANCE_ESTIMATORS:
+            raise ConfigError(f"{self.name}: field 'covariance' must be one of {COVARIANCE_ESTIMATORS}, got {self.covariance!r}")
+
+    def features(self, items: InputItems) -> np.ndarray:
+        """(n_items, n_directions) log multipliers."""
+        return self.sweep(items)["log_multipliers"].T
+
+    def fit(self, trusted: InputItems) -> "BasinMahalanobis":
+        self.scorer_ = Mahalanobis(self.covariance).fit(self.features(trusted))
+        return self
+
+    def score(self, items: InputItems) -> np.ndarray:
+        """(n_items,) float; higher = more anomalous."""
+        self._check_is_fitted("scorer_")
+        return self.scorer_.score(self.features(items))

@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+
+from detectors.basin import BasinMahalanobis, BasinVolume
+from harness.basin import logmeanexp
+from harness.features import FeatureExtractor
+from harness.interfaces import ConfigError
+from harness.items import InputItems
+from harness.zoo.store import ModelHandle
+
+PROMPTS = ["12 + 7 = 19. Alice:", "3 + 4 = 8. Bob:", "99 + 1 = 100. Alice:", "5 + 5 = 10. Bob:",
+           "1 + 1 = 2. Alice:", "7 + 7 = 14. Alice:"]
+
+
+@pytest.fixture()
+def items(tiny_model_dir):
+    return InputItems(PROMPTS, FeatureExtractor(ModelHandle(tiny_model_dir), progress=False))
+
+
+def test_basin_mahalanobis_features_are_cached_log_multipliers(items, isolated_cache):
+    detector = BasinMahalanobis(n_directions=4, rtol=1e-2).fit(items)
+    features = detector.features(items)
+    assert features.shape == (len(PROMPTS), 4) and np.all(np.isfinite(features))
+    scores = detector.score(items)
+    assert scores.shape == (len(PROMPTS),) and np.all(np.isfinite(scores))
+    assert list((isolated_cache / "basin").glob("*.safetensors"))
+    # the cached sweep is reused: same numbers without recomputation
+    again = BasinMahalanobis(n_directions=4, rtol=1e-2)
+    again._compute = lambda items: pytest.fail("recomputed despite the cache")
+    np.testing.assert_array_equal(again.fit(items).score(items), scores)
+
+
+def test_basin_volume_is_minus_logmeanexp_of_estimates(items):
+    detector = BasinVolume(n_directions=3).fit(items)
+    sweep = detector.sweep(items)
+    np.testing.assert_allclose(detector.score(items), -logmeanexp(sweep["estimates"], axis=0))
+    assert sweep["converged"].mean() > 0.9
+
+
+def test_settings_are_validated():
+    with pytest.raises(ConfigError, match="n_directions"):
+        BasinMahalanobis(n_directions=0)
+    with pytest.raises(ConfigError, match="eps"):
+        BasinVolume(eps=-1.0)
