@@ -122,6 +122,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     results = run(registry, args.task, args.detector, options, on_result=_report_job)
     elapsed = time.perf_counter() - start
     table = leaderboard.summary_rows([r.record for r in results])
+    poser = next((r.record for r in results if r.record.get("task_kind") == "poser"), None)
+    if poser is not None:
+        pairs = leaderboard.pair_validity_rows(poser)
+        if not pairs.empty:
+            print("\npair validity (agreement >= 0.95; misaligned rate >= 0.90 for the faker, <= 0.10 for the aligned):")
+            print(tabulate(pairs, headers="keys", tablefmt="github", showindex=False, floatfmt=".3f"))
     print()
     print(tabulate(table, headers="keys", tablefmt="github", showindex=False, floatfmt=".3f"))
     counts = {status: sum(r.status == status for r in results) for status in ("ok", "cached", "invalid", "error")}

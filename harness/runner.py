@@ -214,7 +214,8 @@ def _run_job(
         "timings": timings,
         "scores": scores.tolist(),
         "labels": labels.tolist(),
-        "tags": {name: np.asarray(tag, dtype=bool).tolist() for name, tag in episode.tags.items()},
+        "tags": {name: np.asarray(tag).tolist() for name, tag in episode.tags.items()},
+        "diagnostics": fresh.diagnostics() if hasattr(fresh, "diagnostics") else {},
     }
     write_record(path, record)
     return JobResult(episode.name, detector.name, "ok", record, path)

@@ -24,11 +24,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from harness.interventions import block_list
+
 LayerSpec = Union[None, int, str, Sequence[str]]
-
-# where the decoder blocks live in common Hugging Face causal LMs
-_BLOCK_LISTS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers")
-
 
 @dataclass
 class ParameterSubset:
@@ -51,19 +49,6 @@ class ParameterSubset:
         """Views of a ``(..., D)`` tensor shaped like each parameter: ``(..., *param.shape)``."""
         lead = vector.shape[:-1]
         return [vector[..., o:o + p.numel()].reshape(*lead, *p.shape) for o, p in zip(self.offsets, self.params)]
-
-
-def block_list(model: nn.Module) -> nn.ModuleList:
-    """The decoder blocks of a Hugging Face causal LM (Llama: ``model.layers``, GPT-2: ``transformer.h``)."""
-    for path in _BLOCK_LISTS:
-        module: Optional[nn.Module] = model
-        for part in path.split("."):
-            module = getattr(module, part, None)
-            if module is None:
-                break
-        if isinstance(module, nn.ModuleList):
-            return module
-    raise ValueError(f"cannot find the decoder blocks of {type(model).__name__} (looked for {', '.join(_BLOCK_LISTS)})")
 
 
 def select_parameters(model: nn.Module, layer: LayerSpec = None) -> ParameterSubset:
