@@ -3,8 +3,31 @@
 from harness import hookimpl
 
 from .activations import ActivationsLOF, ActivationsMahalanobis
+from .attribution import AttributionLOF, AttributionMahalanobis
+from .basin import BasinMahalanobis, BasinVolume
+from .flow import FlowLaplace, FlowMahalanobis
+from .probe import ProbeLOF, ProbeMahalanobis
+from .poser import ActivationNoise, Confidence
+from .sae import SAEDiagMahalanobis, SAEL0
 
-BUILTIN_DETECTORS = (ActivationsMahalanobis, ActivationsLOF)
+# MAD detectors that need only cached features (testable on synthetic arrays)
+FEATURE_DETECTORS = (
+    ActivationsMahalanobis,
+    ActivationsLOF,
+    ProbeMahalanobis,
+    ProbeLOF,
+    AttributionMahalanobis,
+    AttributionLOF,
+    FlowMahalanobis,
+    FlowLaplace,
+    SAEDiagMahalanobis,
+    SAEL0,
+)
+# MAD detectors that perturb the model's weights
+WEIGHT_DETECTORS = (BasinVolume, BasinMahalanobis)
+# POSER detectors (items are models)
+POSER_DETECTORS = (Confidence, ActivationNoise)
+BUILTIN_DETECTORS = FEATURE_DETECTORS + WEIGHT_DETECTORS + POSER_DETECTORS
 
 
 @hookimpl

@@ -6,6 +6,10 @@ and the log-odds of the positive vs the negative answer token. Results are cache
 (safetensors) under a key of (model fingerprint, prompts, answer words, extractor version),
 so detectors never recompute activations and never run hooks of their own.
 
+Attributions (:meth:`FeatureExtractor.attributions`) are computed the same way with gradients
+enabled: gradient of the answer log-odds with respect to each layer's residual stream at the
+answer position, times that activation (elementwise), cached under a separate key.
+
 Layer convention: layer 0 is the embedding output, layer ``i`` the output of block ``i``
 (``transformers``' ``hidden_states``; the last one has the final norm applied).
 """
@@ -46,13 +50,22 @@ class LastTokenFeatures:
 
     def layers(self, layers: Optional[Sequence[int]] = None) -> dict[int, np.ndarray]:
         """Per-layer (n, d) arrays; default: every block output (layers 1..n_layers)."""
-        chosen = range(1, self.n_layers + 1) if layers is None else layers
-        out = {}
-        for layer in chosen:
-            if not -self.hidden.shape[0] <= layer < self.hidden.shape[0]:
-                raise IndexError(f"layer {layer} out of range: this model has layers 0..{self.n_layers}")
-            out[int(layer) % self.hidden.shape[0]] = self.hidden[layer]
-        return out
+        return select_layers(self.hidden, layers)
+
+
+def select_layers(stacked: np.ndarray, layers: Optional[Sequence[int]] = None) -> dict[int, np.ndarray]:
+    """(n_layers + 1, n, d) -> {layer: (n, d)}; default: every block output (layers 1..n_layers).
+
+    Negative indices count from the end; keys are the non-negative layer indices.
+    """
+    n_layers = stacked.shape[0] - 1
+    chosen = range(1, n_layers + 1) if layers is None else layers
+    out = {}
+    for layer in chosen:
+        if not -stacked.shape[0] <= layer < stacked.shape[0]:
+            raise IndexError(f"layer {layer} out of range: this model has layers 0..{n_layers}")
+        out[int(layer) % stacked.shape[0]] = stacked[layer]
+    return out
 
 
 def answer_token_ids(tokenizer, answers: Sequence[str]) -> list[int]:
@@ -110,13 +123,16 @@ class FeatureExtractor:
         self.use_cache = use_cache
         self.progress = progress
 
-    def cache_path(self, prompts: Sequence[str]) -> Path:
+    def cache_path(self, prompts: Sequence[str], kind: str = "last_token") -> Path:
+        """Cache file of one feature ``kind`` ("last_token" or "attributions") of ``prompts``."""
         key = {
             "version": EXTRACTOR_VERSION,
             "model": self.handle.fingerprint,
             "prompts": stable_hash(list(prompts), 32),
             "answers": self.answers,
         }
+        if kind != "last_token":  # the last-token key predates kinds; keep its files valid
+            key["kind"] = kind
         return cache_root() / "features" / f"{stable_hash(key)}.safetensors"
 
     def last_token(self, prompts: Sequence[str]) -> LastTokenFeatures:
@@ -154,3 +170,52 @@ class FeatureExtractor:
             logodds[index] = (final[:, positive] - final[:, negative]).cpu().numpy()
         assert hidden is not None, "no prompts given"
         return LastTokenFeatures(hidden, logodds)
+
+    def attributions(self, prompts: Sequence[str]) -> np.ndarray:
+        """Gradient x activation attributions of ``prompts`` (from the cache when present).
+
+        Returns (n_layers + 1, n, d_model) float32: for layer l and item i,
+        ``d logodds_i / d h_l[i, -1] * h_l[i, -1]`` elementwise, where ``h_l[i, -1]`` is the
+        residual stream of layer l at the answer position (same layer convention as
+        :class:`LastTokenFeatures`). Summed over d it is the first-order (linearised)
+        contribution of that layer's activation to the log-odds.
+        """
+        from safetensors.numpy import load_file, save
+
+        path = self.cache_path(prompts, kind="attributions")
+        if self.use_cache and path.exists():
+            try:
+                return load_file(str(path))["attributions"]
+            except Exception as exc:  # a damaged cache file is recomputed, never trusted
+                logger.warning("attribution cache %s unreadable (%s); recomputing", path, exc)
+        attributions = self.compute_attributions(prompts)
+        if self.use_cache:
+            atomic_write_bytes(path, save({"attributions": attributions}))
+        return attributions
+
+    def compute_attributions(self, prompts: Sequence[str]) -> np.ndarray:
+        """Run the model with gradients over ``prompts`` in batches; no cache. See :meth:`attributions`.
+
+        Items of a batch do not interact (attention mask, per-item position ids), so one
+        backward pass of the batch's summed log-odds gives every item's own gradient.
+        Parameter gradients are never accumulated (``torch.autograd.grad`` on the hidden states only).
+        """
+        model, tokenizer = self.handle.model, self.handle.tokenizer
+        negative, positive = answer_token_ids(tokenizer, self.answers)
+        attributions: Optional[np.ndarray] = None
+        batches = length_sorted_batches(tokenizer, prompts, self.batch_size)
+        with torch.enable_grad():
+            for index in tqdm(batches, desc="extracting attributions", disable=not self.progress, leave=False):
+                batch = encode_batch(tokenizer, [prompts[i] for i in index])
+                out = model(**batch, output_hidden_states=True, use_cache=False)
+                final = out.logits[:, -1, :].float()
+                logodds = final[:, positive] - final[:, negative]
+                hidden = list(out.hidden_states)
+                grads = torch.autograd.grad(logodds.sum(), hidden)
+                last = torch.stack([(g[:, -1, :] * h[:, -1, :]).float() for g, h in zip(grads, hidden)])
+                last = last.detach().cpu().numpy()
+                if attributions is None:
+                    attributions = np.empty((last.shape[0], len(prompts), last.shape[2]), dtype=np.float32)
+                attributions[:, index] = last
+        assert attributions is not None, "no prompts given"
+        return attributions

@@ -55,6 +55,11 @@ class Detector:
     def score(self, items: Any) -> np.ndarray:
         raise NotImplementedError
 
+    def diagnostics(self) -> dict[str, Any]:
+        """Optional JSON-serialisable facts about the fitted state (e.g. a reconstruction
+        quality), stored with the result; empty by default."""
+        return {}
+
     def _check_is_fitted(self, attribute: str) -> None:
         if not hasattr(self, attribute):
             raise NotFittedError(

@@ -1,0 +1,226 @@
+"""Sparse-autoencoder detectors on one layer's activations: ``sae_diag_mahalanobis``, ``sae_l0``.
+
+A ReLU sparse autoencoder with an L1 penalty is trained, without labels, on one layer's
+activations of the trusted items plus the pool being scored (the unlabelled test items).
+``sae_diag_mahalanobis`` scores the diagonal Mahalanobis distance of an item's SAE latents
+from the trusted latents; ``sae_l0`` the number of latents the item activates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from harness.interfaces import ConfigError, Detector
+from harness.items import InputItems
+
+from .flow import resolve_layer
+from .statistics import DiagonalMahalanobis
+
+logger = logging.getLogger(__name__)
+
+
+class SparseAutoencoder(torch.nn.Module):
+    """ReLU SAE: z = relu(W_enc (x - b_dec) + b_enc), x_hat = W_dec z + b_dec.
+
+    Loss = mean squared error per dimension + l1 * sum_i |z_i| ||W_dec[:, i]|| (the decoder
+    norm in the penalty stops the SAE from shrinking latents by growing the decoder).
+    """
+
+    def __init__(self, d: int, n_latents: int):
+        super().__init__()
+        w = torch.randn(d, n_latents)
+        w = w / w.norm(dim=0, keepdim=True)
+        self.w_dec = torch.nn.Parameter(w.clone())
+        self.w_enc = torch.nn.Parameter(w.T.clone())
+        self.b_enc = torch.nn.Parameter(torch.zeros(n_latents))
+        self.b_dec = torch.nn.Parameter(torch.zeros(d))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, d) -> (n, n_latents) non-negative latents."""
+        return torch.relu((x - self.b_dec) @ self.w_enc.T + self.b_enc)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(n, n_latents) -> (n, d) reconstruction."""
+        return z @ self.w_dec.T + self.b_dec
+
+    def loss(self, x: torch.Tensor, l1: float) -> torch.Tensor:
+        z = self.encode(x)
+        mse = (self.decode(z) - x).pow(2).mean()
+        return mse + l1 * (z * self.w_dec.norm(dim=0)).sum(dim=1).mean()
+
+
+def pool_hash(*arrays: np.ndarray) -> str:
+    """Content hash of the arrays (shape, dtype and bytes), to recognise an already-trained pool."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:32]
+
+
+@dataclass
+class SAEDetector(Detector):
+    """Base of the SAE detectors (not registered itself): training on trusted + pool, latents.
+
+    ``fit(trusted)`` stores the trusted activations of the chosen layer. ``score(items)``
+    trains the SAE on trusted + items (unless it was already trained on exactly that pool),
+    fits the trusted latent statistics, then scores ``items``. Consequently an item's score
+    depends on the pool it is scored with, as the SAE is part of what is fitted on it.
+    """
+
+    layer: Optional[int] = None
+    expansion: int = 4
+    l1: float = 1e-2
+    steps: int = 2000
+    lr: float = 1e-2
+    seed: int = 0
+
+    task_kinds = ("mad",)
+
+    def __post_init__(self) -> None:
+        for name in ("expansion", "steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{self.name}: field '{name}' must be a positive integer, got {value!r}")
+        if not self.l1 >= 0:
+            raise ConfigError(f"{self.name}: field 'l1' must be non-negative, got {self.l1!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"{self.name}: field 'lr' must be positive, got {self.lr!r}")
+
+    def fit(self, trusted: InputItems) -> "SAEDetector":
+        self.layer_ = resolve_layer(trusted, self.layer)
+        self.trusted_ = np.asarray(trusted.activations([self.layer_])[self.layer_], dtype=np.float32)
+        learned = ("sae_", "pool_hash_", "fve_", "trusted_l0_", "location_", "scale_", "latent_scorer_")
+        for attribute in learned:  # a refit forgets the previous pool
+            self.__dict__.pop(attribute, None)
+        return self
+
+    def _normalise(self, x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor((x - self.location_) / self.scale_, dtype=torch.float32)
+
+    def _train(self, pool: np.ndarray) -> None:
+        """Train the SAE on (n_pool, d) activations: centred by the pool mean and divided by
+        the pool's root-mean-square norm per dimension (one scalar, so geometry is kept)."""
+        self.location_ = pool.mean(axis=0)
+        rms = float(np.sqrt(((pool - self.location_) ** 2).mean()))
+        self.scale_ = rms if rms > 0 else 1.0
+        data = self._normalise(pool)
+        batch_size = 128
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            sae = SparseAutoencoder(data.shape[1], self.expansion * data.shape[1])
+            optimizer = torch.optim.Adam(sae.parameters(), lr=self.lr)
+            step = 0
+            while step < self.steps:  # shuffled passes over the pool until `steps` minibatches
+                for batch in torch.randperm(len(data)).split(batch_size)[: self.steps - step]:
+                    loss = sae.loss(data[batch], self.l1)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    step += 1
+        self.sae_ = sae.eval()
+        with torch.no_grad():
+            residual = (sae.decode(sae.encode(data)) - data).pow(2).sum()
+            total = (data - data.mean(dim=0)).pow(2).sum()
+        self.fve_ = float(1.0 - residual / total) if total > 0 else float("nan")
+        self.trusted_l0_ = float(self.l0(self.latents(self.trusted_)).mean())
+
+    @torch.no_grad()
+    def latents(self, activations: np.ndarray) -> np.ndarray:
+        """(n, d) activations -> (n, n_latents) SAE latents (float64, >= 0)."""
+        self._check_is_fitted("sae_")
+        return self.sae_.encode(self._normalise(np.asarray(activations, dtype=np.float32))).double().numpy()
+
+    @staticmethod
+    def l0(latents: np.ndarray) -> np.ndarray:
+        """(n, n_latents) -> (n,) number of active (strictly positive) latents."""
+        return (latents > 0).sum(axis=1).astype(np.float64)
+
+    def prepare(self, items: InputItems) -> np.ndarray:
+        """Train on trusted + ``items`` if needed; returns the items' (n, d) activations."""
+        self._check_is_fitted("trusted_")
+        x = np.asarray(items.activations([self.layer_])[self.layer_], dtype=np.float32)
+        key = pool_hash(self.trusted_, x)
+        if getattr(self, "pool_hash_", None) != key:
+            self._train(np.concatenate([self.trusted_, x]))
+            self.pool_hash_ = key
+            self.on_trained()
+            logger.info("%s: SAE trained on %d activations, FVE %.3f", self.name, len(self.trusted_) + len(x), self.fve_)
+        return x
+
+    def on_trained(self) -> None:
+        """Fit whatever the subclass learns from the trusted latents (after each training)."""
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Layer, fraction of variance explained on the training pool and mean trusted L0
+        (only the layer before the first ``score``; empty before ``fit``)."""
+        out: dict[str, Any] = {}
+        if hasattr(self, "layer_"):
+            out["layer"] = self.layer_
+        if hasattr(self, "fve_"):
+            out.update(fve=self.fve_, trusted_l0=self.trusted_l0_, n_latents=self.expansion * self.trusted_.shape[1])
+        return out
+
+
+@dataclass
+class SAEDiagMahalanobis(SAEDetector):
+    """Diagonal Mahalanobis distance over the latents of a sparse autoencoder on one layer.
+
+    A ReLU SAE (n_latents = expansion x d, L1 penalty weighted by decoder norms; inputs
+    centred and scaled to unit mean square per dimension) is trained without labels on the
+    layer's answer-position activations of the trusted items plus the items being scored
+    (once per pool; seeded Adam). Score = sum_i (z_i - mu_i)^2 / (var_i +
+    1e-6) / n_latents over the item's latents z, with mu, var from the trusted latents.
+    Higher = more anomalous. ``diagnostics()`` reports the fraction of variance explained (fve).
+
+    Hyperparameters:
+        layer: layer index (1..n_layers are block outputs); null = the middle block
+            ((n_layers + 1) // 2; default).
+        expansion: latents per input dimension (default 4).
+        l1: weight of the sparsity penalty (default 1e-2).
+        steps: Adam steps on minibatches of 128 drawn in shuffled passes over the pool (default 2000).
+        lr: Adam learning rate (default 1e-2).
+        seed: seeds initialisation and minibatch order (default 0).
+    """
+
+    name = "sae_diag_mahalanobis"
+
+    def on_trained(self) -> None:
+        self.latent_scorer_ = DiagonalMahalanobis().fit(self.latents(self.trusted_))
+
+    def score(self, items: InputItems) -> np.ndarray:
+        """(n_items,) float, diagonal Mahalanobis over SAE latents; higher = more anomalous."""
+        activations = self.prepare(items)  # trains on the pool first if needed
+        return self.latent_scorer_.score(self.latents(activations))
+
+
+@dataclass
+class SAEL0(SAEDetector):
+    """Number of active latents (L0) of a sparse autoencoder on one layer.
+
+    The SAE of ``sae_diag_mahalanobis`` (ReLU, L1 penalty, trained without labels on the
+    trusted plus the scored items' activations of the layer); score = number of latents
+    strictly above zero for the item (an integer, as float). Higher = more anomalous.
+    ``diagnostics()`` reports the fraction of variance explained (fve) and the trusted mean L0.
+
+    Hyperparameters:
+        layer: layer index; null = the middle block ((n_layers + 1) // 2; default).
+        expansion: latents per input dimension (default 4).
+        l1: weight of the sparsity penalty (default 1e-2).
+        steps: Adam steps on minibatches of 128 drawn in shuffled passes over the pool (default 2000).
+        lr: Adam learning rate (default 1e-2).
+        seed: seeds initialisation and minibatch order (default 0).
+    """
+
+    name = "sae_l0"
+
+    def score(self, items: InputItems) -> np.ndarray:
+        """(n_items,) float, number of active SAE latents; higher = more anomalous."""
+        return self.l0(self.latents(self.prepare(items)))

@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+import torch
+
+from detectors.sae import SAEDetector, SAEDiagMahalanobis, SAEL0
+from detectors.statistics import DiagonalMahalanobis
+from harness.interfaces import ConfigError, NotFittedError
+from harness.items import InputItems
+from harness.scoring import auroc
+
+torch.set_num_threads(1)
+
+
+def sparse_items(n_trusted=300, n_test=300, d=32, n_atoms=64, n_layers=2, dense_anomalies=True, seed=0):
+    """Normal activations are sums of 3 of 64 dictionary atoms (+ small noise); anomalous test
+    items are dense Gaussian vectors of the same mean square (not sparse in the dictionary)."""
+    rng = np.random.default_rng(seed)
+    atoms = rng.normal(size=(n_atoms, d))
+    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+
+    def sparse(n):
+        codes = np.zeros((n, n_atoms))
+        for row in codes:
+            row[rng.choice(n_atoms, 3, replace=False)] = rng.exponential(size=3) + 0.5
+        return codes @ atoms + 0.05 * rng.normal(size=(n, d))
+
+    trusted = sparse(n_trusted)
+    test = sparse(n_test)
+    labels = np.r_[np.zeros(n_test // 2), np.ones(n_test - n_test // 2)].astype(int)
+    if dense_anomalies:
+        test[labels == 1] = rng.normal(size=(labels.sum(), d)) * np.sqrt((trusted**2).mean())
+    as_items = lambda x: InputItems.from_arrays(np.repeat(x[None], n_layers + 1, axis=0))  # noqa: E731
+    return as_items(trusted), as_items(test), labels
+
+
+@pytest.mark.parametrize("cls", [SAEDiagMahalanobis, SAEL0])
+def test_dense_anomalies_are_found(cls):
+    trusted, test, labels = sparse_items()
+    detector = cls(l1=3e-2, steps=1000).fit(trusted)
+    scores = detector.score(test)
+    assert scores.shape == (len(labels),) and np.all(np.isfinite(scores))
+    assert auroc(labels, scores) > 0.9
+
+
+@pytest.mark.parametrize("cls", [SAEDiagMahalanobis, SAEL0])
+def test_identical_distributions_give_chance(cls):
+    trusted, test, labels = sparse_items(n_test=1600, dense_anomalies=False)
+    assert auroc(labels, cls(steps=400).fit(trusted).score(test)) == pytest.approx(0.5, abs=0.06)
+
+
+def test_reconstruction_beats_the_mean_and_is_reported():
+    trusted, test, _ = sparse_items()
+    detector = SAEL0(l1=3e-2, steps=1000).fit(trusted)
+    assert detector.diagnostics() == {"layer": 1}
+    detector.score(test)
+    diagnostics = detector.diagnostics()
+    pool = np.concatenate([trusted.activations([1])[1], test.activations([1])[1]])
+    with torch.no_grad():
+        x = detector._normalise(pool)
+        reconstruction = detector.sae_.decode(detector.sae_.encode(x)).numpy()
+    fve = 1 - ((reconstruction - x.numpy()) ** 2).sum() / ((x.numpy() - x.numpy().mean(0)) ** 2).sum()
+    assert diagnostics["fve"] == pytest.approx(fve, rel=1e-4)
+    assert diagnostics["fve"] > 0.5  # far better than predicting the mean (FVE 0)
+    assert 0 < diagnostics["trusted_l0"] < diagnostics["n_latents"] / 8  # sparse
+
+
+def test_scores_are_the_documented_functions_of_the_latents():
+    trusted, test, _ = sparse_items(n_trusted=100, n_test=60)
+    mahalanobis = SAEDiagMahalanobis(steps=30).fit(trusted)
+    scores = mahalanobis.score(test)
+    latents = mahalanobis.latents(test.activations([1])[1])
+    reference = DiagonalMahalanobis().fit(mahalanobis.latents(trusted.activations([1])[1])).score(latents)
+    np.testing.assert_allclose(scores, reference)
+    l0 = SAEL0(steps=30).fit(trusted)
+    np.testing.assert_array_equal(l0.score(test), (latents > 0).sum(axis=1))  # same seed, same SAE
+
+
+def test_trains_once_per_pool_and_again_on_a_new_pool(monkeypatch):
+    trusted, test, _ = sparse_items(n_trusted=100, n_test=60)
+    calls = []
+    original = SAEDetector._train
+    monkeypatch.setattr(SAEDetector, "_train", lambda self, pool: (calls.append(len(pool)), original(self, pool)))
+    detector = SAEDiagMahalanobis(steps=10).fit(trusted)
+    first = detector.score(test)
+    np.testing.assert_array_equal(detector.score(test), first)
+    assert calls == [160]
+    other = InputItems.from_arrays(np.stack([a for a in test.features().hidden])[:, :30])
+    detector.score(other)
+    assert calls == [160, 130]
+
+
+def test_seeded_and_global_rng_untouched():
+    trusted, test, _ = sparse_items(n_trusted=80, n_test=40)
+    state = torch.random.get_rng_state()
+    first = SAEDiagMahalanobis(steps=10, seed=1).fit(trusted).score(test)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    np.testing.assert_array_equal(first, SAEDiagMahalanobis(steps=10, seed=1).fit(trusted).score(test))
+
+
+def test_validation_and_not_fitted():
+    with pytest.raises(ConfigError, match="'expansion'"):
+        SAEL0(expansion=0)
+    with pytest.raises(ConfigError, match="'l1'"):
+        SAEDiagMahalanobis(l1=-1.0)
+    _, test, _ = sparse_items(n_trusted=10, n_test=10)
+    with pytest.raises(NotFittedError, match="call fit"):
+        SAEL0().score(test)
+    assert SAEL0().diagnostics() == {}
