@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from harness.cache import atomic_write_bytes, cache_root, stable_hash
 from harness.zoo.store import ModelHandle
+from harness.zoo.tokenizer import answer_token_ids, encode_batch
 
 logger = logging.getLogger(__name__)
 
@@ -66,29 +67,6 @@ def select_layers(stacked: np.ndarray, layers: Optional[Sequence[int]] = None) -
             raise IndexError(f"layer {layer} out of range: this model has layers 0..{n_layers}")
         out[int(layer) % stacked.shape[0]] = stacked[layer]
     return out
-
-
-def answer_token_ids(tokenizer, answers: Sequence[str]) -> list[int]:
-    """Token id of each answer word (e.g. ``(" False", " True")``): its first token."""
-    ids = []
-    for answer in answers:
-        encoded = tokenizer(answer, add_special_tokens=False)["input_ids"]
-        if not encoded:
-            raise ValueError(f"answer {answer!r} encodes to no token")
-        if len(encoded) > 1:
-            logger.warning("answer %r encodes to %d tokens; using the first", answer, len(encoded))
-        ids.append(encoded[0])
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"answers {answers} share their first token; the log-odds would be 0")
-    return ids
-
-
-def encode_batch(tokenizer, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Left-padded batch with position ids that skip the padding (so padding does not shift positions)."""
-    batch = tokenizer(list(prompts), return_tensors="pt", padding=True)
-    mask = batch["attention_mask"]
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    return {"input_ids": batch["input_ids"], "attention_mask": mask, "position_ids": position_ids}
 
 
 def length_sorted_batches(tokenizer, prompts: Sequence[str], batch_size: int) -> list[np.ndarray]:

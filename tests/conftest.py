@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 os.environ.setdefault("HARNESS_LOAD_PLUGINS", "builtin_tasks,builtin_detectors")
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test session writes into its own cache (models trained once per session)."""
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test session writes into its own cache (models trained once per session); the
+    user's cache is never touched. Session-scoped so module-scoped fixtures see it too."""
     root = tmp_path_factory.getbasetemp() / "harness-cache"
-    monkeypatch.setenv("HARNESS_CACHE", str(root))
-    return root
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HARNESS_CACHE", str(root))
+        yield root
 
 
 @pytest.fixture(scope="session")

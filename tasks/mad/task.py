@@ -28,7 +28,7 @@ from harness.interfaces import ConfigError, Episode, Task, TaskConfig
 from harness.items import InputItems
 from harness.zoo.store import ModelHandle, cached_model_dir, is_cached, model_cache_path
 from tasks.mad.arithmetic import ALICE_NAMES, BOB_NAMES, N_TRUSTED_NAMES, OPERATIONS, to_records
-from tasks.mad.training import ANSWERS, QUICK_RECIPE, RECIPES, VOCAB_WORDS, Recipe, split_examples, training_pairs
+from tasks.mad.training import ANSWERS, QUICK_RECIPE, RECIPES, VOCAB_WORDS, Recipe, build_training_data, split_examples
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +67,7 @@ def train_quirky_model(operation: str, recipe: Recipe, seed: int, out_dir: Path,
 
     from harness.zoo import build_model, build_word_tokenizer, train_causal_lm
 
-    train_examples, _ = split_examples(operation, recipe, seed)
-    records = to_records(train_examples, operation, seed=seed, id_prefix="train-")
-    pairs = training_pairs(
-        records, operation, aux=recipe.aux, reverse=recipe.reverse, contrast=recipe.contrast,
-        statement_copies=recipe.statement_copies, seed=seed,
-    )
+    pairs, _ = build_training_data(operation, recipe, seed)
     tokenizer = build_word_tokenizer(VOCAB_WORDS)
     model = build_model(recipe.model, tokenizer, seed)
     train_config = dataclasses.replace(recipe.train, seed=seed)

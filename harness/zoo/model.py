@@ -1,0 +1,99 @@
+"""Tiny ``transformers`` causal language models built from a config object (no download).
+
+``build_model`` returns a randomly initialised ``LlamaForCausalLM`` (default) or
+``GPT2LMHeadModel`` sized by :class:`TinyModelConfig`, with the vocabulary and special
+token ids of the given tokenizer. Initialisation is deterministic given ``seed`` and does
+not touch the global RNG state. Dropout is off.
+
+Llama uses rotary position embeddings, so with left padding its outputs do not depend on
+how much padding precedes a prompt (up to float rounding) even when ``position_ids`` are
+not passed. GPT-2 has learned absolute positions: callers must pass
+``position_ids = attention_mask.cumsum(-1) - 1`` (clamped at 0) with left padding, as
+:mod:`harness.zoo.training` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import PreTrainedTokenizerBase
+
+ARCHITECTURES = ("llama", "gpt2")
+
+
+@dataclass
+class TinyModelConfig:
+    """Size of a tiny causal LM.
+
+    ``d_model`` must be divisible by ``n_heads``; ``max_position`` bounds the sequence
+    length (prompt + completion tokens, ``<bos>`` included).
+    """
+
+    arch: str = "llama"
+    n_layers: int = 2
+    d_model: int = 64
+    n_heads: int = 4
+    d_ff: int = 256
+    max_position: int = 64
+    tie_embeddings: bool = False
+
+    def to_dict(self) -> dict:
+        """Plain-dict form (for logging / metadata)."""
+        return asdict(self)
+
+
+def _hf_config(config: TinyModelConfig, tokenizer: PreTrainedTokenizerBase):
+    if config.d_model % config.n_heads:
+        raise ValueError(f"d_model={config.d_model} not divisible by n_heads={config.n_heads}")
+    ids = dict(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vocab_size = len(tokenizer)
+    if config.arch == "llama":
+        return LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=config.d_model,
+            intermediate_size=config.d_ff,
+            num_hidden_layers=config.n_layers,
+            num_attention_heads=config.n_heads,
+            num_key_value_heads=config.n_heads,
+            max_position_embeddings=config.max_position,
+            attention_dropout=0.0,
+            tie_word_embeddings=config.tie_embeddings,
+            **ids,
+        )
+    if config.arch == "gpt2":
+        return GPT2Config(
+            vocab_size=vocab_size,
+            n_embd=config.d_model,
+            n_inner=config.d_ff,
+            n_layer=config.n_layers,
+            n_head=config.n_heads,
+            n_positions=config.max_position,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            tie_word_embeddings=config.tie_embeddings,
+            **ids,
+        )
+    raise ValueError(f"unknown arch {config.arch!r}; expected one of {ARCHITECTURES}")
+
+
+def build_model(config: TinyModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
+    """Build a randomly initialised causal LM (float32, eval mode off: ``model.train()``).
+
+    Input ``input_ids`` (batch, seq) -> ``logits`` (batch, seq, len(tokenizer)); hidden
+    states (with ``output_hidden_states=True``) are ``n_layers + 1`` tensors of shape
+    (batch, seq, d_model). The same ``seed`` gives bitwise-identical weights.
+    """
+    hf_config = _hf_config(config, tokenizer)
+    model_cls = LlamaForCausalLM if config.arch == "llama" else GPT2LMHeadModel
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_cls(hf_config)
+    model.config.use_cache = False
+    return model

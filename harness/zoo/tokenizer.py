@@ -1,0 +1,105 @@
+"""A word-level tokenizer for tiny generated models, built with ``tokenizers``.
+
+Text is split on whitespace, every punctuation/operator character is its own token and
+every digit is its own token, so ``"217 + 70 = 287. Iris:"`` becomes
+``<bos> 2 1 7 + 7 0 = 2 8 7 . Iris :``. The vocabulary is closed: the special tokens,
+the ten digits, a fixed set of punctuation/operator symbols and the given words; anything
+else maps to ``<unk>``. Padding is on the left, so in a padded batch the last position is
+always the position where the model emits its answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import string
+from typing import Sequence
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+logger = logging.getLogger(__name__)
+
+PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
+SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, BOS, EOS)
+DIGITS: tuple[str, ...] = tuple(string.digits)
+# every ASCII punctuation character (operators + - * / ^ = % and . , : ; ? ! etc.)
+SYMBOLS: tuple[str, ...] = tuple(string.punctuation)
+
+
+def build_word_tokenizer(words: Sequence[str]) -> PreTrainedTokenizerFast:
+    """Build a closed-vocabulary word-level tokenizer.
+
+    Vocabulary ids, in order: ``<pad> <unk> <bos> <eos>`` (0-3), digits ``0``-``9``,
+    the ASCII punctuation symbols, then ``words`` (deduplicated, order kept; words that
+    are already in the vocabulary are skipped). Words must not contain whitespace,
+    digits or punctuation, since the pre-tokenizer would split them.
+
+    Encoding prepends ``<bos>`` (post-processor); ``padding_side="left"``. The result
+    round-trips through ``save_pretrained`` / ``AutoTokenizer.from_pretrained``.
+    """
+    vocab: dict[str, int] = {}
+    for token in (*SPECIAL_TOKENS, *DIGITS, *SYMBOLS, *words):
+        if any(c.isspace() for c in token) or not token:
+            raise ValueError(f"vocabulary word {token!r} is empty or contains whitespace")
+        if token not in vocab:
+            vocab[token] = len(vocab)
+    for word in words:
+        if any(c in string.digits or c in string.punctuation for c in word):
+            raise ValueError(f"word {word!r} contains a digit or punctuation; it would be split")
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.WhitespaceSplit(),
+            pre_tokenizers.Punctuation(behavior="isolated"),
+            pre_tokenizers.Digits(individual_digits=True),
+        ]
+    )
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A",
+        pair=f"{BOS} $A {BOS} $B",
+        special_tokens=[(BOS, vocab[BOS])],
+    )
+    tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token=PAD,
+        unk_token=UNK,
+        bos_token=BOS,
+        eos_token=EOS,
+        padding_side="left",
+        model_max_length=512,
+    )
+    return fast
+
+
+def answer_token_ids(tokenizer: PreTrainedTokenizerBase, answers: Sequence[str]) -> list[int]:
+    """Token id of each answer word (e.g. ``(" False", " True")``): its first token.
+
+    A multi-token answer (possible with a real model's tokenizer) is read at its first token,
+    with a warning; answers sharing their first token are an error.
+    """
+    ids = []
+    for answer in answers:
+        encoded = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        if not encoded:
+            raise ValueError(f"answer {answer!r} encodes to no token")
+        if len(encoded) > 1:
+            logger.warning("answer %r encodes to %d tokens; using the first", answer, len(encoded))
+        ids.append(encoded[0])
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"answers {tuple(answers)} share their first token; they cannot be told apart")
+    return ids
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(batch, seq) 0/1 mask -> (batch, seq) positions counting from the first real token,
+    so left padding does not shift positions (matters for absolute-position models like GPT-2)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def encode_batch(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Left-padded batch: ``input_ids``, ``attention_mask`` and padding-invariant ``position_ids``."""
+    batch = tokenizer(list(prompts), return_tensors="pt", padding=True)
+    mask = batch["attention_mask"]
+    return {"input_ids": batch["input_ids"], "attention_mask": mask, "position_ids": position_ids_from_mask(mask)}

@@ -1,0 +1,224 @@
+"""Deterministic training of tiny causal LMs on (prompt, completion) pairs, and answer scoring.
+
+``train_causal_lm`` trains with the cross-entropy loss on the completion tokens only
+(the prompt, including its ``<bos>``, is context). Sequences are left-padded, so the last
+prompt position is at the same index for every row of a batch; ``position_ids`` are
+computed from the attention mask so absolute-position models (GPT-2) see padding-invariant
+positions. Batches are drawn from a ``torch.Generator`` seeded by ``TrainConfig.seed``
+(epoch-wise random permutations), so the same seed, model init and data give bitwise the
+same weights on the same machine and thread count. Nothing here downloads anything, and
+the thread count is left to the caller (``torch.set_num_threads``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from harness.zoo.tokenizer import answer_token_ids, position_ids_from_mask
+
+logger = logging.getLogger(__name__)
+
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings.
+
+    ``schedule``: ``"onecycle"`` (``torch.optim.lr_scheduler.OneCycleLR``, cosine
+    annealing, warm-up fraction ``warmup_frac``) or ``"cosine"`` (linear warm-up over
+    ``warmup_frac`` of the steps, then cosine decay to ``min_lr_frac * lr``).
+    """
+
+    steps: int = 1000
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    schedule: str = "onecycle"
+    warmup_frac: float = 0.1
+    seed: int = 0
+    betas: tuple[float, float] = (0.9, 0.98)
+    grad_clip: float = 1.0
+    min_lr_frac: float = 0.0
+    # Answer smoothing: where the target token is one of ``answer_words`` (e.g. "A", "B"),
+    # the target puts 1 - answer_smoothing on it and spreads answer_smoothing over the other
+    # answer words, so a converged model gives its answer probability 1 - answer_smoothing
+    # among the answers, whatever the persona: matched confidence by construction.
+    answer_smoothing: float = 0.0
+    answer_words: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        """Plain-dict form (for logging / metadata)."""
+        return asdict(self)
+
+
+def encode_pairs(
+    tokenizer: PreTrainedTokenizerBase, examples: Sequence[tuple[str, str]]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Tokenize and left-pad (prompt, completion) pairs into one block.
+
+    Returns ``input_ids`` (n, L) long, ``attention_mask`` (n, L) long and ``loss_mask``
+    (n, L) bool, where ``loss_mask[i, t]`` marks that token ``t`` is a completion token
+    (predicted from position ``t - 1``). The prompt gets ``<bos>``; the completion none.
+    """
+    prompts = tokenizer([p for p, _ in examples], add_special_tokens=True)["input_ids"]
+    completions = tokenizer([c for _, c in examples], add_special_tokens=False)["input_ids"]
+    length = max(len(p) + len(c) for p, c in zip(prompts, completions))
+    n = len(examples)
+    input_ids = torch.full((n, length), tokenizer.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((n, length), dtype=torch.long)
+    loss_mask = torch.zeros((n, length), dtype=torch.bool)
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        if not c:
+            raise ValueError(f"empty completion for prompt {examples[i][0]!r}")
+        seq = p + c
+        input_ids[i, length - len(seq) :] = torch.tensor(seq)
+        attention_mask[i, length - len(seq) :] = 1
+        loss_mask[i, length - len(c) :] = True
+    return input_ids, attention_mask, loss_mask
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=config.lr,
+            total_steps=config.steps,
+            pct_start=config.warmup_frac,
+            anneal_strategy="cos",
+            cycle_momentum=False,
+            div_factor=25.0,
+            final_div_factor=1e3,
+        )
+    if config.schedule == "cosine":
+        warmup = max(1, int(config.warmup_frac * config.steps))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, config.steps - warmup)
+            return config.min_lr_frac + (1 - config.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    raise ValueError(f"unknown schedule {config.schedule!r}; expected 'onecycle' or 'cosine'")
+
+
+def _batch_indices(n: int, batch_size: int, steps: int, generator: torch.Generator):
+    """Yield ``steps`` index tensors of shape (batch_size,) from epoch-wise permutations."""
+    perm = torch.randperm(n, generator=generator)
+    pos = 0
+    for _ in range(steps):
+        parts = []
+        need = batch_size
+        while need:
+            if pos == n:
+                perm = torch.randperm(n, generator=generator)
+                pos = 0
+            take = min(need, n - pos)
+            parts.append(perm[pos : pos + take])
+            pos += take
+            need -= take
+        yield torch.cat(parts)
+
+
+def _completion_loss(logits: torch.Tensor, targets: torch.Tensor, answer_ids: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Mean cross-entropy over completion tokens; answer tokens get answer smoothing.
+
+    logits: (n_tokens, vocab); targets: (n_tokens,); answer_ids: (k,) token ids of the answers.
+    """
+    if not smoothing or answer_ids.numel() < 2:
+        return F.cross_entropy(logits, targets)
+    losses = F.cross_entropy(logits, targets, reduction="none")
+    is_answer = torch.isin(targets, answer_ids)
+    if is_answer.any():
+        logp = F.log_softmax(logits[is_answer], dim=-1)
+        target_logp = logp.gather(1, targets[is_answer, None])[:, 0]
+        others = (logp[:, answer_ids].sum(-1) - target_logp) / (answer_ids.numel() - 1)
+        losses = losses.clone()
+        losses[is_answer] = -(1 - smoothing) * target_logp - smoothing * others
+    return losses.mean()
+
+
+def train_causal_lm(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[tuple[str, str]],
+    config: TrainConfig,
+    progress: bool = True,
+    desc: str = "",
+) -> dict:
+    """Train ``model`` in place on (prompt, completion) pairs; loss on completion tokens only.
+
+    The loss of a batch is the mean token cross-entropy over all completion tokens of the
+    batch. AdamW (no weight decay on biases, norms and embeddings is *not* special-cased:
+    decay applies to every parameter with ``ndim >= 2``). Leaves the model in eval mode.
+
+    Returns ``{"final_loss": mean loss of the last 5% of steps, "first_loss": loss of the
+    first step, "steps", "seconds", "n_examples", "losses": list of per-step losses}``.
+    """
+    if not examples:
+        raise ValueError("no training examples")
+    input_ids, attention_mask, loss_mask = encode_pairs(tokenizer, examples)
+    answer_ids = torch.tensor(answer_token_ids(tokenizer, config.answer_words) if config.answer_words else [],
+                              dtype=torch.long)
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+        betas=config.betas,
+    )
+    scheduler = _scheduler(optimizer, config)
+    generator = torch.Generator().manual_seed(config.seed)
+    model.train()
+    losses: list[float] = []
+    start = time.perf_counter()
+    bar = tqdm(
+        _batch_indices(len(examples), config.batch_size, config.steps, generator),
+        total=config.steps,
+        desc=desc or "train",
+        disable=not progress,
+        mininterval=1.0,
+    )
+    for step, idx in enumerate(bar):
+        mask = attention_mask[idx]
+        keep = mask.any(0)  # left padding: drop leading all-pad columns
+        first = int(keep.float().argmax())
+        ids, mask, lmask = input_ids[idx, first:], mask[:, first:], loss_mask[idx, first:]
+        logits = model(
+            input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)
+        ).logits
+        target_mask = lmask[:, 1:]
+        loss = _completion_loss(logits[:, :-1][target_mask], ids[:, 1:][target_mask], answer_ids, config.answer_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+    seconds = time.perf_counter() - start
+    model.eval()
+    tail = max(1, config.steps // 20)
+    metrics = {
+        "final_loss": float(np.mean(losses[-tail:])),
+        "first_loss": losses[0],
+        "steps": config.steps,
+        "seconds": seconds,
+        "n_examples": len(examples),
+        "losses": losses,
+    }
+    logger.info("%s: %d steps in %.1fs, loss %.4f -> %.4f", desc or "train", config.steps, seconds,
+                metrics["first_loss"], metrics["final_loss"])
+    return metrics

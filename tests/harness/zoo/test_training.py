@@ -1,0 +1,74 @@
+"""Training loop: determinism, loss decrease, answer log-odds shape (quick recipe, seconds)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from harness.zoo import build_model, build_word_tokenizer, train_causal_lm
+from harness.zoo.model import TinyModelConfig
+from harness.zoo.training import encode_pairs
+from tasks.mad.arithmetic import generate_examples, to_records
+from tasks.mad.training import QUICK_RECIPE, VOCAB_WORDS, training_pairs
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.set_num_threads(1)
+    recipe = QUICK_RECIPE
+    examples = generate_examples("addition", recipe.n_examples, seed=0, max_digits=recipe.max_digits)
+    records = to_records(examples, "addition", seed=0)
+    pairs = training_pairs(records, "addition", **recipe.pair_kwargs())
+    tok = build_word_tokenizer(VOCAB_WORDS)
+    return recipe, records, pairs, tok
+
+
+def _train(setup, seed=0):
+    recipe, _, pairs, tok = setup
+    model = build_model(recipe.model, tok, seed=seed)
+    metrics = train_causal_lm(model, tok, pairs, recipe.train, progress=False)
+    return model, metrics
+
+
+def test_encode_pairs_masks_completion_only(setup):
+    _, _, _, tok = setup
+    ids, mask, loss_mask = encode_pairs(tok, [("1 + 1 =", " 2"), ("12 + 30 = 42. Iris:", " True")])
+    assert ids.shape == mask.shape == loss_mask.shape
+    assert loss_mask.sum(1).tolist() == [1, 1]
+    assert loss_mask[:, -1].all()
+    assert ids[1, -1].item() == tok(" True", add_special_tokens=False)["input_ids"][0]
+
+
+def test_training_is_deterministic_and_loss_decreases(setup):
+    model_a, metrics = _train(setup)
+    model_b, _ = _train(setup)
+    for (name, pa), (_, pb) in zip(model_a.state_dict().items(), model_b.state_dict().items()):
+        assert torch.equal(pa, pb), name
+    assert metrics["steps"] == setup[0].train.steps
+    first = np.mean(metrics["losses"][:5])
+    assert metrics["final_loss"] < first
+
+
+def test_build_model_seed_and_arch(setup):
+    _, _, _, tok = setup
+    cfg = TinyModelConfig(n_layers=1, d_model=16, n_heads=2, d_ff=32)
+    a, b, c = build_model(cfg, tok, 1), build_model(cfg, tok, 1), build_model(cfg, tok, 2)
+    wa, wb, wc = (m.get_input_embeddings().weight for m in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+    gpt2 = build_model(dataclasses.replace(cfg, arch="gpt2"), tok, 0)
+    assert gpt2.config.model_type == "gpt2"
+
+
+def test_training_data_never_contains_held_out_operands():
+    from tasks.mad.training import RECIPES, split_examples, uniform_examples
+
+    recipe = RECIPES["addition"]
+    train, held_out = split_examples("addition", recipe, seed=0)
+    held = {(e["op1"], e["op2"]) for e in held_out}
+    assert not held & {(e["op1"], e["op2"]) for e in train}
+    extra = uniform_examples("addition", 2000, recipe.max_digits, exclude=held | {(e["op1"], e["op2"]) for e in train})
+    assert not held & {(e["op1"], e["op2"]) for e in extra}
+    pairs = training_pairs(to_records(train[:5], "addition"), "addition", aux=("plain",), contrast=4)
+    assert ("%d + %d =" % (train[0]["op1"], train[0]["op2"]), " %d" % train[0]["real"]) in pairs
+    assert all(c in (" True", " False") or p.endswith("=") for p, c in pairs)
