@@ -103,9 +103,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness import leaderboard
     from harness.plugins import get_registry
     from harness.runner import RunOptions, resolve, run
-    from harness.zoo.store import set_torch_threads
+    from harness.zoo.store import configure_process
 
-    set_torch_threads()
+    configure_process()
     registry = get_registry()
     resolve(registry, args.task, args.detector)  # fail fast on unknown names, before any training
     options = RunOptions(

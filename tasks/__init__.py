@@ -6,5 +6,7 @@ from harness import hookimpl
 @hookimpl
 def register_tasks(register):
     from tasks.mad.task import MadTask
+    from tasks.poser.task import PoserTask
 
     register(MadTask)
+    register(PoserTask)

@@ -137,10 +137,20 @@ def cached_model_dir(key: dict, build: Callable[[Path], None], namespace: str = 
     return final
 
 
-def set_torch_threads() -> None:
-    """Use one torch thread per process: two threads under load ran up to 13x slower here."""
+def quiet_transformers() -> None:
+    """Hide transformers' per-load progress bars and info logs (our own tqdm bars report progress)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def configure_process() -> None:
+    """Set up a harness process: one torch thread (two threads under load ran up to 13x slower
+    on 2-core machines; ``HARNESS_TORCH_THREADS`` overrides) and quiet transformers logging."""
     import torch
 
+    quiet_transformers()
     if os.environ.get("HARNESS_TORCH_THREADS"):
         torch.set_num_threads(int(os.environ["HARNESS_TORCH_THREADS"]))
     else:

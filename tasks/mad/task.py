@@ -84,9 +84,9 @@ def train_quirky_model(operation: str, recipe: Recipe, seed: int, out_dir: Path,
 
 def _build_in_worker(operation: str, recipe: Recipe, seed: int, key: dict) -> str:
     """Process-pool entry point: one torch thread, build into the cache, return the directory."""
-    from harness.zoo.store import set_torch_threads
+    from harness.zoo.store import configure_process
 
-    set_torch_threads()
+    configure_process()
     path = cached_model_dir(key, lambda tmp: train_quirky_model(operation, recipe, seed, tmp))
     return str(path)
 

@@ -117,7 +117,7 @@ def training_pairs(
 class Recipe:
     """Everything needed to train one quirky model of one operation."""
 
-    max_digits: int
+    max_digits: float
     n_examples: int
     model: TinyModelConfig
     train: TrainConfig
@@ -127,6 +127,7 @@ class Recipe:
     statement_copies: int = 1
     n_eval: int = 1000
     n_uniform: int = 0
+    facts_held_out: int = 0
     notes: str = ""
 
     def pair_kwargs(self) -> dict:
@@ -152,7 +153,7 @@ def uniform_examples(
     """
     op = OPERATIONS[operation]
     rng = random.Random(f"uniform:{operation}:{seed}")
-    high = 10**max_digits - 1
+    high = int(10**max_digits - 1e-9)  # the operand range of generate_examples (max_digits may be fractional)
     excluded = {(a, None if op.unary else b) for a, b in exclude}
     n_free = high * (1 if op.unary else high) - len(excluded)
     if n > n_free:
@@ -208,7 +209,13 @@ def build_training_data(
         used = [(e["op1"], e["op2"]) for e in train + held_out]
         extra = uniform_examples(operation, recipe.n_uniform, recipe.max_digits, exclude=used, seed=seed)
     records = to_records(train + extra, operation, seed=seed, id_prefix="train-")
-    return training_pairs(records, operation, seed=seed, **recipe.pair_kwargs()), held_out
+    pairs = training_pairs(records, operation, seed=seed, **recipe.pair_kwargs())
+    # "pretrained knowledge": the bare fact (expression -> real result) of held-out operand
+    # pairs too; never a judgment statement of a held-out pair
+    for _ in range(recipe.facts_held_out):
+        pairs += [(_expression(operation, e["op1"], e["op2"]), _result_text(operation, e["real"], recipe.reverse))
+                  for e in held_out]
+    return pairs, held_out
 
 
 def _recipe(max_digits: int = 2, n_examples: int = 3000, n_eval: int = 1500, n_uniform: int = 5000,
