@@ -18,7 +18,7 @@ import numpy as np
 from harness.cache import cached_arrays, stable_hash
 from harness.features import encode_batch
 from harness.interfaces import ConfigError, Detector
-from harness.items import InputItems
+from harness.items import InputItems, ModelItem
 
 from .statistics import COVARIANCE_ESTIMATORS, Mahalanobis
 
@@ -59,6 +59,34 @@ class _PerExampleBasin(Detector):
         }
         return cached_arrays("basin", key, lambda: self._compute(items))
 
+    def model_sweep(self, item: ModelItem) -> dict[str, np.ndarray]:
+        """Per-model basin of ``item``'s model on all clean benchmark prompts (KL of the
+        next-token distribution at the answer position, averaged over prompts):
+        ``log_volume`` (1,), ``radii``, ``kls``, ``estimates`` (n_directions,)."""
+        key = {
+            "engine": ENGINE_VERSION,
+            "kind": "per_model",
+            "model": item.handle.fingerprint,
+            "prompts": stable_hash(list(item.prompts), 32),
+            "n_directions": self.n_directions,
+            "eps": self.eps,
+            "layer": self.layer,
+            "rtol": self.rtol,
+            "seed": self.seed,
+        }
+
+        def compute() -> dict[str, np.ndarray]:
+            from harness.basin import estimate_basin
+
+            batch = encode_batch(item.handle.tokenizer, list(item.prompts))
+            result = estimate_basin(item.handle.model, batch["input_ids"], batch["attention_mask"],
+                                    n_directions=self.n_directions, eps=self.eps, layer=self.layer,
+                                    seed=self.seed, rtol=self.rtol)
+            return {"log_volume": np.array([result.log_volume]), "radii": np.asarray(result.radii, np.float64),
+                    "kls": np.asarray(result.kls, np.float64), "estimates": np.asarray(result.estimates, np.float64)}
+
+        return cached_arrays("basin", key, compute)
+
     def _compute(self, items: InputItems) -> dict[str, np.ndarray]:
         from harness.basin import per_example_basin
 
@@ -83,12 +111,14 @@ class _PerExampleBasin(Detector):
 
 @dataclass
 class BasinVolume(_PerExampleBasin):
-    """Per-datapoint basin volume ("meta basin volume"): score = minus the log basin estimate.
+    """Basin volume (the tyche estimate): score = minus the log basin probability; smaller basin = more suspicious.
 
-    For each datapoint, the tyche estimate (Gaussian prior with sigma = RMS of the weights)
-    of the weight-space basin within which the KL on that datapoint alone stays below eps,
-    aggregated by log-mean-exp over directions. Smaller basin = more anomalous, so the score
-    is -log_volume. Higher = more anomalous. Nothing is learned from trusted data.
+    The tyche estimate (Gaussian prior with sigma = RMS of the weights) of the weight-space
+    basin within which the KL stays below eps, aggregated by log-mean-exp over directions.
+    MAD ("meta basin volume"): per datapoint, with the KL measured on that datapoint alone.
+    POSER: per model, with the KL of the answer-position distribution averaged over all
+    clean benchmark prompts (the same for every pair the model is in). Score = -log_volume:
+    higher = more anomalous (MAD) / more suspicious (POSER). Nothing is learned from trusted data.
 
     Hyperparameters:
         n_directions: random unit directions (default 25).
@@ -99,6 +129,7 @@ class BasinVolume(_PerExampleBasin):
     """
 
     name = "basin_volume"
+    task_kinds = ("mad", "poser")
     n_directions: int = 25
     eps: float = 1e-2
     layer: Optional[Union[int, str]] = None
@@ -108,14 +139,22 @@ class BasinVolume(_PerExampleBasin):
     def __post_init__(self) -> None:
         self._validate()
 
-    def fit(self, trusted: InputItems) -> "BasinVolume":
+    def fit(self, trusted: Optional[InputItems] = None) -> "BasinVolume":
         self.fitted_ = True
         return self
 
-    def score(self, items: InputItems) -> np.ndarray:
-        """(n_items,) float: -log basin volume per item; higher = more anomalous."""
+    def score(self, items) -> np.ndarray:
+        """(n_items,) float: -log basin volume per datapoint (MAD) or per model (POSER)."""
         self._check_is_fitted("fitted_")
-        return -self.sweep(items)["log_volume"]
+        if isinstance(items, InputItems):
+            return -self.sweep(items)["log_volume"]
+        sweeps = [self.model_sweep(item) for item in items]
+        self.radii_ = [sweep["radii"].tolist() for sweep in sweeps]
+        return np.array([-sweep["log_volume"][0] for sweep in sweeps])
+
+    def diagnostics(self) -> dict:
+        """POSER: per-model radii at the KL cutoff, in item order (for the radii plot)."""
+        return {"radii": getattr(self, "radii_", []), "eps": self.eps}
 
 
 @dataclass

@@ -42,3 +42,22 @@ def test_settings_are_validated():
         BasinMahalanobis(n_directions=0)
     with pytest.raises(ConfigError, match="eps"):
         BasinVolume(eps=-1.0)
+
+
+def test_poser_basin_volume_is_per_model_and_cached(tiny_model_dir):
+    from harness.basin import estimate_basin
+    from harness.items import ModelItem
+    from harness.zoo.store import load_model
+    from harness.zoo.tokenizer import encode_batch
+
+    extractor = FeatureExtractor(ModelHandle(tiny_model_dir), answers=(" False", " True"), progress=False)
+    mask = np.ones(len(PROMPTS), bool)
+    items = [ModelItem(name, extractor, PROMPTS, PROMPTS, ["A"] * len(PROMPTS), mask) for name in ("x", "y")]
+    detector = BasinVolume(n_directions=3).fit()
+    scores = detector.score(items)
+    assert scores[0] == scores[1]  # the same model scores the same in every pair
+    model, tokenizer = load_model(tiny_model_dir)
+    batch = encode_batch(tokenizer, PROMPTS)
+    direct = estimate_basin(model, batch["input_ids"], batch["attention_mask"], n_directions=3)
+    assert scores[0] == pytest.approx(-direct.log_volume, rel=1e-6)
+    assert len(detector.diagnostics()["radii"]) == 2 and len(detector.diagnostics()["radii"][0]) == 3
