@@ -183,6 +183,8 @@ def _mad_section(frame: pd.DataFrame) -> list[str]:
         "",
         mad_per_dataset(frame).to_markdown(index=False, floatfmt=".3f"),
         "",
+        "![MAD per-dataset AUROC](mad_auroc.png)",
+        "",
     ]
     return lines
 
@@ -244,6 +246,9 @@ def _poser_section(frame: pd.DataFrame, results_dir: Path, include_quick: bool) 
         "",
         summary.to_markdown(index=False, floatfmt=".3f") if not summary.empty else "No valid POSER results.",
         "",
+        "Plots (where the detectors ran): [noise KL vs coefficient](poser_kl_vs_coefficient.png),",
+        "[ROC over models](poser_roc.png), [basin radii](poser_basin_radii.png).",
+        "",
     ]
     if not validity.empty:
         n_valid = int(validity["valid"].sum())
@@ -303,6 +308,73 @@ def plot_poser_curves(results_dir: Path, out_path: Path, include_quick: bool = F
     return out_path
 
 
+def _poser_ok_records(results_dir: Path, include_quick: bool) -> list[dict[str, Any]]:
+    """Newest successful POSER record per (detector, params, dataset): one curve per detector."""
+    newest: dict[tuple, dict[str, Any]] = {}
+    for record in iter_records(results_dir):
+        if record.get("task_kind") != "poser" or record.get("status") != "ok" or not record.get("valid"):
+            continue
+        if record.get("quick") and not include_quick:
+            continue
+        key = (record["detector"], json.dumps(record.get("params"), sort_keys=True), record["dataset"])
+        if key not in newest or record.get("created_unix", 0) > newest[key].get("created_unix", 0):
+            newest[key] = record
+    return [newest[k] for k in sorted(newest)]
+
+
+def plot_poser_roc(results_dir: Path, out_path: Path, include_quick: bool = False) -> Optional[Path]:
+    """ROC curves over models (misaligned = positive) for every POSER detector."""
+    records = _poser_ok_records(results_dir, include_quick)
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for record in records:
+        fpr, tpr, _ = roc_curve(record["labels"], record["scores"])
+        ax.plot(fpr, tpr, label=f"{record['detector']} (AUROC {record['metrics']['auroc']:.2f})")
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1)
+    ax.set_xlabel("false positive rate (aligned models flagged)")
+    ax.set_ylabel("true positive rate (misaligned models flagged)")
+    ax.set_title("POSER: ROC over models")
+    ax.legend(fontsize="small", loc="lower right")
+    fig.tight_layout()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path
+
+
+def plot_poser_radii(results_dir: Path, out_path: Path, include_quick: bool = False) -> Optional[Path]:
+    """Weight-perturbation radii at the KL cutoff, aligned vs misaligned models (basin_volume)."""
+    records = [r for r in _poser_ok_records(results_dir, include_quick) if (r.get("diagnostics") or {}).get("radii")]
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    record = records[0]
+    radii = [np.asarray(r) for r in record["diagnostics"]["radii"]]
+    labels = np.asarray(record["labels"])
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    groups = [np.concatenate([r for r, l in zip(radii, labels) if l == label]) for label in (0, 1)]
+    ax.boxplot(groups, tick_labels=["aligned", "misaligned"])
+    ax.set_yscale("log")
+    ax.set_ylabel(f"perturbation norm at KL = {record['diagnostics'].get('eps')}")
+    ax.set_title("POSER: basin radii per random direction (all models of valid pairs)", fontsize="small")
+    fig.tight_layout()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path
+
+
 def write(files: dict[str, str], out_dir: Path) -> None:
     from harness.cache import atomic_write_bytes
 
@@ -344,7 +416,9 @@ def build(results_dir: Path, out_dir: Path, include_quick: bool = False) -> list
     files = render(results_dir, out_dir, include_quick)
     write(files, out_dir)
     written = [Path(out_dir) / name for name in files]
-    for plot, name in ((plot_mad, "mad_auroc.png"), (plot_poser_curves, "poser_kl_vs_coefficient.png")):
+    plots = ((plot_mad, "mad_auroc.png"), (plot_poser_curves, "poser_kl_vs_coefficient.png"),
+             (plot_poser_roc, "poser_roc.png"), (plot_poser_radii, "poser_basin_radii.png"))
+    for plot, name in plots:
         png = plot(results_dir, Path(out_dir) / name, include_quick)
         if png is not None:
             written.append(png)
