@@ -20,7 +20,7 @@ def records_dir(tmp_path, toy_registry):
 def test_summary_has_the_published_columns_and_averages_valid_datasets(records_dir):
     frame = leaderboard.records_frame(records_dir)
     summary = leaderboard.mad_summary(frame)
-    assert list(summary.columns[:5]) == ["detector", *leaderboard.MAD_COLUMNS]
+    assert list(summary.columns[:6]) == ["detector", "published name", *leaderboard.MAD_COLUMNS]
     row = summary.set_index("detector").loc["activations_mahalanobis"]
     ok = frame[(frame.status == "ok")]
     assert row["AUROC avg"] == pytest.approx(ok["auroc"].mean())  # one valid dataset, two seeds
