@@ -18,7 +18,7 @@ import torch
 
 from harness.features import FeatureExtractor
 from harness.zoo import build_model, build_word_tokenizer
-from harness.zoo.store import ModelHandle
+from harness.zoo.store import ModelHandle, configure_process
 from tasks.mad.arithmetic import generate_examples, to_records
 from tasks.mad.training import RECIPES, VOCAB_WORDS
 
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--operation", default="addition")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    configure_process()  # one thread, quiet transformers
 
     recipe = RECIPES[args.operation]
     examples = generate_examples(args.operation, args.n // 2, seed=0, max_digits=recipe.max_digits)
