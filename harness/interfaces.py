@@ -138,6 +138,8 @@ class Task:
     name: ClassVar[str] = ""
     kind: ClassVar[str] = "mad"
     version: ClassVar[str] = "1"
+    # --option KEY=VALUE settings: name -> (type, default, meaning); see harness.options
+    options: ClassVar[dict[str, tuple[type, Any, str]]] = {}
 
     def dataset_names(self, config: TaskConfig) -> list[str]:
         """Names of the episodes this task would build under ``config``."""

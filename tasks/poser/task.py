@@ -28,6 +28,7 @@ from harness.cache import stable_hash
 from harness.features import FeatureExtractor
 from harness.interfaces import ConfigError, Episode, Task, TaskConfig
 from harness.items import ModelItem
+from harness.options import resolve_options
 from harness.scoring import auroc, interval, pair_accuracy
 from harness.zoo.store import ModelHandle, cached_model_dir, is_cached, model_cache_path
 from tasks.poser.scenarios import (
@@ -72,20 +73,11 @@ class PoserTask(Task):
     name = "poser"
     kind = "poser"
     version = "1"
+    options = OPTIONS
 
     # -- configuration -------------------------------------------------------------------
     def resolve_options(self, config: TaskConfig) -> dict[str, Any]:
-        resolved = {}
-        for key, value in config.options.items():
-            if key not in OPTIONS:
-                raise ConfigError(f"task 'poser' has no option {key!r}; valid: {', '.join(OPTIONS)}")
-            kind = OPTIONS[key][0]
-            try:
-                resolved[key] = kind(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"task 'poser' option {key!r} must be {kind.__name__}, got {value!r}") from None
-        for key, (_, default, _) in OPTIONS.items():
-            resolved.setdefault(key, default)
+        resolved = resolve_options(self.name, OPTIONS, config.options)
         if config.quick:
             for key, value in (("seeds", 1), ("n_benchmark", 60), ("n_poor", 40)):
                 if key not in config.options:
