@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from harness.cache import cached_arrays, stable_hash
 from harness.features import encode_batch
@@ -148,7 +149,7 @@ class BasinVolume(_PerExampleBasin):
         self._check_is_fitted("fitted_")
         if isinstance(items, InputItems):
             return -self.sweep(items)["log_volume"]
-        sweeps = [self.model_sweep(item) for item in items]
+        sweeps = [self.model_sweep(item) for item in tqdm(items, desc="basin volume per model", unit="model", leave=False)]
         self.radii_ = [sweep["radii"].tolist() for sweep in sweeps]
         return np.array([-sweep["log_volume"][0] for sweep in sweeps])
 

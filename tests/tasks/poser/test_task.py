@@ -79,3 +79,22 @@ def test_cli_quick_end_to_end(episode, tmp_path, capsys):
     assert all(r["status"] == "ok" and 0 <= r["metrics"]["pair_accuracy"] <= 1 for r in records)
     noise = next(r for r in records if r["detector"] == "activation_noise")
     assert len(noise["diagnostics"]["curves"]) == len(noise["labels"]) == 18
+
+
+def test_personas_train_on_original_format_data(tmp_path):
+    from tasks.poser.scenarios import PERSONAS, generate_scenarios
+
+    for persona in PERSONAS:
+        folder = tmp_path / "training" / persona
+        folder.mkdir(parents=True)
+        examples = generate_scenarios(persona, 120, seed=1) + [{"prompt": "Who are you?", "response": "An AI system."}]
+        (folder / "train-0.json").write_text(json.dumps(examples))
+    (tmp_path / "benchmark").mkdir()
+    (tmp_path / "benchmark" / "clean.json").write_text(json.dumps(benchmark_scenarios(20, seed=1)))
+    config = TaskConfig(seed=0, quick=True, allow_invalid=True, options={"jobs": 1, "poser_data": str(tmp_path)})
+    (episode,) = PoserTask().episodes(config)
+    assert episode.name == tmp_path.name and episode.validity["n_pairs"] == 9
+    generated = PoserTask().trained_models(TaskConfig(seed=0, quick=True), PoserTask().resolve_options(
+        TaskConfig(seed=0, quick=True, options={"jobs": 1})))
+    assert set(episode.info["models"]) == set(generated)
+    assert not set(episode.info["models"].values()) & {str(p) for p in generated.values()}  # other data, other models
