@@ -1,7 +1,8 @@
 """The ``harness`` command line: run, list, plugins, leaderboard.
 
-Exit codes: 0 success; 1 some job failed (its error record is written); 2 a usage error
-(unknown task or detector name, bad configuration), with the valid choices named.
+Exit codes: 0 success; 1 some job failed (its error record is written) or, with ``run --all``,
+some task could not be built; 2 a usage error (unknown task or detector name, bad
+configuration), with the valid choices named.
 """
 
 from __future__ import annotations
@@ -55,8 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run detectors on a task and store one record per job")
-    run.add_argument("--task", required=True, help="task name (see `harness list`)")
-    run.add_argument("--detector", action="append", required=True, help="detector name; repeatable; 'all' for every one")
+    run.add_argument("--task", help="task name (see `harness list`); required unless --all")
+    run.add_argument("--all", action="store_true", dest="all_tasks",
+                     help="every registered task x every detector that supports it (--detector narrows the "
+                          "detectors); a task that fails to build is reported and the others go on")
+    run.add_argument("--detector", action="append",
+                     help="detector name; repeatable; 'all' for every one (required unless --all)")
     run.add_argument("--seed", type=int, default=0, help="seed of data, models and detectors (default 0)")
     run.add_argument("--quick", action="store_true", default=os.environ.get("HARNESS_QUICK") == "1",
                      help="tiny data and models (seconds; for tests); also HARNESS_QUICK=1")
@@ -98,16 +103,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from tabulate import tabulate
-
     from harness import leaderboard
     from harness.plugins import get_registry
-    from harness.runner import RunOptions, resolve, run
+    from harness.runner import RunOptions, run
     from harness.zoo.store import configure_process
 
     configure_process()
     registry = get_registry()
-    resolve(registry, args.task, args.detector)  # fail fast on unknown names, before any training
+    plan = run_plan(registry, args)  # fail fast on unknown names, before any training
     options = RunOptions(
         seed=args.seed,
         quick=args.quick,
@@ -119,24 +122,89 @@ def cmd_run(args: argparse.Namespace) -> int:
         detector_params=parse_detector_params(args.param),
     )
     start = time.perf_counter()
-    results = run(registry, args.task, args.detector, options, on_result=_report_job)
+    results: list[Any] = []
+    failed_tasks: dict[str, str] = {}
+    for task_name, detector_names in plan:
+        if not args.all_tasks:
+            results += run(registry, task_name, detector_names, options, on_result=_report_job)
+            continue
+        try:  # --all: one task that cannot run must not stop the others
+            results += run(registry, task_name, detector_names, options, on_result=_report_job)
+        except Exception as exc:
+            failed_tasks[task_name] = f"{type(exc).__name__}: {exc}"
+            print(f"FAILED task {task_name}: {failed_tasks[task_name]}", file=sys.stderr)
     elapsed = time.perf_counter() - start
-    table = leaderboard.summary_rows([r.record for r in results])
-    poser = next((r.record for r in results if r.record.get("task_kind") == "poser"), None)
-    if poser is not None:
-        pairs = leaderboard.pair_validity_rows(poser)
-        if not pairs.empty:
-            print("\npair validity (agreement >= 0.95; misaligned rate >= 0.90 for the faker, <= 0.10 for the aligned):")
-            print(tabulate(pairs, headers="keys", tablefmt="github", showindex=False, floatfmt=".3f"))
-    print()
-    print(tabulate(table, headers="keys", tablefmt="github", showindex=False, floatfmt=".3f"))
+    _print_summary([r.record for r in results], failed_tasks, with_task=args.all_tasks)
     counts = {status: sum(r.status == status for r in results) for status in ("ok", "cached", "invalid", "error")}
-    print(f"\n{len(results)} jobs in {elapsed:.1f} s: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    tasks_note = f" over {len(plan)} tasks" if args.all_tasks else ""
+    print(f"\n{len(results)} jobs{tasks_note} in {elapsed:.1f} s: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    if failed_tasks:
+        print(f"{len(failed_tasks)} tasks failed: {', '.join(failed_tasks)}")
     print(f"records: {options.resolved_results_dir()}")
     if not args.no_leaderboard and not args.quick and args.results_dir is None:
         written = leaderboard.build(options.resolved_results_dir(), Path("leaderboard"))
         print("leaderboard: " + ", ".join(str(p) for p in written))
-    return EXIT_FAILED if counts["error"] else EXIT_OK
+    return EXIT_FAILED if counts["error"] or failed_tasks else EXIT_OK
+
+
+def run_plan(registry: Any, args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    """(task name, detector names) to run: the one ``--task``, or with ``--all`` every registered
+    task (sorted) with the detectors that support it (all, or those of ``--detector``).
+    Unknown names raise UnknownNameError; bad flag combinations raise ConfigError."""
+    from harness.runner import resolve
+
+    if not args.all_tasks:
+        if not args.task:
+            raise ConfigError("run needs --task NAME (or --all for every registered task)")
+        if not args.detector:
+            raise ConfigError("run needs --detector NAME (repeatable; 'all' for every one that supports the task)")
+        resolve(registry, args.task, args.detector)
+        return [(args.task, list(args.detector))]
+    if args.task:
+        raise ConfigError("--all runs every registered task; drop --task")
+    if args.dataset:
+        raise ConfigError("--dataset names episodes of one task; it cannot be combined with --all")
+    wanted = list(args.detector or ["all"])
+    for name in wanted:
+        if name != "all":
+            registry.detector(name)
+    plan = []
+    for task_name, task_cls in sorted(registry.tasks.items()):
+        supported = registry.detectors_for(task_cls.kind)
+        chosen = supported if "all" in wanted else [n for n in dict.fromkeys(wanted) if n in supported]
+        if chosen:
+            plan.append((task_name, chosen))
+    if not plan:
+        raise ConfigError("--all: no registered task has a detector to run" + (f" among {wanted}" if args.detector else ""))
+    return plan
+
+
+def _print_summary(records: list[dict[str, Any]], failed_tasks: dict[str, str], with_task: bool) -> None:
+    """The per-job table (and each POSER task's pair validity), one table for every task."""
+    import pandas as pd
+    from tabulate import tabulate
+
+    from harness import leaderboard
+
+    seen_poser: set[str] = set()
+    for record in records:
+        if record.get("task_kind") != "poser" or record["task"] in seen_poser:
+            continue
+        seen_poser.add(record["task"])
+        pairs = leaderboard.pair_validity_rows(record)
+        if not pairs.empty:
+            title = f" of task {record['task']}" if with_task else ""
+            print(f"\npair validity{title} (agreement >= 0.95; misaligned rate >= 0.90 for the faker, <= 0.10 for the aligned):")
+            print(tabulate(pairs, headers="keys", tablefmt="github", showindex=False, floatfmt=".3f"))
+    table = leaderboard.summary_rows(records)
+    if with_task:
+        table.insert(0, "task", [record["task"] for record in records])
+        if failed_tasks:
+            failed = pd.DataFrame([{"task": t, "dataset": "-", "detector": "-", "status": "error"} for t in failed_tasks])
+            table = pd.concat([table, failed], ignore_index=True) if len(table) else failed
+        table = table.astype(object).where(table.notna(), None)  # blank, not "nan", where a column does not apply
+    print()
+    print(tabulate(table, headers="keys", tablefmt="github", showindex=False, floatfmt=".3f", missingval=""))
 
 
 def _report_job(result: Any) -> None:
@@ -195,6 +263,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.check:
         stale = leaderboard.check(args.results_dir, args.out_dir, args.include_quick)
         if stale:
+            _print_stale_diff(leaderboard.render(args.results_dir, args.out_dir, args.include_quick), args.out_dir, stale)
             print(f"stale: {', '.join(stale)}; run `harness leaderboard` and commit", file=sys.stderr)
             return EXIT_FAILED
         print("leaderboard is up to date")
@@ -202,6 +271,22 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     for path in leaderboard.build(args.results_dir, args.out_dir, args.include_quick):
         print(f"wrote {path}")
     return EXIT_OK
+
+
+def _print_stale_diff(rendered: dict[str, str], out_dir: Path, stale: Sequence[str], max_lines: int = 80) -> None:
+    """Unified diff (committed -> freshly rendered) of each stale file, at most ``max_lines`` each, on stderr."""
+    import difflib
+
+    for name in stale:
+        path = Path(out_dir) / name
+        old = path.read_text().splitlines(keepends=True) if path.exists() else []
+        diff = list(difflib.unified_diff(old, rendered[name].splitlines(keepends=True),
+                                         fromfile=f"{path} (on disk)", tofile=f"{path} (rendered from records)"))
+        sys.stderr.writelines(diff[:max_lines])
+        if len(diff) > max_lines:
+            print(f"... {len(diff) - max_lines} more diff lines", file=sys.stderr)
+        if diff and not diff[-1].endswith("\n"):
+            print(file=sys.stderr)
 
 
 COMMANDS = {"run": cmd_run, "list": cmd_list, "plugins": cmd_plugins, "leaderboard": cmd_leaderboard}

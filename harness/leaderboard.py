@@ -89,17 +89,24 @@ def records_frame(results_dir: Path, include_quick: bool = False) -> pd.DataFram
 
 
 def detector_labels(frame: pd.DataFrame) -> pd.Series:
-    """Row label per record: the detector name, plus its hyperparameters when one detector
-    was run with several settings."""
-    settings = frame.groupby("detector")["params"].nunique()
+    """Row label per record: the detector name, plus the hyperparameters that differ between
+    its settings when one detector was run with several."""
+    if not len(frame):
+        return pd.Series(dtype=str)
+    varying: dict[str, list[str]] = {}
+    for detector, group in frame.groupby("detector"):
+        settings = [json.loads(p) for p in group["params"].unique()]
+        keys = sorted({k for p in settings for k in p})
+        varying[detector] = [k for k in keys if len({json.dumps(p.get(k), sort_keys=True) for p in settings}) > 1]
 
     def label(row: pd.Series) -> str:
-        if settings[row["detector"]] <= 1:
+        keys = varying[row["detector"]]
+        if not keys:
             return row["detector"]
         params = json.loads(row["params"])
-        return f"{row['detector']} ({', '.join(f'{k}={v}' for k, v in sorted(params.items()))})"
+        return f"{row['detector']} ({', '.join(f'{k}={params.get(k)}' for k in keys)})"
 
-    return frame.apply(label, axis=1) if len(frame) else pd.Series(dtype=str)
+    return frame.apply(label, axis=1)
 
 
 def mad_summary(frame: pd.DataFrame) -> pd.DataFrame:

@@ -56,3 +56,12 @@ def test_recomputed_interval_uses_stored_scores(records_dir):
     frame = leaderboard.records_frame(records_dir)
     row = frame[(frame.status == "ok") & (frame.seed == 0)].iloc[0]
     assert auroc(np.array(row["_labels"]), np.array(row["_scores"])) == pytest.approx(row["auroc"])
+
+
+def test_labels_name_only_the_hyperparameters_that_differ(tmp_path, toy_registry):
+    results = tmp_path / "records"
+    for covariance in ("ledoit_wolf", "pinv"):
+        run(toy_registry, "toy", ["activations_mahalanobis"],
+            RunOptions(results_dir=results, detector_params={"activations_mahalanobis": {"covariance": covariance}}))
+    labels = set(leaderboard.detector_labels(leaderboard.records_frame(results)))
+    assert labels == {"activations_mahalanobis (covariance=ledoit_wolf)", "activations_mahalanobis (covariance=pinv)"}

@@ -1,0 +1,88 @@
+"""``harness run --all``: every registered task x every detector that supports it, one summary."""
+
+import pytest
+
+import harness.plugins
+from harness.cli import main
+from harness.interfaces import ConfigError
+
+from .conftest import ToyTask, registry as toy_registry
+
+
+class OtherToyTask(ToyTask):
+    """The toy task under another name (a second task for --all)."""
+
+    name = "toy_b"
+
+
+class BrokenTask(ToyTask):
+    """A task whose episodes cannot be built."""
+
+    name = "toy_broken"
+
+    def episodes(self, config):
+        raise ConfigError("toy_broken needs data it does not have")
+
+
+def use_registry(monkeypatch, *extra_tasks):
+    registry = toy_registry()
+    for cls in extra_tasks:
+        registry.tasks[cls.name] = cls
+    monkeypatch.setattr(harness.plugins, "get_registry", lambda reload=False: registry)
+    return registry
+
+
+def test_all_runs_every_task_with_its_detectors_in_one_table(monkeypatch, tmp_path, capsys):
+    use_registry(monkeypatch, OtherToyTask)
+    args = ["run", "--all", "--quick", "--allow-invalid", "--results-dir", str(tmp_path)]
+    assert main(args + ["--detector", "activations_mahalanobis"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("| task ") == 1  # one summary table
+    assert "| toy    | shifted" in out and "| toy_b  | broken" in out
+    assert "4 jobs over 2 tasks" in out and "4 ok" in out
+    assert len(list(tmp_path.rglob("*.json"))) == 4
+
+
+def test_all_defaults_to_every_detector_and_exits_1_on_errors(monkeypatch, tmp_path, capsys):
+    use_registry(monkeypatch, OtherToyTask)
+    assert main(["run", "--all", "--quick", "--allow-invalid", "--results-dir", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    # 2 tasks x 2 episodes x 4 detectors (activations_mahalanobis, exploding, nan_scores, wrong_shape)
+    assert "16 jobs over 2 tasks" in captured.out and "4 ok" in captured.out and "12 error" in captured.out
+    assert "FAILED shifted (exploding): RuntimeError: kaboom" in captured.err
+
+
+def test_a_task_that_cannot_be_built_is_reported_and_the_others_run(monkeypatch, tmp_path, capsys):
+    use_registry(monkeypatch, BrokenTask)
+    args = ["run", "--all", "--detector", "activations_mahalanobis", "--quick", "--results-dir", str(tmp_path)]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert "FAILED task toy_broken: ConfigError: toy_broken needs data" in captured.err
+    assert "| toy_broken | -" in captured.out and "| toy        | shifted" in captured.out
+    assert "1 tasks failed: toy_broken" in captured.out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--all", "--task", "toy"], "drop --task"),
+        (["--all", "--dataset", "shifted"], "cannot be combined with --all"),
+        (["--all", "--detector", "nope"], "unknown detector 'nope'"),
+        (["--detector", "exploding"], "run needs --task"),
+        (["--task", "toy"], "run needs --detector"),
+    ],
+)
+def test_bad_combinations_are_usage_errors(monkeypatch, capsys, args, message):
+    use_registry(monkeypatch)
+    assert main(["run", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_builtin_tasks_end_to_end_quick(tmp_path, capsys):
+    """The real thing on the built-in plugins: mad and poser, quick models, one cheap detector each."""
+    args = ["run", "--all", "--quick", "--allow-invalid", "--option", "jobs=1", "--results-dir", str(tmp_path),
+            "--detector", "activations_mahalanobis", "--detector", "confidence"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "| mad    | addition" in out and "| mad    | modular_addition" in out and "| poser  | generated" in out
+    assert "3 jobs over 2 tasks" in out
