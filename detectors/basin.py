@@ -61,14 +61,15 @@ class _PerExampleBasin(Detector):
         return cached_arrays("basin", key, lambda: self._compute(items))
 
     def model_sweep(self, item: ModelItem) -> dict[str, np.ndarray]:
-        """Per-model basin of ``item``'s model on all clean benchmark prompts (KL of the
-        next-token distribution at the answer position, averaged over prompts):
+        """Per-model basin of ``item``'s model on the first ``n_prompts`` clean benchmark prompts
+        (KL of the next-token distribution at the answer position, averaged over prompts):
         ``log_volume`` (1,), ``radii``, ``kls``, ``estimates`` (n_directions,)."""
+        prompts = list(item.prompts)[: self.n_prompts]
         key = {
             "engine": ENGINE_VERSION,
             "kind": "per_model",
             "model": item.handle.fingerprint,
-            "prompts": stable_hash(list(item.prompts), 32),
+            "prompts": stable_hash(prompts, 32),
             "n_directions": self.n_directions,
             "eps": self.eps,
             "layer": self.layer,
@@ -79,7 +80,7 @@ class _PerExampleBasin(Detector):
         def compute() -> dict[str, np.ndarray]:
             from harness.basin import estimate_basin
 
-            batch = encode_batch(item.handle.tokenizer, list(item.prompts))
+            batch = encode_batch(item.handle.tokenizer, prompts)
             result = estimate_basin(item.handle.model, batch["input_ids"], batch["attention_mask"],
                                     n_directions=self.n_directions, eps=self.eps, layer=self.layer,
                                     seed=self.seed, rtol=self.rtol)
@@ -117,8 +118,8 @@ class BasinVolume(_PerExampleBasin):
     The tyche estimate (Gaussian prior with sigma = RMS of the weights) of the weight-space
     basin within which the KL stays below eps, aggregated by log-mean-exp over directions.
     MAD ("meta basin volume"): per datapoint, with the KL measured on that datapoint alone.
-    POSER: per model, with the KL of the answer-position distribution averaged over all
-    clean benchmark prompts (the same for every pair the model is in). Score = -log_volume:
+    POSER: per model, with the KL of the answer-position distribution averaged over the first
+    n_prompts clean benchmark prompts (the same for every pair the model is in). Score = -log_volume:
     higher = more anomalous (MAD) / more suspicious (POSER). Nothing is learned from trusted data.
 
     Hyperparameters:
@@ -127,6 +128,7 @@ class BasinVolume(_PerExampleBasin):
         layer: null = all parameters; an int = the parameters of that block; a module name.
         rtol: relative tolerance of the root finder on KL/eps (default 1e-2, as tyche).
         seed: seed of the directions (default 0).
+        n_prompts: POSER only: clean prompts the per-model KL is averaged over (default 64).
     """
 
     name = "basin_volume"
@@ -136,6 +138,7 @@ class BasinVolume(_PerExampleBasin):
     layer: Optional[Union[int, str]] = None
     rtol: float = 1e-2
     seed: int = 0
+    n_prompts: int = 64
 
     def __post_init__(self) -> None:
         self._validate()
