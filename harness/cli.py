@@ -121,6 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         task_options=parse_assignments(args.option, "--option"),
         detector_params=parse_detector_params(args.param),
     )
+    if args.all_tasks:
+        check_options_known([registry.task(name) for name, _ in plan], options.task_options)
     start = time.perf_counter()
     results: list[Any] = []
     failed_tasks: dict[str, str] = {}
@@ -129,17 +131,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             results += run(registry, task_name, detector_names, options, on_result=_report_job)
             continue
         try:  # --all: one task that cannot run must not stop the others
-            results += run(registry, task_name, detector_names, options, on_result=_report_job)
+            task_options = options_for(registry.task(task_name), options)
+            results += run(registry, task_name, detector_names, task_options, on_result=_report_job)
         except Exception as exc:
             failed_tasks[task_name] = f"{type(exc).__name__}: {exc}"
             print(f"FAILED task {task_name}: {failed_tasks[task_name]}", file=sys.stderr)
     elapsed = time.perf_counter() - start
     _print_summary([r.record for r in results], failed_tasks, with_task=args.all_tasks)
     counts = {status: sum(r.status == status for r in results) for status in ("ok", "cached", "invalid", "error")}
-    tasks_note = f" over {len(plan)} tasks" if args.all_tasks else ""
+    tasks_note = f" over {len(plan)} task{'s' if len(plan) != 1 else ''}" if args.all_tasks else ""
     print(f"\n{len(results)} jobs{tasks_note} in {elapsed:.1f} s: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     if failed_tasks:
-        print(f"{len(failed_tasks)} tasks failed: {', '.join(failed_tasks)}")
+        print(f"tasks that failed to run: {', '.join(failed_tasks)}")
     print(f"records: {options.resolved_results_dir()}")
     if not args.no_leaderboard and not args.quick and args.results_dir is None:
         written = leaderboard.build(options.resolved_results_dir(), Path("leaderboard"))
@@ -177,6 +180,29 @@ def run_plan(registry: Any, args: argparse.Namespace) -> list[tuple[str, list[st
     if not plan:
         raise ConfigError("--all: no registered task has a detector to run" + (f" among {wanted}" if args.detector else ""))
     return plan
+
+
+def check_options_known(task_classes: Sequence[Any], task_options: dict[str, Any]) -> None:
+    """With --all: when every task declares its ``options`` table, an option none of them
+    declares is a typo (ConfigError naming the valid ones)."""
+    tables = [getattr(cls, "options", None) or {} for cls in task_classes]
+    if not all(tables):
+        return
+    for key in task_options:
+        if not any(key in table for table in tables):
+            valid = sorted({k for table in tables for k in table})
+            raise ConfigError(f"--option {key!r} is not an option of any task; valid: {', '.join(valid)}")
+
+
+def options_for(task_cls: Any, options: Any) -> Any:
+    """With --all, each task gets the ``--option`` values it declares in its ``options`` table
+    (a task that declares no table gets them all, and validates them itself)."""
+    import dataclasses
+
+    declared = getattr(task_cls, "options", None) or {}
+    if not declared:
+        return options
+    return dataclasses.replace(options, task_options={k: v for k, v in options.task_options.items() if k in declared})
 
 
 def _print_summary(records: list[dict[str, Any]], failed_tasks: dict[str, str], with_task: bool) -> None:
