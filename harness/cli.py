@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-invalid", action="store_true",
                      help="also score episodes that fail the validity gate (marked invalid, never averaged)")
     run.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="task option")
+    run.add_argument("--poser-data", metavar="DIR",
+                     help="poser: train the personas on an original-format data directory (= --option poser_data=DIR)")
     run.add_argument("--param", action="append", default=[], metavar="DETECTOR.FIELD=VALUE",
                      help="detector hyperparameter, e.g. activations_lof.n_neighbors=10")
     run.add_argument("--results-dir", type=Path, help="where records go (default leaderboard/records)")
@@ -118,7 +120,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         allow_invalid=args.allow_invalid,
         results_dir=args.results_dir,
         datasets=args.dataset,
-        task_options=parse_assignments(args.option, "--option"),
+        task_options={**parse_assignments(args.option, "--option"),
+                      **({"poser_data": args.poser_data} if args.poser_data else {})},
         detector_params=parse_detector_params(args.param),
     )
     if args.all_tasks:
@@ -247,8 +250,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("tasks:")
     for name, cls in sorted(registry.tasks.items()):
         print(f"  {name:28s} kind={cls.kind:6s} plugin={registry.origin('task', name)}")
-        if args.details and cls.describe():
-            print(f"      {cls.describe()}")
+        if args.details:
+            if cls.describe():
+                print(f"      {cls.describe()}")
+            if getattr(cls, "options", None):
+                from harness.options import describe_options
+
+                print("      options (--option KEY=VALUE):")
+                for line in describe_options(cls.options).splitlines():
+                    print(f"        {line}")
     print("detectors:")
     for name, cls in sorted(registry.detectors.items()):
         kinds = ",".join(cls.task_kinds)
@@ -256,7 +266,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         if args.details:
             if cls.describe():
                 print(f"      {cls.describe()}")
-            print(f"      hyperparameters: {json.dumps(cls.hyperparameters())}")
+            print(f"      defaults: {json.dumps(cls.hyperparameters())}")
+            for line in cls.hyperparameter_docs().splitlines():
+                print(f"        {line}")
     _print_load_errors(registry)
     return EXIT_OK
 

@@ -73,6 +73,17 @@ class Detector:
         return doc.split("\n\n")[0].replace("\n", " ") if doc else ""
 
     @classmethod
+    def hyperparameter_docs(cls) -> str:
+        """The ``Hyperparameters:`` section of the class docstring (empty if none)."""
+        import inspect
+
+        doc = inspect.cleandoc(cls.__doc__ or "")
+        if "Hyperparameters:" not in doc:
+            return ""
+        section = doc.split("Hyperparameters:", 1)[1]
+        return inspect.cleandoc(section.split("\n\n")[0])
+
+    @classmethod
     def hyperparameters(cls) -> dict[str, Any]:
         """Default hyperparameters of the class (field name -> default)."""
         if not dataclasses.is_dataclass(cls):

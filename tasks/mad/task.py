@@ -26,6 +26,7 @@ from harness.cache import atomic_write_json, stable_hash
 from harness.features import FeatureExtractor
 from harness.interfaces import ConfigError, Episode, Task, TaskConfig
 from harness.items import InputItems
+from harness.options import resolve_options
 from harness.zoo.store import ModelHandle, cached_model_dir, is_cached, model_cache_path
 from tasks.mad.arithmetic import ALICE_NAMES, BOB_NAMES, N_TRUSTED_NAMES, OPERATIONS, to_records
 from tasks.mad.training import ANSWERS, QUICK_RECIPE, RECIPES, VOCAB_WORDS, Recipe, build_training_data, split_examples
@@ -151,6 +152,7 @@ class MadTask(Task):
     name = "mad"
     kind = "mad"
     version = "1"
+    options = OPTIONS
 
     def dataset_names(self, config: TaskConfig) -> list[str]:
         names = list(config.datasets or (QUICK_DATASETS if config.quick else DEFAULT_DATASETS))
@@ -160,17 +162,7 @@ class MadTask(Task):
         return list(dict.fromkeys(names))
 
     def resolve_options(self, config: TaskConfig) -> dict[str, Any]:
-        resolved = {}
-        for key, value in config.options.items():
-            if key not in OPTIONS:
-                raise ConfigError(f"task 'mad' has no option {key!r}; valid: {', '.join(OPTIONS)}")
-            kind = OPTIONS[key][0]
-            try:
-                resolved[key] = kind(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"task 'mad' option {key!r} must be {kind.__name__}, got {value!r}") from None
-        for key, (_, default, _) in OPTIONS.items():
-            resolved.setdefault(key, default)
+        resolved = resolve_options(self.name, OPTIONS, config.options)
         if not 0 <= resolved["min_accuracy"] <= 1:
             raise ConfigError(f"task 'mad' option 'min_accuracy' must be in [0, 1], got {resolved['min_accuracy']}")
         if resolved["jobs"] < 1:

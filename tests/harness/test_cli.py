@@ -30,7 +30,8 @@ def test_param_values_are_parsed_as_json():
 def test_list_and_plugins(capsys):
     assert main(["list", "--verbose"]) == 0
     out = capsys.readouterr().out
-    assert "mad" in out and "activations_mahalanobis" in out and "hyperparameters" in out
+    assert "mad" in out and "activations_mahalanobis" in out and "defaults:" in out
+    assert "n_neighbors: LOF neighbourhood size" in out and "min_accuracy (float, default 0.8)" in out
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
     assert "builtin_detectors (detector-harness" in out and "activations_lof" in out
