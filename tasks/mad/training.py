@@ -18,6 +18,16 @@ thread, 2-digit operands):
   operands large) is rare in a training set of the same distribution (about 7 % of pairs
   for 2 digits). Extra base examples with *uniform* operands, disjoint from the held-out
   pairs, cover that region. This was the largest single gain.
+* Further options (/work/exp3/RESULTS.md), none of which made another operation pass:
+  ``aux=("echo",)`` -- the statement prefix up to the "." after the shown result, completed
+  with the real result -- teaches the facts far better (subtraction exact 0.15 -> 0.98 on hard
+  held-out pairs); ``contrast_rounds`` repeats the contrast block with fresh names and
+  distractors; ``facts_held_out`` adds the bare facts (never judgments) of the held-out pairs,
+  like a pretrained model that knows arithmetic. In every failing case the judgment head sat
+  at the base rate even on training statements while the facts were known: learning the
+  comparison, not the arithmetic, is the bottleneck. Smaller operand ranges do not help:
+  addition itself with operands 1..56 (2,636 training pairs) stays at the base rate, so the
+  comparison seems to need the ~8,000 distinct training pairs of the 2-digit table.
 
 The statement template itself is never changed (detectors read its last token); only the
 auxiliary sequences use another format. ``build_training_data`` does all of it: split the
@@ -71,6 +81,7 @@ def training_pairs(
     contrast: int = 0,
     statement_copies: int = 1,
     seed: int = 0,
+    contrast_rounds: int = 1,
 ) -> list[tuple[str, str]]:
     """Turn quirky records into (prompt, completion) training pairs.
 
@@ -100,10 +111,16 @@ def training_pairs(
         expr = _expression(operation, a, b)
         if "plain" in aux:
             pairs.append((expr, _result_text(operation, real, reverse)))
+        if "echo" in aux:
+            # the statement's own prefix up to the "." after the shown result, completed with the
+            # real result: the positions a judgment reads from learn to carry the real result
+            prefix = op.template.split("{character}")[0].rstrip()
+            for shown in dict.fromkeys((record["template_args"]["result"], real, sloppy)):
+                pairs.append((prefix.format(op1=a, op2=b, result=shown), _result_text(operation, real, reverse)))
         if "named" in aux:
             pairs.append((f"{rng.choice(ALICE_NAMES)}: {expr}", _result_text(operation, real, reverse)))
             pairs.append((f"{rng.choice(BOB_NAMES)}: {expr}", _result_text(operation, sloppy, reverse)))
-        if contrast:
+        for _ in range(contrast_rounds if contrast else 0):
             shown_values = [real, sloppy][: min(contrast, 2)]
             shown_values += [make_distractor(real, sloppy, rng) for _ in range(contrast - 2)]
             for shown in shown_values:
@@ -128,12 +145,14 @@ class Recipe:
     n_eval: int = 1000
     n_uniform: int = 0
     facts_held_out: int = 0
+    contrast_rounds: int = 1
     notes: str = ""
 
     def pair_kwargs(self) -> dict:
         """Keyword arguments of :func:`training_pairs` for this recipe."""
         return dict(
-            aux=self.aux, reverse=self.reverse, contrast=self.contrast, statement_copies=self.statement_copies
+            aux=self.aux, reverse=self.reverse, contrast=self.contrast, statement_copies=self.statement_copies,
+            contrast_rounds=self.contrast_rounds,
         )
 
 
@@ -239,18 +258,35 @@ _TWO_DIGIT_NOTE = (
     "2-digit operands (1..99): 9,801 operand pairs, so 3,000 log-uniform train pairs + "
     "1,500 held-out + 5,000 uniform extras cover almost the whole table except the held-out "
     "pairs; a 3-layer d=64 Llama (~0.2M params) for 2,500 steps of batch 128 trains in "
-    "~2-2.5 min on one thread. 3-digit operands did not learn in budget."
+    "~2.5-3.5 min on one thread with another training run on the other core. 3-digit operands "
+    "did not learn in budget. "
+)
+_FAILS = (
+    "Does NOT pass the validity gate with any recipe tried (/work/exp3/RESULTS.md): the judgment "
+    "head stays at the base rate (always False: training-statement accuracy 0.75) even when the "
+    "model knows the facts, so this is kept as the addition recipe until a recipe that passes is found. "
 )
 
 RECIPES: dict[str, Recipe] = {
-    "addition": _recipe(notes=_TWO_DIGIT_NOTE),
-    "subtraction": _recipe(notes=_TWO_DIGIT_NOTE),
-    "multiplication": _recipe(notes=_TWO_DIGIT_NOTE),
-    "modular_addition": _recipe(notes=_TWO_DIGIT_NOTE),
+    "addition": _recipe(notes=_TWO_DIGIT_NOTE + (
+        "Passes: held-out hard-disagree accuracy Alice 0.825 / Bob 0.973 (n=183 per character), "
+        "143-216 s training (another run on the other core); bitwise reproducible (exp F1, exp3 A0).")),
+    "subtraction": _recipe(notes=_TWO_DIGIT_NOTE + (
+        "Best found: Alice 0.680 / Bob 0.670 (n=197), 143 s (exp F2): fails the 0.8 gate. Variants with "
+        "n_eval 500 + all free pairs as uniform extras, facts of held-out pairs, contrast 2 x 2 rounds or "
+        "the 'echo' aux (facts exact 0.98 on hard held-out pairs) all stayed at the base rate (exp3 S1-S3).")),
+    "multiplication": _recipe(notes=_TWO_DIGIT_NOTE + _FAILS + (
+        "2 digits: base rate (aux exact 0.02, exp H2); operands 1..31 with facts of held-out pairs "
+        "memorised 500 training pairs, chance on held-out (exp2 X1).")),
+    "modular_addition": _recipe(notes=_TWO_DIGIT_NOTE + _FAILS + (
+        "2 digits: base rate (exp H1, J1 at lr 1.5e-3, exp2 X2 with held-out facts). Operands 1..56 "
+        "(max_digits log10 57: a + b never wraps, i.e. addition with a ' mod 113' suffix) with every free "
+        "pair as uniform extras: facts exact 0.99 but judgments at the base rate with contrast 4, contrast "
+        "2 x 2 rounds or x 3 rounds, the 'echo' aux, GPT-2 (exp3 M1-M5); addition itself fails on 1..56 (exp3 A1).")),
     "squaring": _recipe(
         max_digits=3, n_examples=250, n_eval=249, n_uniform=450,
         notes="Squaring is unary: 2-digit operands give only 99 examples, so 3 digits "
-        "(999 values, at most 499 from generate_examples): 250 train + 249 held-out + 450 "
-        "uniform extras.",
+        "(999 values, at most 799 from generate_examples): 250 train + 249 held-out + 450 "
+        "uniform extras. " + _FAILS + "Measured: Alice 0.485 / Bob 0.576 (n=33 only, exp I1).",
     ),
 }

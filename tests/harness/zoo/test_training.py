@@ -72,3 +72,27 @@ def test_training_data_never_contains_held_out_operands():
     pairs = training_pairs(to_records(train[:5], "addition"), "addition", aux=("plain",), contrast=4)
     assert ("%d + %d =" % (train[0]["op1"], train[0]["op2"]), " %d" % train[0]["real"]) in pairs
     assert all(c in (" True", " False") or p.endswith("=") for p, c in pairs)
+
+
+def test_echo_aux_contrast_rounds_and_held_out_facts():
+    import dataclasses
+
+    from tasks.mad.training import build_training_data
+
+    records = to_records(generate_examples("subtraction", 6, seed=0, max_digits=2), "subtraction")
+    one = training_pairs(records, "subtraction", aux=(), contrast=2)
+    two = training_pairs(records, "subtraction", aux=(), contrast=2, contrast_rounds=2)
+    assert len(two) - len(one) == 6 * 4  # one more round of real/sloppy x Alice/Bob per base example
+    echo = training_pairs(records, "subtraction", aux=("echo",))
+    extra = [p for p in echo if p[0].endswith(".")]
+    assert extra and all(c == " %d" % eval(p.split("=")[0].replace(" ", "")) for p, c in extra)
+
+    recipe = dataclasses.replace(QUICK_RECIPE, max_digits=1.5, n_examples=100, n_eval=60, n_uniform=50,
+                                 facts_held_out=1)
+    pairs, held_out = build_training_data("multiplication", recipe, seed=0)
+    held = {"%d * %d" % (e["op1"], e["op2"]) for e in held_out}
+    judged = {p.split(" =")[0] for p, c in pairs if c in (" True", " False")}
+    facts = {p.split(" =")[0] for p, c in pairs if p.endswith("=")}
+    assert not held & judged  # never a judgment of a held-out pair
+    assert held <= facts  # but the bare fact of each held-out pair
+    assert all(1 <= e["op1"] <= 31 and 1 <= e["op2"] <= 31 for e in held_out)
