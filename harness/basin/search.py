@@ -52,6 +52,7 @@ class SearchResult:
     converged: torch.Tensor
     evaluations: torch.Tensor
     n_calls: int
+    slopes: Optional[torch.Tensor] = None  # last usable secant slope d log KL / d log s (2 if none)
 
 
 def find_multipliers(
@@ -64,6 +65,7 @@ def find_multipliers(
     max_iter: int = 100,
     max_step: float = math.log(1e3),
     max_scale: float = 1e8,
+    slope: Union[float, torch.Tensor] = 2.0,
 ) -> SearchResult:
     """Find ``s`` with ``kl_fn(s) = eps`` for every element of an array of problems.
 
@@ -73,7 +75,8 @@ def find_multipliers(
     init: starting scale(s), scalar or of ``shape``; rtol: relative tolerance on the KL;
     max_iter: KL calls at most; max_step: largest step in log scale before bracketing;
     max_scale: an element whose KL is still below ``eps`` at this scale stops, unconverged
-    (the KL can saturate below ``eps`` when only a few parameters are perturbed).
+    (the KL can saturate below ``eps`` when only a few parameters are perturbed); slope: the
+    log-log slope assumed for the first step (2 = quadratic KL), scalar or of ``shape``.
     """
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     log_eps = math.log(eps)
@@ -90,6 +93,8 @@ def find_multipliers(
     converged = torch.zeros(shape, dtype=torch.bool)
     evaluations = torch.zeros(shape, dtype=torch.long)
     n_calls = 0
+    default_slope = torch.as_tensor(slope, **f64).expand(shape).clone()
+    last_slope = default_slope.clone()
     for _ in range(max_iter):
         if not active.any():
             break
@@ -110,10 +115,11 @@ def find_multipliers(
         hi = torch.where(active & (g > 0), ell, hi)
 
         # Newton/secant step in log-log
-        slope = (g - prev_g) / (ell - prev_ell)
-        usable = slope.isfinite() & (slope >= 0.25) & (slope <= 16)
-        slope = torch.where(usable, slope, torch.full_like(slope, 2.0))
-        step = torch.where(g.isfinite(), -g / slope, torch.where(g < 0, max_step, -max_step))
+        secant = (g - prev_g) / (ell - prev_ell)
+        usable = secant.isfinite() & (secant >= 0.25) & (secant <= 16)
+        last_slope = torch.where(usable, secant, last_slope)
+        step_slope = torch.where(usable, secant, default_slope)
+        step = torch.where(g.isfinite(), -g / step_slope, torch.where(g < 0, max_step, -max_step))
         proposal = ell + step.clamp(-max_step, max_step)
         bracketed = lo.isfinite() & hi.isfinite()
         width = hi - lo
@@ -136,7 +142,7 @@ def find_multipliers(
     if not converged.all():
         logger.warning("multiplier search: %d of %d did not reach |KL/eps - 1| <= %g (best kept)",
                        int((~converged).sum()), converged.numel(), rtol)
-    return SearchResult(best_ell.exp(), best_kl, converged, evaluations, n_calls)
+    return SearchResult(best_ell.exp(), best_kl, converged, evaluations, n_calls, last_slope)
 
 
 # ------------------------------------------------------------------------------------------
@@ -151,6 +157,51 @@ def _prior_terms(model: nn.Module, layer: LayerSpec, n_directions: int, seed: in
     w_dot_theta = dirs @ theta
     sigma = float(theta.pow(2).mean().sqrt()) if sigma is None else float(sigma)
     return subset, theta, dirs.to(subset.params[0].dtype), props, w_dot_theta, sigma
+
+
+def find_multipliers_warm(
+    kl_fn: KLFunction,
+    shape: Sequence[int],
+    eps: float = 1e-2,
+    *,
+    init: Union[float, torch.Tensor] = 1.0,
+    rtol: float = 1e-2,
+    max_iter: int = 100,
+) -> SearchResult:
+    """:func:`find_multipliers` with a pilot: solve the first direction (``shape[0]`` indexes
+    directions) from ``init``, then start every other direction at the pilot's multiplier.
+
+    Random unit directions in high dimension see nearly the same curvature (``uᵀHu``
+    concentrates around ``tr(H)/D``), so from the pilot's multiplier the others usually need
+    one Newton step: about 2 evaluations each instead of 4-6 from a fixed start. Results are
+    the same roots to within ``rtol``; only the number of KL calls changes.
+    """
+    shape = tuple(shape)
+    if shape[0] <= 1:
+        return find_multipliers(kl_fn, shape, eps, init=init, rtol=rtol, max_iter=max_iter)
+    rest_shape = (shape[0] - 1, *shape[1:])
+    nan = torch.full((1, *shape[1:]), math.nan, dtype=torch.float64)
+
+    def pilot_fn(scales: torch.Tensor) -> torch.Tensor:
+        full = torch.cat([scales, torch.full(rest_shape, math.nan, dtype=torch.float64)])
+        return torch.as_tensor(kl_fn(full))[:1]
+
+    def rest_fn(scales: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(kl_fn(torch.cat([nan, scales])))[1:]
+
+    first_init = init[:1] if torch.is_tensor(init) and init.dim() and init.shape[0] == shape[0] else init
+    pilot = find_multipliers(pilot_fn, (1, *shape[1:]), eps, init=first_init, rtol=rtol, max_iter=max_iter)
+    start = pilot.multipliers.expand(rest_shape).clone()
+    slope = pilot.slopes.expand(rest_shape).clone()  # the pilot's measured log-log slope: one step usually lands
+    rest = find_multipliers(rest_fn, rest_shape, eps, init=start, rtol=rtol, max_iter=max_iter, slope=slope)
+    return SearchResult(
+        multipliers=torch.cat([pilot.multipliers, rest.multipliers]),
+        kls=torch.cat([pilot.kls, rest.kls]),
+        converged=torch.cat([pilot.converged, rest.converged]),
+        evaluations=torch.cat([pilot.evaluations, rest.evaluations]),
+        n_calls=pilot.n_calls + rest.n_calls,
+        slopes=torch.cat([pilot.slopes, rest.slopes]),
+    )
 
 
 def estimate_basin(
@@ -180,7 +231,7 @@ def estimate_basin(
     """
     subset, theta, dirs, props, wt, sigma = _prior_terms(model, layer, n_directions, seed, preconditioner, sigma)
     kl = CausalLMKL(model, input_ids, attention_mask, subset, dirs, position_mask, batch_size, mode)
-    search = find_multipliers(kl.per_direction, n_directions, eps, rtol=rtol, max_iter=max_iter)
+    search = find_multipliers_warm(kl.per_direction, (n_directions,), eps, rtol=rtol, max_iter=max_iter)
     return BasinResult.from_search(search.multipliers, search.kls, search.converged, props, wt,
                                    float(theta @ theta), subset.dim, sigma, eps, n_forward=kl.n_forward,
                                    n_rows=kl.n_rows, n_evaluations=search.n_calls,
@@ -214,7 +265,7 @@ def per_example_basin(
     subset, theta, dirs, props, wt, sigma = _prior_terms(model, layer, n_directions, seed, preconditioner, sigma)
     kl = CausalLMKL(model, input_ids, attention_mask, subset, dirs, position_mask, batch_size)
     shape = (n_directions, input_ids.shape[0])
-    search = find_multipliers(kl.per_example, shape, eps, init=init, rtol=rtol, max_iter=max_iter)
+    search = find_multipliers_warm(kl.per_example, shape, eps, init=init, rtol=rtol, max_iter=max_iter)
     return BasinResult.from_search(search.multipliers, search.kls, search.converged, props, wt,
                                    float(theta @ theta), subset.dim, sigma, eps, n_forward=kl.n_forward,
                                    n_rows=kl.n_rows, n_evaluations=search.n_calls,

@@ -291,3 +291,19 @@ def test_kl_function_skips_nan_entries_and_counts_passes():
     assert kl.n_rows == 4 + 9
     zero = kl.per_direction(torch.tensor([0.0, float("nan"), 0.0], dtype=torch.float64))
     assert zero[1].isnan() and zero[[0, 2]].abs().max() < 1e-12
+
+
+def test_warm_start_finds_the_same_roots_with_fewer_evaluations():
+    from harness.basin.search import find_multipliers, find_multipliers_warm
+
+    gen = torch.Generator().manual_seed(3)
+    curvature = 50.0 * (1 + 0.2 * torch.rand(25, 40, generator=gen, dtype=torch.float64))  # similar uᵀHu
+
+    def kl(s):
+        return 0.5 * curvature * s**2 * (1 + 0.1 * s)  # mildly non-quadratic
+
+    cold = find_multipliers(kl, (25, 40), 1e-2, rtol=1e-4)
+    warm = find_multipliers_warm(kl, (25, 40), 1e-2, rtol=1e-4)
+    assert warm.converged.all() and cold.converged.all()
+    torch.testing.assert_close(warm.multipliers, cold.multipliers, rtol=1e-4, atol=0)
+    assert warm.evaluations[1:].float().mean() < cold.evaluations[1:].float().mean()
