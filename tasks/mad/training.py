@@ -39,7 +39,7 @@ the MAD trusted and test records must be drawn.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
 from harness.zoo.model import TinyModelConfig
