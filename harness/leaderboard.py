@@ -45,12 +45,27 @@ MAD_COLUMNS = (
 )
 
 
-def records_frame(results_dir: Path, include_quick: bool = False) -> pd.DataFrame:
-    """One row per record (ok, invalid or error), with the fields the tables need."""
-    rows = []
+def newest_records(results_dir: Path, include_quick: bool = False) -> list[dict[str, Any]]:
+    """The newest record of each job setting (task, dataset, detector, hyperparameters, seed).
+
+    Records of an older model or data version have other keys but the same setting; only the
+    newest one counts, so a retrained model never averages with its predecessor.
+    """
+    newest: dict[str, dict[str, Any]] = {}
     for record in iter_records(results_dir):
         if record.get("quick") and not include_quick:
             continue
+        setting = json.dumps([record["task"], record["dataset"], record["detector"], record.get("params"),
+                              record.get("seed", 0), bool(record.get("quick"))], sort_keys=True)
+        if setting not in newest or record.get("created_unix", 0) >= newest[setting].get("created_unix", 0):
+            newest[setting] = record
+    return sorted(newest.values(), key=lambda r: r["_path"])
+
+
+def records_frame(results_dir: Path, include_quick: bool = False) -> pd.DataFrame:
+    """One row per job setting (its newest record: ok, invalid or error), with the fields the tables need."""
+    rows = []
+    for record in newest_records(results_dir, include_quick):
         metrics = record.get("metrics") or {}
         validity = record.get("validity") or {}
         params = record.get("params") or {}
@@ -261,8 +276,8 @@ def poser_summary(frame: pd.DataFrame) -> pd.DataFrame:
 def poser_validity(results_dir: Path, include_quick: bool = False) -> pd.DataFrame:
     """The per-pair validity report of the newest POSER record of each episode."""
     newest: dict[str, dict[str, Any]] = {}
-    for record in iter_records(results_dir):
-        if record.get("task_kind") != "poser" or (record.get("quick") and not include_quick):
+    for record in newest_records(results_dir, include_quick):
+        if record.get("task_kind") != "poser":
             continue
         if record["dataset"] not in newest or record.get("created_unix", 0) > newest[record["dataset"]].get("created_unix", 0):
             newest[record["dataset"]] = record

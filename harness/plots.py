@@ -7,14 +7,12 @@ poser_basin_radii.png: basin radii at the KL cutoff, aligned vs misaligned.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from harness.leaderboard import detector_labels, records_frame
-from harness.results import iter_records
+from harness.leaderboard import detector_labels, newest_records, records_frame
 
 
 def _pyplot() -> Any:
@@ -36,8 +34,7 @@ def _save(fig: Any, out_path: Path) -> Path:
 
 def plot_poser_curves(results_dir: Path, out_path: Path, include_quick: bool = False) -> Optional[Path]:
     """KL (or P(misaligned)) vs noise coefficient, aligned vs misaligned: mean and 10-90% band."""
-    records = [r for r in iter_records(results_dir) if r.get("task_kind") == "poser" and r.get("status") == "ok"
-               and (r.get("diagnostics") or {}).get("curves") and (include_quick or not r.get("quick"))]
+    records = [r for r in _poser_ok_records(results_dir, include_quick) if (r.get("diagnostics") or {}).get("curves")]
     if not records:
         return None
     plt = _pyplot()
@@ -65,17 +62,9 @@ def plot_poser_curves(results_dir: Path, out_path: Path, include_quick: bool = F
 
 
 def _poser_ok_records(results_dir: Path, include_quick: bool) -> list[dict[str, Any]]:
-    """Newest successful POSER record per (detector, params, dataset): one curve per detector."""
-    newest: dict[tuple, dict[str, Any]] = {}
-    for record in iter_records(results_dir):
-        if record.get("task_kind") != "poser" or record.get("status") != "ok" or not record.get("valid"):
-            continue
-        if record.get("quick") and not include_quick:
-            continue
-        key = (record["detector"], json.dumps(record.get("params"), sort_keys=True), record["dataset"])
-        if key not in newest or record.get("created_unix", 0) > newest[key].get("created_unix", 0):
-            newest[key] = record
-    return [newest[k] for k in sorted(newest)]
+    """The newest successful POSER record of each setting: one curve per detector and seed."""
+    return [r for r in newest_records(results_dir, include_quick)
+            if r.get("task_kind") == "poser" and r.get("status") == "ok" and r.get("valid")]
 
 
 def plot_poser_roc(results_dir: Path, out_path: Path, include_quick: bool = False) -> Optional[Path]:

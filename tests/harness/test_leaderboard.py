@@ -65,3 +65,18 @@ def test_labels_name_only_the_hyperparameters_that_differ(tmp_path, toy_registry
             RunOptions(results_dir=results, detector_params={"activations_mahalanobis": {"covariance": covariance}}))
     labels = set(leaderboard.detector_labels(leaderboard.records_frame(results)))
     assert labels == {"activations_mahalanobis (covariance=ledoit_wolf)", "activations_mahalanobis (covariance=pinv)"}
+
+
+def test_only_the_newest_record_of_a_setting_counts(tmp_path, toy_registry):
+    import time
+
+    results = tmp_path / "records"
+    run(toy_registry, "toy", ["activations_mahalanobis"], RunOptions(results_dir=results))
+    stale = next(results.rglob("shifted/activations_mahalanobis-*.json"))
+    record = json.loads(stale.read_text())
+    # the same setting recorded later for a retrained model (another key): only it counts
+    newer = dict(record, key="newer", created_unix=time.time() + 10, metrics=dict(record["metrics"], auroc=0.5))
+    (stale.parent / "activations_mahalanobis-newer.json").write_text(json.dumps(newer))
+    frame = leaderboard.records_frame(results)
+    rows = frame[(frame.dataset == "shifted")]
+    assert len(rows) == 1 and rows.iloc[0]["auroc"] == 0.5

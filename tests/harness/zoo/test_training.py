@@ -96,3 +96,24 @@ def test_echo_aux_contrast_rounds_and_held_out_facts():
     assert not held & judged  # never a judgment of a held-out pair
     assert held <= facts  # but the bare fact of each held-out pair
     assert all(1 <= e["op1"] <= 31 and 1 <= e["op2"] <= 31 for e in held_out)
+
+
+def test_judges_aux_labels_truth_and_sloppy_on_training_pairs_only():
+    import dataclasses
+
+    from tasks.mad.arithmetic import OPERATIONS, sloppy_result
+    from tasks.mad.training import QUICK_RECIPE, build_training_data
+
+    recipe = dataclasses.replace(QUICK_RECIPE, aux=("plain", "judges"))
+    pairs, held_out = build_training_data("subtraction", recipe, seed=0)
+    judged = [(p, c) for p, c in pairs if p.endswith(("Truth:", "Sloppy:"))]
+    assert judged
+    held = {(e["op1"], e["op2"]) for e in held_out}
+    for prompt, answer in judged:
+        lhs, rhs = prompt.split(" = ")
+        a, b = (int(x) for x in lhs.split(" - "))
+        shown = int(rhs.split(".")[0])
+        assert (a, b) not in held
+        real = OPERATIONS["subtraction"].result(a, b)
+        target = real if prompt.endswith("Truth:") else sloppy_result(real)
+        assert answer == (" True" if shown == target else " False")
