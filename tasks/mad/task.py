@@ -63,6 +63,7 @@ def model_key(operation: str, recipe: Recipe, seed: int, task_version: str) -> d
         "operation": operation,
         "seed": seed,
         "recipe": json.loads(json.dumps(dataclasses.asdict(recipe), default=str)),
+        "vocabulary": stable_hash(list(VOCAB_WORDS)),
     }
 
 
