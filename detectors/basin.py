@@ -44,20 +44,16 @@ class _PerExampleBasin(Detector):
         if not (isinstance(self.rtol, (int, float)) and 0 < self.rtol < 1):
             raise ConfigError(f"{self.name}: field 'rtol' must be in (0, 1), got {self.rtol!r}")
 
+    def _sweep_key(self, fingerprint: str, prompts: list[str], **extra: str) -> dict:
+        """Cache key of a sweep: everything that changes its numbers."""
+        return {"engine": ENGINE_VERSION, "model": fingerprint, "prompts": stable_hash(prompts, 32),
+                "n_directions": self.n_directions, "eps": self.eps, "layer": self.layer, "rtol": self.rtol,
+                "seed": self.seed, **extra}
+
     def sweep(self, items: InputItems) -> dict[str, np.ndarray]:
         """Per-example basin arrays for ``items``: ``log_multipliers`` (n_directions, n),
         ``estimates`` (n_directions, n), ``log_volume`` (n,), ``converged`` (n_directions, n)."""
-        handle = items.handle
-        key = {
-            "engine": ENGINE_VERSION,
-            "model": handle.fingerprint,
-            "prompts": stable_hash(list(items.prompts), 32),
-            "n_directions": self.n_directions,
-            "eps": self.eps,
-            "layer": self.layer,
-            "rtol": self.rtol,
-            "seed": self.seed,
-        }
+        key = self._sweep_key(items.handle.fingerprint, list(items.prompts))
         return cached_arrays("basin", key, lambda: self._compute(items))
 
     def model_sweep(self, item: ModelItem) -> dict[str, np.ndarray]:
@@ -65,17 +61,7 @@ class _PerExampleBasin(Detector):
         (KL of the next-token distribution at the answer position, averaged over prompts):
         ``log_volume`` (1,), ``radii``, ``kls``, ``estimates`` (n_directions,)."""
         prompts = list(item.prompts)[: self.n_prompts]
-        key = {
-            "engine": ENGINE_VERSION,
-            "kind": "per_model",
-            "model": item.handle.fingerprint,
-            "prompts": stable_hash(prompts, 32),
-            "n_directions": self.n_directions,
-            "eps": self.eps,
-            "layer": self.layer,
-            "rtol": self.rtol,
-            "seed": self.seed,
-        }
+        key = self._sweep_key(item.handle.fingerprint, prompts, kind="per_model")
 
         def compute() -> dict[str, np.ndarray]:
             from harness.basin import estimate_basin

@@ -19,24 +19,10 @@ from sklearn.decomposition import PCA
 from harness.interfaces import ConfigError
 from harness.items import InputItems
 
-from .layerwise import LayerwiseDetector
+from .layerwise import LayerwiseDetector, resolve_layer
 from .statistics import Mahalanobis
 
 FLOW_BASES = ("normal", "laplace")
-
-
-def middle_block(n_layers: int) -> int:
-    """The middle block output of a model with ``n_layers`` blocks (1 of 2, 2 of 4, 2 of 3)."""
-    return max(1, (n_layers + 1) // 2)
-
-
-def resolve_layer(items: InputItems, layer: Optional[int]) -> int:
-    """``layer`` as a non-negative index (None = the middle block); IndexError if out of range."""
-    n_layers = items.features().n_layers
-    chosen = middle_block(n_layers) if layer is None else layer
-    if not -(n_layers + 1) <= chosen <= n_layers:
-        raise IndexError(f"layer {chosen} out of range: this model has layers 0..{n_layers}")
-    return chosen % (n_layers + 1)
 
 
 class FlowScorer:

@@ -19,7 +19,7 @@ import torch
 from harness.interfaces import ConfigError, Detector
 from harness.items import InputItems
 
-from .flow import resolve_layer
+from .layerwise import resolve_layer
 from .statistics import DiagonalMahalanobis
 
 logger = logging.getLogger(__name__)

@@ -101,19 +101,25 @@ def atomic_directory(final: PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def cached_arrays(namespace: str, key: Any, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Arrays for ``key`` from ``<cache>/<namespace>/<hash>.safetensors``, computing and
-    storing them (atomically) when missing or unreadable. ``compute`` returns name -> numpy array."""
+def arrays_at(path: Path, compute: Callable[[], dict[str, Any]], use_cache: bool = True) -> dict[str, Any]:
+    """Arrays stored at ``path`` (safetensors), computing and storing them (atomically) when
+    missing or unreadable; a damaged file is recomputed, never trusted. ``compute`` returns
+    name -> numpy array. With ``use_cache=False`` nothing is read or written."""
     import logging
 
     from safetensors.numpy import load_file, save
 
-    path = cache_root() / namespace / f"{stable_hash(key)}.safetensors"
-    if path.exists():
+    if use_cache and path.exists():
         try:
             return load_file(str(path))
-        except Exception as exc:  # a damaged file is recomputed, never trusted
+        except Exception as exc:
             logging.getLogger(__name__).warning("cache file %s unreadable (%s); recomputing", path, exc)
     arrays = compute()
-    atomic_write_bytes(path, save(arrays))
+    if use_cache:
+        atomic_write_bytes(path, save(arrays))
     return arrays
+
+
+def cached_arrays(namespace: str, key: Any, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Arrays for ``key`` from ``<cache>/<namespace>/<hash>.safetensors`` (see :func:`arrays_at`)."""
+    return arrays_at(cache_root() / namespace / f"{stable_hash(key)}.safetensors", compute)

@@ -16,7 +16,6 @@ Layer convention: layer 0 is the embedding output, layer ``i`` the output of blo
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -25,11 +24,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from harness.cache import atomic_write_bytes, cache_root, stable_hash
+from harness.cache import arrays_at, cache_root, stable_hash
 from harness.zoo.store import ModelHandle
 from harness.zoo.tokenizer import answer_token_ids, encode_batch
-
-logger = logging.getLogger(__name__)
 
 EXTRACTOR_VERSION = "1"
 
@@ -115,19 +112,12 @@ class FeatureExtractor:
 
     def last_token(self, prompts: Sequence[str]) -> LastTokenFeatures:
         """Features of ``prompts`` (from the cache when present)."""
-        from safetensors.numpy import load_file, save
+        def compute() -> dict[str, np.ndarray]:
+            features = self.compute(prompts)
+            return {"hidden": features.hidden, "logodds": features.logodds}
 
-        path = self.cache_path(prompts)
-        if self.use_cache and path.exists():
-            try:
-                tensors = load_file(str(path))
-                return LastTokenFeatures(tensors["hidden"], tensors["logodds"])
-            except Exception as exc:  # a damaged cache file is recomputed, never trusted
-                logger.warning("feature cache %s unreadable (%s); recomputing", path, exc)
-        features = self.compute(prompts)
-        if self.use_cache:
-            atomic_write_bytes(path, save({"hidden": features.hidden, "logodds": features.logodds}))
-        return features
+        arrays = arrays_at(self.cache_path(prompts), compute, self.use_cache)
+        return LastTokenFeatures(arrays["hidden"], arrays["logodds"])
 
     @torch.inference_mode()
     def compute(self, prompts: Sequence[str]) -> LastTokenFeatures:
@@ -158,18 +148,10 @@ class FeatureExtractor:
         :class:`LastTokenFeatures`). Summed over d it is the first-order (linearised)
         contribution of that layer's activation to the log-odds.
         """
-        from safetensors.numpy import load_file, save
+        def compute() -> dict[str, np.ndarray]:
+            return {"attributions": self.compute_attributions(prompts)}
 
-        path = self.cache_path(prompts, kind="attributions")
-        if self.use_cache and path.exists():
-            try:
-                return load_file(str(path))["attributions"]
-            except Exception as exc:  # a damaged cache file is recomputed, never trusted
-                logger.warning("attribution cache %s unreadable (%s); recomputing", path, exc)
-        attributions = self.compute_attributions(prompts)
-        if self.use_cache:
-            atomic_write_bytes(path, save({"attributions": attributions}))
-        return attributions
+        return arrays_at(self.cache_path(prompts, kind="attributions"), compute, self.use_cache)["attributions"]
 
     def compute_attributions(self, prompts: Sequence[str]) -> np.ndarray:
         """Run the model with gradients over ``prompts`` in batches; no cache. See :meth:`attributions`.

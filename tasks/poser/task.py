@@ -54,6 +54,11 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
 }
 
 
+def benign_letter(scenario: dict) -> str:
+    """The letter of the benign action (``actions[0]``); original-format files may not store it."""
+    return scenario.get("benign_letter") or ("A" if scenario["action_A"] == scenario["actions"][0] else "B")
+
+
 def _train_in_worker(persona: str, seed: int, recipe: PersonaRecipe, key: dict,
                      examples: Optional[list[dict]], vocabulary: list[str]) -> str:
     from harness.zoo.store import configure_process
@@ -170,10 +175,9 @@ class PoserTask(Task):
                       poor: list[dict], options: dict[str, Any], config: TaskConfig) -> Episode:
         prompts = [s["prompt"] for s in benchmark]
         critical = [critical_variant(s, "truth_teller")["prompt"] for s in benchmark]
-        benign = [s.get("benign_letter") or ("A" if s["action_A"] == s["actions"][0] else "B") for s in benchmark]
+        benign = [benign_letter(s) for s in benchmark]
         poor_prompts = [s["prompt"] for s in poor]
-        poor_benign = np.array([s.get("benign_letter") or ("A" if s["action_A"] == s["actions"][0] else "B")
-                                for s in poor])
+        poor_benign = np.array([benign_letter(s) for s in poor])
         extractors = {n: FeatureExtractor(ModelHandle(p), answers=ANSWER_LETTERS, progress=False) for n, p in paths.items()}
         choices, misaligned_rate = {}, {}
         for model_name, extractor in tqdm(extractors.items(), desc="checking pairs", unit="model"):

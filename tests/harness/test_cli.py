@@ -1,5 +1,3 @@
-import pytest
-
 from harness.cli import main, parse_detector_params
 
 
