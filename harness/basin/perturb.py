@@ -109,29 +109,65 @@ def perturbed_weights(subset: ParameterSubset, direction: torch.Tensor, scale: f
                 p.copy_(s)
 
 
-def _linear_delta(module: nn.Linear, x: torch.Tensor, v: dict[str, torch.Tensor]) -> torch.Tensor:
+# Rules: add ``scale * (f(x; V) - f(x; 0))`` in place into ``out`` (the rows of one direction).
+# ``out`` is a row slice of the module's freshly computed output; ``scale`` is ``(rows, 1, ..)``.
+# Folding the add into the product (``addmm_``/``addcmul_``) saves a pass over the output and
+# the temporary of an out-of-place ``output + scale * delta`` (the hooked pass is memory-bound
+# on CPU for small models).
+
+
+def _add_matmul(out: torch.Tensor, x: torch.Tensor, weight_t: torch.Tensor, scale: torch.Tensor) -> None:
+    """``out += scale * (x @ weight_t)``, scaling whichever side of the product is smaller."""
+    k, n = weight_t.shape
+    out2 = out.view(-1, n)
+    if k <= n:  # scale the input (k columns) and fuse the add into the GEMM
+        out2.addmm_((x * scale).reshape(-1, k), weight_t)
+    else:
+        out.addcmul_((x.reshape(-1, k) @ weight_t).view_as(out), scale)
+
+
+def _linear_add(module: nn.Linear, x: torch.Tensor, v: dict[str, torch.Tensor], out: torch.Tensor,
+                scale: torch.Tensor) -> None:
     if "weight" in v:
-        return F.linear(x, v["weight"], v.get("bias"))
-    return v["bias"].expand(*x.shape[:-1], module.out_features)
+        _add_matmul(out, x, v["weight"].t(), scale)
+    if "bias" in v:
+        out.addcmul_(scale, v["bias"])
 
 
-def _conv1d_delta(module: nn.Module, x: torch.Tensor, v: dict[str, torch.Tensor]) -> torch.Tensor:
+def _conv1d_add(module: nn.Module, x: torch.Tensor, v: dict[str, torch.Tensor], out: torch.Tensor,
+                scale: torch.Tensor) -> None:
     # transformers' Conv1D: y = x @ W + b with W of shape (in, out)
     if "weight" in v:
-        out = x @ v["weight"]
-        return out + v["bias"] if "bias" in v else out
-    return v["bias"].expand(*x.shape[:-1], module.nf)
+        _add_matmul(out, x, v["weight"], scale)
+    if "bias" in v:
+        out.addcmul_(scale, v["bias"])
 
 
-def _layernorm_delta(module: nn.LayerNorm, x: torch.Tensor, v: dict[str, torch.Tensor]) -> torch.Tensor:
-    normed = F.layer_norm(x, module.normalized_shape, None, None, module.eps)
+def _layernorm_add(module: nn.LayerNorm, x: torch.Tensor, v: dict[str, torch.Tensor], out: torch.Tensor,
+                   scale: torch.Tensor) -> None:
     if "weight" in v:
-        return normed * v["weight"] + v["bias"] if "bias" in v else normed * v["weight"]
-    return v["bias"].expand_as(normed)
+        normed = F.layer_norm(x, module.normalized_shape, None, None, module.eps)
+        out.addcmul_(normed * v["weight"], scale)
+    if "bias" in v:
+        out.addcmul_(scale, v["bias"])
 
 
-def _embedding_delta(module: nn.Embedding, x: torch.Tensor, v: dict[str, torch.Tensor]) -> torch.Tensor:
-    return F.embedding(x, v["weight"])
+def _rmsnorm_add(module: nn.Module, x: torch.Tensor, v: dict[str, torch.Tensor], out: torch.Tensor,
+                 scale: torch.Tensor) -> None:
+    # Llama-family RMSNorm: y = w * (h * rsqrt(mean(h²) + eps)).to(dtype) with h = x in float32
+    h = x.to(torch.float32)
+    normed = (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + module.variance_epsilon)).to(x.dtype)
+    out.addcmul_(normed * v["weight"], scale)
+
+
+def _embedding_add(module: nn.Embedding, x: torch.Tensor, v: dict[str, torch.Tensor], out: torch.Tensor,
+                   scale: torch.Tensor) -> None:
+    out.addcmul_(F.embedding(x, v["weight"]), scale)
+
+
+def _is_llama_rmsnorm(module: nn.Module, own: dict[str, torch.Tensor]) -> bool:
+    return (type(module).__name__.endswith("RMSNorm") and hasattr(module, "variance_epsilon")
+            and set(own) == {"weight"} and tuple(module.weight.shape) == tuple(own["weight"].shape[1:]))
 
 
 class HookedPerturbation:
@@ -142,8 +178,9 @@ class HookedPerturbation:
     rows must come grouped by direction (contiguous runs). Use as a context manager: the
     hooks are removed on exit. Only modules that own a selected parameter are hooked (for a
     one-layer subset, that layer's modules). Module types with a dedicated rule: Linear,
-    Embedding, LayerNorm, GPT-2 Conv1D; any other module is assumed affine in its own parameters and
-    handled by calling it with the perturbation (and with zeros) in place of its parameters.
+    Embedding, LayerNorm, Llama-family RMSNorm, GPT-2 Conv1D; any other module is assumed affine
+    in its own parameters and handled by calling it with the perturbation (and with zeros) in
+    place of its parameters.
     """
 
     def __init__(self, model: nn.Module, subset: ParameterSubset, directions: torch.Tensor) -> None:
@@ -180,13 +217,15 @@ class HookedPerturbation:
 
         for module, own in self._owners:
             if isinstance(module, nn.Linear):
-                rule = _linear_delta
+                rule = _linear_add
             elif isinstance(module, Conv1D):
-                rule = _conv1d_delta
+                rule = _conv1d_add
             elif isinstance(module, nn.Embedding) and set(own) == {"weight"}:
-                rule = _embedding_delta
+                rule = _embedding_add
             elif isinstance(module, nn.LayerNorm):
-                rule = _layernorm_delta
+                rule = _layernorm_add
+            elif _is_llama_rmsnorm(module, own):
+                rule = _rmsnorm_add
             else:
                 rule = None  # generic: affine in its own parameters
             self._handles.append(module.register_forward_hook(self._make_hook(rule, own), with_kwargs=True))
@@ -215,17 +254,17 @@ class HookedPerturbation:
             if output.shape[0] != self._scales.shape[0]:
                 raise RuntimeError(f"{type(module).__name__} output has {output.shape[0]} rows, expected "
                                    f"{self._scales.shape[0]} (one scale per batch row)")
-            parts = []
+            scales = self._scales.to(output.dtype).view(-1, *(1,) * (output.ndim - 1))
+            # in place into the module's fresh output, unless autograd may need it unchanged
+            out = output.clone() if torch.is_grad_enabled() or not output.is_contiguous() else output
             for start, end, d in self._groups:
                 v = {name: t[d] for name, t in own.items()}
                 if rule is None:
                     sub_args = tuple(a[start:end] if torch.is_tensor(a) and a.shape[:1] == output.shape[:1] else a
                                      for a in args)
-                    parts.append(self._generic_delta(module, v, sub_args, kwargs))
+                    out[start:end].addcmul_(self._generic_delta(module, v, sub_args, kwargs), scales[start:end])
                 else:
-                    parts.append(rule(module, x[start:end], v))
-            delta = parts[0] if len(parts) == 1 else torch.cat(parts)
-            scale = self._scales.to(output.dtype).view(-1, *(1,) * (output.ndim - 1))
-            return output + scale * delta
+                    rule(module, x[start:end], v, out[start:end], scales[start:end])
+            return out
 
         return hook

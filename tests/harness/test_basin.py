@@ -307,3 +307,33 @@ def test_warm_start_finds_the_same_roots_with_fewer_evaluations():
     assert warm.converged.all() and cold.converged.all()
     torch.testing.assert_close(warm.multipliers, cold.multipliers, rtol=1e-4, atol=0)
     assert warm.evaluations[1:].float().mean() < cold.evaluations[1:].float().mean()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_last_position_truncation_keeps_the_answer_logits(arch):
+    from harness.basin.kl import _last_block_tails, last_position_only
+
+    model = tiny_gpt2() if arch == "gpt2" else tiny_llama()
+    ids, mask = left_padded_batch(6, 7, seed=1)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    subset = select_parameters(model)
+    dirs, _ = sample_directions(subset.dim, 2, seed=0)
+    kl = CausalLMKL(model, ids, mask, subset, dirs)
+    assert kl._tails, "the truncation check should pass on a standard architecture"
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1]
+        with last_position_only(_last_block_tails(model)):
+            cut = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1]
+    torch.testing.assert_close(cut, full)
+    torch.testing.assert_close(kl.base_logp, torch.log_softmax(full.double(), -1), rtol=1e-5, atol=1e-5)
+    assert not any(m._forward_pre_hooks for m in model.modules())
+
+
+def test_coarse_start_changes_only_the_cost():
+    model = tiny_llama(hidden=16, layers=1, dtype=torch.float64)
+    ids, mask = left_padded_batch(64, 6, seed=6)
+    kwargs = dict(n_directions=4, eps=1e-2, seed=2, rtol=1e-6)
+    plain = estimate_basin(model, ids, mask, coarse_examples=0, **kwargs)
+    coarse = estimate_basin(model, ids, mask, coarse_examples=8, **kwargs)
+    assert plain.converged.all() and coarse.converged.all()
+    np.testing.assert_allclose(coarse.radii, plain.radii, rtol=1e-5)
