@@ -11,7 +11,7 @@ The sweeps are cached on disk under (model fingerprint, prompts, settings).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -23,7 +23,7 @@ from harness.items import InputItems, ModelItem
 
 from .statistics import COVARIANCE_ESTIMATORS, Mahalanobis
 
-ENGINE_VERSION = "1"
+ENGINE_VERSION = "2"
 
 
 class _PerExampleBasin(Detector):
@@ -43,6 +43,19 @@ class _PerExampleBasin(Detector):
             raise ConfigError(f"{self.name}: field 'eps' must be a positive KL cutoff in nats, got {self.eps!r}")
         if not (isinstance(self.rtol, (int, float)) and 0 < self.rtol < 1):
             raise ConfigError(f"{self.name}: field 'rtol' must be in (0, 1), got {self.rtol!r}")
+
+    def check_episode(self, episode: Any) -> None:
+        """A ``layer`` the episode's model(s) do not have is a ConfigError, before any job runs."""
+        from harness.basin.perturb import select_parameters
+
+        if self.layer is None:
+            return
+        items = [episode.trusted] if episode.trusted is not None else list(episode.test)
+        for item in items:
+            try:
+                select_parameters(item.handle.model, self.layer)
+            except (IndexError, ValueError) as exc:
+                raise ConfigError(f"detector {self.name!r} field 'layer': {exc}") from None
 
     def _sweep_key(self, fingerprint: str, prompts: list[str], **extra: str) -> dict:
         """Cache key of a sweep: everything that changes its numbers."""

@@ -19,7 +19,7 @@ from sklearn.decomposition import PCA
 from harness.interfaces import ConfigError
 from harness.items import InputItems
 
-from .layerwise import LayerwiseDetector, resolve_layer
+from .layerwise import LayerwiseDetector, check_layer_index, resolve_layer
 from .statistics import Mahalanobis
 
 FLOW_BASES = ("normal", "laplace")
@@ -156,6 +156,10 @@ class FlowDetector(LayerwiseDetector):
         return FlowScorer(
             self.flow_base, self.flow_score, self.pca_dim, self.transforms, self.hidden, self.epochs, lr=self.lr, seed=self.seed
         )
+
+    def check_episode(self, episode: Any) -> None:
+        if self.layer is not None:
+            check_layer_index(self.name, "layer", self.layer, episode.trusted.n_layers)
 
     def fit(self, trusted: InputItems) -> "FlowDetector":
         self.layer_ = resolve_layer(trusted, self.layer)

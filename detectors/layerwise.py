@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from harness.interfaces import ConfigError, Detector
+from harness.interfaces import ConfigError, Detector, Episode
 from harness.items import InputItems
 
 from .statistics import FeatureScorer
@@ -29,6 +29,10 @@ class LayerwiseDetector(Detector):
 
     def make_scorer(self) -> FeatureScorer:
         raise NotImplementedError
+
+    def check_episode(self, episode: Episode) -> None:
+        for layer in self.layers or ():
+            check_layer_index(self.name, "layers", layer, episode.trusted.n_layers)
 
     def layer_features(self, items: InputItems) -> dict[int, np.ndarray]:
         return items.activations(self.layers)
@@ -54,6 +58,15 @@ class LayerwiseDetector(Detector):
 def middle_block(n_layers: int) -> int:
     """The middle block output of a model with ``n_layers`` blocks (1 of 2, 2 of 4, 2 of 3)."""
     return max(1, (n_layers + 1) // 2)
+
+
+def check_layer_index(detector: str, field: str, layer: int, n_layers: int) -> None:
+    """ConfigError unless ``layer`` indexes the residual streams 0..n_layers (negative from the end)."""
+    if not -(n_layers + 1) <= layer <= n_layers:
+        raise ConfigError(
+            f"detector {detector!r} field {field!r}: layer {layer} out of range; this model has layers "
+            f"0..{n_layers} (0 = embeddings, 1..{n_layers} = block outputs; negative counts from the end)"
+        )
 
 
 def resolve_layer(items: InputItems, layer: Optional[int]) -> int:

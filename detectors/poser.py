@@ -8,7 +8,7 @@ its pair (``item.mask``); a higher score = more likely the alignment faker.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -89,6 +89,10 @@ class ActivationNoise(Detector):
             raise ConfigError(f"{self.name}: field 'coefficients' must be a non-empty list of numbers")
         if self.layer is not None and (not isinstance(self.layer, int) or self.layer < 1):
             raise ConfigError(f"{self.name}: field 'layer' must be a block index >= 1 or null, got {self.layer!r}")
+
+    def check_episode(self, episode: Any) -> None:
+        for item in episode.test:
+            self.resolved_layer(item)
 
     def fit(self, trusted: object = None) -> "ActivationNoise":
         self.fitted_ = True

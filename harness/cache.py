@@ -4,6 +4,12 @@ Cache root: ``$HARNESS_CACHE`` if set, else the platform cache directory. Everyt
 it can be deleted and is rebuilt. Keys are hashes of JSON-serialisable descriptions of
 *all* inputs that change an artifact, so a changed input never reuses a stale artifact.
 Only safetensors and JSON are written and read here: nothing is unpickled.
+
+Integrity: every artifact carries a content hash. Array files hold the SHA-256 of their
+tensors in the safetensors metadata (:func:`arrays_at`); a cached directory (a trained model)
+holds ``MANIFEST.json`` with the size and SHA-256 of every file (:func:`write_manifest`,
+:func:`verify_manifest`). A truncated or altered artifact is detected when it is read, reported
+with a warning, deleted and rebuilt; it is never trusted.
 """
 
 from __future__ import annotations
@@ -11,15 +17,23 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Union
 
 import platformdirs
 
 PathLike = Union[str, os.PathLike]
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "MANIFEST.json"
+# temporary files and directories of interrupted writes (a SIGKILL skips every cleanup) are
+# removed once they are this old; younger ones may belong to a concurrent writer
+STALE_TEMP_AGE_S = 6 * 3600
 
 
 def cache_root() -> Path:
@@ -88,6 +102,7 @@ def atomic_directory(final: PathLike) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final.parent, final.name)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         yield tmp
@@ -101,25 +116,134 @@ def atomic_directory(final: PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def arrays_digest(arrays: dict[str, Any]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of ``arrays`` (name order)."""
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(json.dumps([name, str(array.dtype), list(array.shape)]).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def load_verified_arrays(path: PathLike) -> dict[str, Any]:
+    """The arrays of a safetensors file written by :func:`arrays_at`; raises ``CacheCorruption``
+    if the file cannot be parsed, has no content hash, or its tensors do not match the hash."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as handle:
+            expected = (handle.metadata() or {}).get("sha256")
+            arrays = {name: handle.get_tensor(name) for name in handle.keys()}
+    except Exception as exc:
+        raise CacheCorruption(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+    if expected is None:
+        raise CacheCorruption(f"{path}: no content hash in its metadata")
+    if arrays_digest(arrays) != expected:
+        raise CacheCorruption(f"{path}: content does not match its hash (altered)")
+    return arrays
+
+
 def arrays_at(path: Path, compute: Callable[[], dict[str, Any]], use_cache: bool = True) -> dict[str, Any]:
-    """Arrays stored at ``path`` (safetensors), computing and storing them (atomically) when
-    missing or unreadable; a damaged file is recomputed, never trusted. ``compute`` returns
-    name -> numpy array. With ``use_cache=False`` nothing is read or written."""
-    import logging
+    """Arrays stored at ``path`` (safetensors with a content hash), computing and storing them
+    (atomically) when missing; a truncated or altered file is reported, deleted and recomputed,
+    never trusted. ``compute`` returns name -> numpy array. With ``use_cache=False`` nothing is
+    read or written."""
+    from safetensors.numpy import save
 
-    from safetensors.numpy import load_file, save
-
-    if use_cache and path.exists():
+    if use_cache and Path(path).exists():
         try:
-            return load_file(str(path))
-        except Exception as exc:
-            logging.getLogger(__name__).warning("cache file %s unreadable (%s); recomputing", path, exc)
+            return load_verified_arrays(path)
+        except CacheCorruption as exc:
+            logger.warning("damaged cache file, recomputing: %s", exc)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
     arrays = compute()
     if use_cache:
-        atomic_write_bytes(path, save(arrays))
+        atomic_write_bytes(path, save(arrays, metadata={"sha256": arrays_digest(arrays)}))
     return arrays
 
 
 def cached_arrays(namespace: str, key: Any, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Arrays for ``key`` from ``<cache>/<namespace>/<hash>.safetensors`` (see :func:`arrays_at`)."""
     return arrays_at(cache_root() / namespace / f"{stable_hash(key)}.safetensors", compute)
+
+
+class CacheCorruption(RuntimeError):
+    """A cached artifact does not match its content hash (truncated, altered or unreadable)."""
+
+
+def write_manifest(directory: PathLike) -> dict[str, Any]:
+    """Write ``MANIFEST.json`` into ``directory``: size and SHA-256 of every other file in it
+    (recursively). Call it last, once the directory's content is final."""
+    directory = Path(directory)
+    files = {
+        path.relative_to(directory).as_posix(): {"size": path.stat().st_size, "sha256": file_sha256(path)}
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and path.name != MANIFEST_NAME
+    }
+    manifest = {"files": files}
+    atomic_write_json(directory / MANIFEST_NAME, manifest)
+    return manifest
+
+
+# directories verified by this process: path -> (file name, size, mtime) signature, so a model
+# loaded by several jobs of one run is hashed once
+_VERIFIED: dict[str, Any] = {}
+
+
+def verify_manifest(directory: PathLike) -> list[str]:
+    """Problems of ``directory`` against its ``MANIFEST.json`` (empty list = intact): a missing
+    manifest, a missing, extra-truncated or altered file, each named."""
+    directory = Path(directory)
+    manifest_path = directory / MANIFEST_NAME
+    try:
+        files = json.loads(manifest_path.read_text())["files"]
+    except FileNotFoundError:
+        return [f"{manifest_path} is missing"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [f"{manifest_path} is unreadable ({type(exc).__name__})"]
+    signature = [(name, *_stat(directory / name)) for name in sorted(files)]
+    if _VERIFIED.get(str(directory)) == signature:
+        return []
+    problems = []
+    for name, expected in files.items():
+        path = directory / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif path.stat().st_size != expected["size"]:
+            problems.append(f"{name} has {path.stat().st_size} bytes, expected {expected['size']} (truncated?)")
+        elif file_sha256(path) != expected["sha256"]:
+            problems.append(f"{name} does not match its SHA-256 (altered)")
+    if not problems:
+        _VERIFIED[str(directory)] = signature
+    return problems
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    try:
+        stat = path.stat()
+        return stat.st_size, stat.st_mtime_ns
+    except FileNotFoundError:
+        return -1, -1
+
+
+def remove_stale_temporaries(directory: PathLike, name: str = "", max_age_s: float = STALE_TEMP_AGE_S) -> int:
+    """Delete ``.<name>*.tmp`` files and directories in ``directory`` older than ``max_age_s``:
+    what a killed writer leaves behind (:func:`atomic_write_bytes`, :func:`atomic_directory`).
+    Younger ones are left alone: a concurrent process may still be writing them."""
+    directory = Path(directory)
+    removed = 0
+    now = time.time()
+    for path in directory.glob(f".{name}*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            if now - path.stat().st_mtime < max_age_s:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink()
+            removed += 1
+    return removed

@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--param", action="append", default=[], metavar="DETECTOR.FIELD=VALUE",
                      help="detector hyperparameter, e.g. activations_lof.n_neighbors=10")
     run.add_argument("--results-dir", type=Path, help="where records go (default leaderboard/records)")
+    run.add_argument("--executor", choices=("local", "process", "ray"),
+                     help="where jobs run: 'local' in this process (default), 'process' a pool of --jobs worker "
+                          "processes, 'ray' a Ray cluster (pip install -e \".[ray]\")")
+    run.add_argument("--jobs", type=int, default=None,
+                     help="worker processes for --executor process (default 2; --jobs N alone implies it)")
+    run.add_argument("--ray-address", metavar="ADDR",
+                     help="Ray cluster to join (e.g. 127.0.0.1:6379 or auto); default: start a private local one")
     run.add_argument("--no-leaderboard", action="store_true", help="do not re-render leaderboard/ afterwards")
 
     lst = sub.add_parser("list", help="tasks and detectors, with their plugin of origin")
@@ -123,6 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         task_options={**parse_assignments(args.option, "--option"),
                       **({"poser_data": args.poser_data} if args.poser_data else {})},
         detector_params=parse_detector_params(args.param),
+        **executor_settings(args),
     )
     if args.all_tasks:
         check_options_known([registry.task(name) for name, _ in plan], options.task_options)
@@ -151,6 +159,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         written = leaderboard.build(options.resolved_results_dir(), Path("leaderboard"))
         print("leaderboard: " + ", ".join(str(p) for p in written))
     return EXIT_FAILED if counts["error"] or failed_tasks else EXIT_OK
+
+
+def executor_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``executor``, ``jobs`` and ``ray_address`` of RunOptions from the flags; bad combinations
+    are ConfigErrors."""
+    executor = args.executor or ("process" if args.jobs not in (None, 1) else "local")
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.jobs is not None and executor != "process":
+        raise ConfigError(f"--jobs sizes the process pool of --executor process, not --executor {executor}")
+    if args.ray_address and executor != "ray":
+        raise ConfigError("--ray-address needs --executor ray")
+    jobs = args.jobs if args.jobs is not None else (2 if executor == "process" else 1)
+    return {"executor": executor, "jobs": jobs, "ray_address": args.ray_address}
 
 
 def run_plan(registry: Any, args: argparse.Namespace) -> list[tuple[str, list[str]]]:

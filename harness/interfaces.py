@@ -42,12 +42,21 @@ class Detector:
 
     name: ClassVar[str] = ""
     task_kinds: ClassVar[tuple[str, ...]] = ("mad",)
+    # what one job of this detector needs; the Ray executor requests it ({"cpus": 1, "gpus": 1}
+    # for a detector that wants a GPU)
+    resources: ClassVar[dict[str, float]] = {"cpus": 1.0, "gpus": 0.0}
 
     def get_params(self) -> dict[str, Any]:
         """Hyperparameters as a JSON-serialisable dict (the dataclass fields)."""
         if not dataclasses.is_dataclass(self):
             return {}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def check_episode(self, episode: "Episode") -> None:
+        """Raise ConfigError if the hyperparameters cannot work on ``episode`` (e.g. a layer
+        index the episode's model does not have). The runner calls it for every job before
+        running any, so a bad setting fails the run cleanly instead of writing error records.
+        Default: no check."""
 
     def fit(self, trusted: Any) -> "Detector":
         raise NotImplementedError

@@ -50,6 +50,15 @@ class InputItems:
     def __len__(self) -> int:
         return len(self.prompts)
 
+    @property
+    def n_layers(self) -> int:
+        """Blocks of the model (layer indices run 0..n_layers), from its config when the
+        features are not computed yet: cheap enough for the runner's up-front checks."""
+        if self._features is not None or self.extractor is None:
+            return self.features().n_layers
+        config = self.handle.model.config
+        return int(getattr(config, "num_hidden_layers", None) or config.n_layer)
+
     def features(self) -> LastTokenFeatures:
         if self._features is None:
             if self.extractor is None:

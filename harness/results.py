@@ -79,6 +79,24 @@ def completed(path: Path) -> Optional[dict[str, Any]]:
     return record if record is not None and record.get("status") == "ok" else None
 
 
+# fields that differ between two runs of the same job (when and how fast), nothing else may
+VOLATILE_FIELDS = ("created_unix", "timings")
+
+
+def record_content(record: dict[str, Any]) -> dict[str, Any]:
+    """The record without its volatile fields: what must be identical whenever the same job is
+    run again, resumed after a crash, or run by another executor."""
+    return {k: v for k, v in record.items() if k not in VOLATILE_FIELDS and not k.startswith("_")}
+
+
+def snapshot(results_dir: Path) -> dict[str, dict[str, Any]]:
+    """Relative record path -> :func:`record_content`, for every record under ``results_dir``."""
+    return {
+        str(Path(record["_path"]).relative_to(results_dir)): record_content(record)
+        for record in iter_records(Path(results_dir))
+    }
+
+
 def iter_records(results_dir: Path) -> Iterator[dict[str, Any]]:
     """Every readable record under ``results_dir``, in path order."""
     for path in sorted(Path(results_dir).rglob("*.json")):

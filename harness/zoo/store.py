@@ -13,7 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from harness.cache import PathLike, atomic_directory, atomic_write_json, cache_root, file_sha256, stable_hash
+from harness.cache import (
+    MANIFEST_NAME,
+    PathLike,
+    atomic_directory,
+    atomic_write_json,
+    cache_root,
+    file_sha256,
+    stable_hash,
+    verify_manifest,
+    write_manifest,
+)
+
+from harness.interfaces import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +34,7 @@ METADATA_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "spe
                   "generation_config.json")
 
 
-class ModelDirectoryError(ValueError):
+class ModelDirectoryError(ConfigError):
     """A model directory is missing or does not hold a loadable causal LM."""
 
 
@@ -113,27 +125,46 @@ def model_cache_path(key: dict, namespace: str = "models") -> Path:
 
 
 def is_cached(key: dict, namespace: str = "models") -> bool:
-    return (model_cache_path(key, namespace) / "key.json").exists()
+    """Whether an intact model for ``key`` is in the cache. A damaged one (a file truncated or
+    altered since its manifest was written, or an interrupted build) is reported and deleted,
+    so the caller rebuilds it."""
+    path = model_cache_path(key, namespace)
+    if not path.exists():
+        return False
+    if not (path / "key.json").exists():
+        problems = ["the build never finished (no key.json)"]
+    elif not (path / MANIFEST_NAME).exists():
+        # written before manifests existed (a finished build: key.json is written last); adopt it
+        logger.info("cached model %s has no manifest (older harness); writing one", path)
+        write_manifest(path)
+        problems = []
+    else:
+        problems = verify_manifest(path)
+    if not problems:
+        return True
+    logger.warning("cached model %s is damaged (%s); deleting it to rebuild", path, "; ".join(problems))
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+    return False
 
 
 def cached_model_dir(key: dict, build: Callable[[Path], None], namespace: str = "models") -> Path:
-    """Return the cache directory for ``key``, calling ``build(tmp_dir)`` to create it if missing.
+    """Return the cache directory for ``key``, calling ``build(tmp_dir)`` to create it if missing
+    or damaged.
 
     ``build`` must ``save_pretrained`` the model and tokenizer into ``tmp_dir``; the directory
     is renamed into place only when ``build`` returns, so a crash never leaves a half-written
-    model that later runs would load. ``key.json`` beside the weights records the key.
+    model that later runs would load. ``key.json`` beside the weights records the key and
+    ``MANIFEST.json`` the SHA-256 of every file, checked on every later use.
     """
     final = model_cache_path(key, namespace)
-    if (final / "key.json").exists():
+    if is_cached(key, namespace):
         return final
-    if final.exists():  # left by an interrupted build of an older version: rebuild
-        logger.warning("cached model %s is incomplete; rebuilding", final)
-        import shutil
-
-        shutil.rmtree(final, ignore_errors=True)
     with atomic_directory(final) as tmp:
         build(tmp)
         atomic_write_json(tmp / "key.json", key)
+        write_manifest(tmp)
     return final
 
 

@@ -1,0 +1,155 @@
+"""One job: fit a detector on an episode's trusted items, score its test items, compute metrics.
+
+A job is described by a :class:`JobSpec`, plain JSON-serialisable data, so it can travel to
+another process or a Ray worker. A worker rebuilds the episode from the task (its models load
+from the cache by key) and checks that the rebuilt episode has the fingerprint the driver saw;
+it returns the outcome, and only the driver writes records. Jobs are independent and
+idempotent: running one twice gives the same outcome.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from harness.cache import stable_hash
+from harness.interfaces import ConfigError, Detector, Episode, Task, TaskConfig
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a worker needs to run one job, as plain data.
+
+    ``resources`` is what the detector declares (``{"cpus": 1, "gpus": 0}`` by default); the
+    Ray executor requests it for the job.
+    """
+
+    key: str
+    task: str
+    config: dict[str, Any]
+    dataset: str
+    fingerprint: str
+    detector: str
+    params: dict[str, Any]
+    seed: int
+    resources: dict[str, float] = field(default_factory=lambda: {"cpus": 1.0, "gpus": 0.0})
+
+    def task_config(self) -> TaskConfig:
+        return TaskConfig(**self.config)
+
+
+def job_seed(seed: int, dataset: str, detector: str) -> int:
+    """The seed of the global RNGs during one job: a function of the job alone, so a job gives
+    the same numbers whichever executor runs it and whatever ran before it in that process."""
+    return int(stable_hash({"seed": seed, "dataset": dataset, "detector": detector}, length=8), 16)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global RNGs (for plugins that use them unseeded)."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def check_scores(scores: Any, n_items: int) -> np.ndarray:
+    """The detector contract: (n_items,) finite floats. Raises ValueError naming the problem."""
+    array = np.asarray(scores, dtype=float)
+    if array.shape != (n_items,):
+        raise ValueError(f"score() returned shape {array.shape}, expected ({n_items},)")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"score() returned {int((~np.isfinite(array)).sum())} non-finite values")
+    return array
+
+
+def execute(task: Task, episode: Episode, detector: Detector, seed: int) -> dict[str, Any]:
+    """Fit a fresh copy of ``detector`` on the episode and score it.
+
+    Returns the outcome part of a record: ``status`` "ok" with metrics, timings, scores, labels,
+    tags and diagnostics, or ``status`` "error" with the message and traceback (a failing plugin
+    is reported, never raised).
+    """
+    fresh = dataclasses.replace(detector)  # type: ignore[type-var]  # no state leaks between jobs
+    seed_everything(job_seed(seed, episode.name, detector.name))
+    timings: dict[str, float] = {}
+    try:
+        start = time.perf_counter()
+        fresh.fit(episode.trusted)
+        timings["fit_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        scores = check_scores(fresh.score(episode.test), len(episode.labels))
+        timings["score_s"] = time.perf_counter() - start
+        metrics = task.metrics(episode, scores, seed)
+        diagnostics = fresh.diagnostics() if hasattr(fresh, "diagnostics") else {}
+    except Exception as exc:
+        return error_outcome(exc)
+    return {
+        "status": "ok",
+        "metrics": metrics,
+        "timings": timings,
+        "scores": scores.tolist(),
+        "labels": np.asarray(episode.labels, dtype=int).tolist(),
+        "tags": {name: np.asarray(tag).tolist() for name, tag in episode.tags.items()},
+        "diagnostics": diagnostics,
+    }
+
+
+def error_outcome(exc: BaseException) -> dict[str, Any]:
+    return {"status": "error", "message": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=8)}
+
+
+# --- the worker side ------------------------------------------------------------------------
+# Episodes rebuilt by this worker process: several jobs on one episode load its models once.
+_EPISODES: dict[str, Episode] = {}
+_REGISTRY: Optional[Any] = None
+
+
+def run_in_worker(spec: JobSpec) -> dict[str, Any]:
+    """Run ``spec`` in a worker process (process pool or Ray): rebuild the episode, check its
+    fingerprint against the driver's, run the job. Never raises: failures are error outcomes."""
+    global _REGISTRY
+    try:
+        from harness.plugins import get_registry
+        from harness.runner import make_detector
+        from harness.zoo.store import configure_process
+
+        if _REGISTRY is None:
+            configure_process()
+            _REGISTRY = get_registry()
+        task = _REGISTRY.task(spec.task)()
+        episode = _episode_for(task, spec)
+        detector = make_detector(_REGISTRY.detector(spec.detector), spec.params)
+        return execute(task, episode, detector, spec.seed)
+    except Exception as exc:
+        return error_outcome(exc)
+
+
+def _episode_for(task: Task, spec: JobSpec) -> Episode:
+    memo_key = stable_hash([spec.task, spec.config, spec.dataset, spec.fingerprint])
+    if memo_key not in _EPISODES:
+        config = spec.task_config()
+        # build only this episode when the task filters by dataset name; else build all and pick
+        try:
+            episodes = task.episodes(dataclasses.replace(config, datasets=[spec.dataset]))
+        except ConfigError:
+            episodes = []
+        if not any(e.name == spec.dataset for e in episodes):
+            episodes = task.episodes(config)
+        matches = [e for e in episodes if e.name == spec.dataset]
+        if not matches:
+            raise RuntimeError(f"the worker's task {spec.task!r} builds no episode named {spec.dataset!r}")
+        _EPISODES[memo_key] = matches[0]
+    episode = _EPISODES[memo_key]
+    if episode.fingerprint != spec.fingerprint:
+        raise RuntimeError(
+            f"episode {spec.dataset!r} rebuilt in the worker has fingerprint {episode.fingerprint}, the driver's is "
+            f"{spec.fingerprint}: the worker must run the same code and see the same cache (HARNESS_CACHE)"
+        )
+    return episode
