@@ -201,7 +201,10 @@ class MadTask(Task):
             "operation": operation,
             "max_digits": recipe.max_digits,
             "recipe": json.loads(json.dumps(dataclasses.asdict(recipe), default=str)),
-            "train_metrics": json.loads(train_metrics_path.read_text()) if train_metrics_path.exists() else {},
+            # the training wall time stays in the model directory: a record holds no volatile facts
+            # outside its "timings", so a rerun or a resumed run reproduces it exactly
+            "train_metrics": {k: v for k, v in json.loads(train_metrics_path.read_text()).items() if k != "seconds"}
+            if train_metrics_path.exists() else {},
         }
         return build_episode(
             operation, trusted_records, test_records, ModelHandle(model_dir), min_accuracy,
