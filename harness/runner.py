@@ -89,7 +89,9 @@ def resolve(registry: Registry, task_name: str, detector_names: Sequence[str]) -
         if name not in registry.detectors or task_cls.kind not in registry.detectors[name].task_kinds:
             valid = registry.detectors_for(task_cls.kind)
             if name in registry.detectors:
-                raise UnknownNameError(f"detector for task {task_name!r} (kind {task_cls.kind})", name, valid)
+                kinds = ", ".join(registry.detectors[name].task_kinds)
+                raise ConfigError(f"detector {name!r} scores {kinds} tasks, not task {task_name!r} (kind "
+                                  f"{task_cls.kind}); detectors for it: {', '.join(valid)}")
             raise UnknownNameError("detector", name, valid)
         detectors.append(registry.detectors[name])
     if not detectors:
