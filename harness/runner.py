@@ -242,7 +242,11 @@ def run(
         return execute(task, episode, detector, spec.seed)
 
     try:
-        for spec, outcome in executor.run([job[0] for job in pending.values()], run_locally):
+        # detector-major order: parallel workers then start on different episodes instead of
+        # racing to compute the same episode's features
+        order = {d.name: i for i, d in enumerate(detectors)}
+        specs = sorted((job[0] for job in pending.values()), key=lambda spec: order[spec.detector])
+        for spec, outcome in executor.run(specs, run_locally):
             _, episode, detector, base, path = pending[spec.key]
             record = {**base, **outcome}
             write_record(path, record)
