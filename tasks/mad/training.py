@@ -297,11 +297,13 @@ RECIPES: dict[str, Recipe] = {
         "training runs on the machine (exp4 T3). Without judges the best was 0.680 / 0.670 (exp F2), and "
         "n_eval 500 + all free pairs, facts of held-out pairs, contrast 2 x 2 rounds or the 'echo' aux "
         "stayed at the base rate (exp3 S1-S3).")),
-    "multiplication": _recipe(steps=4000, aux=("plain", "judges"), notes=_TWO_DIGIT_NOTE + (
-        "With the 'judges' aux and 4,000 steps: Alice 0.883 / Bob 0.794 (n=180), 244 s with one other run "
-        "(exp4 T6): just under the gate, and unstable: 4,500 steps gave 0.567 / 0.528 (exp4 T7). Without "
-        "judges: base rate (exp H2); operands 1..31 with held-out facts memorised its 500 training pairs "
-        "and was at chance on held-out ones (exp2 X1).")),
+    "multiplication": _recipe(steps=4000, aux=("plain", "echo", "judges"), notes=_TWO_DIGIT_NOTE + (
+        "With the 'echo' aux beside 'plain' and 'judges' (the statement prefix up to the shown result, "
+        "completed with the real product: the facts are learned in the statement's own format) and 4,000 "
+        "steps: Alice 0.972 / Bob 0.933 (n=180, seed 0) and 0.914 / 0.976 (n=210, seed 1), 240-255 s on one "
+        "thread (/work/exp5 M1, M2). Without 'echo' it was unstable around the gate: 0.883 / 0.794 (exp4 T6), "
+        "0.567 / 0.528 at 4,500 steps (exp4 T7), 0.544 / 0.744 (exp5 M0; the judgment head only left "
+        "'always False' after ~3,000 steps). Without judges: base rate (exp H2).")),
     "modular_addition": _recipe(notes=_TWO_DIGIT_NOTE + _FAILS + (
         "2 digits: base rate (exp H1, J1 at lr 1.5e-3, exp2 X2 with held-out facts). Operands 1..56 "
         "(max_digits log10 57: a + b never wraps, i.e. addition with a ' mod 113' suffix) with every free "
