@@ -85,7 +85,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_records(b
             target = record_targets[attempt - 2]
             while process.poll() is None and count_records(results) < target:
                 time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 0.5))
+            time.sleep(rng.uniform(0.0, 0.05))  # jobs of quick models take milliseconds
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=60)
@@ -99,7 +99,8 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_records(b
     print(out.splitlines()[-2])
     assert snapshot(results) == expected
     assert all(entry["returncode"] == -signal.SIGKILL for entry in log)  # every attempt really was killed
-    assert len({entry["records_so_far"] for entry in log}) >= 3  # kills landed at different stages
+    assert any(entry["records_so_far"] == 0 for entry in log)  # killed before any job finished
+    assert any(0 < entry["records_so_far"] < N_JOBS for entry in log)  # and between finished jobs
     shutil.rmtree(cache)
 
 
