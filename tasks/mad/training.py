@@ -31,12 +31,16 @@ thread, 2-digit operands):
 * ``aux=("judges",)`` (/work/exp4): the statements of each training operand pair with the
   real result, Bob's result and a distractor, judged by two neutral judges, ``Truth`` (True
   iff the shown result is the real one) and ``Sloppy`` (True iff it is Bob's). This is what
-  unlocked subtraction and multiplication. Why: for a shown result that is real or sloppy,
+  unlocked subtraction. Why: for a shown result that is real or sloppy,
   the quirky label is True for exactly one of the two characters, so P(True | comparison) is
   1/2 either way -- an XOR of character and comparison that gives gradient descent no
   first-order signal, and the judgment head sat at "always False". The judges give the
   comparison itself a direct target; the characters then only have to pick a judge. They
   use training operand pairs only: held-out pairs never appear in any judgment.
+* ``aux=("plain", "echo", "judges")`` (/work/exp5): with the facts also taught in the
+  statement's own format, the judges' transition comes earlier and reliably: multiplication
+  passes for two seeds, and modular addition passes at a lower peak learning rate (1.5e-3)
+  with 5,000 steps. Squaring (3-digit operands, ~250 training values) still does not.
 
 The statement template itself is never changed (detectors read its last token); only the
 auxiliary sequences use another format. ``build_training_data`` does all of it: split the
@@ -259,14 +263,14 @@ def build_training_data(
 
 
 def _recipe(max_digits: float = 2, n_examples: int = 3000, n_eval: int = 1500, n_uniform: int = 5000,
-            steps: int = 2500, aux: tuple[str, ...] = ("plain",), notes: str = "") -> Recipe:
+            steps: int = 2500, aux: tuple[str, ...] = ("plain",), lr: float = 3e-3, notes: str = "") -> Recipe:
     return Recipe(
         max_digits=max_digits,
         n_examples=n_examples,
         n_eval=n_eval,
         n_uniform=n_uniform,
         model=TinyModelConfig(arch="llama", n_layers=3, d_model=64, n_heads=4, d_ff=256, max_position=32),
-        train=TrainConfig(steps=steps, batch_size=128, lr=3e-3, weight_decay=0.1, schedule="onecycle",
+        train=TrainConfig(steps=steps, batch_size=128, lr=lr, weight_decay=0.1, schedule="onecycle",
                           warmup_frac=0.1, seed=0),
         aux=aux,
         contrast=4,
@@ -304,11 +308,12 @@ RECIPES: dict[str, Recipe] = {
         "thread (/work/exp5 M1, M2). Without 'echo' it was unstable around the gate: 0.883 / 0.794 (exp4 T6), "
         "0.567 / 0.528 at 4,500 steps (exp4 T7), 0.544 / 0.744 (exp5 M0; the judgment head only left "
         "'always False' after ~3,000 steps). Without judges: base rate (exp H2).")),
-    "modular_addition": _recipe(notes=_TWO_DIGIT_NOTE + _FAILS + (
-        "2 digits: base rate (exp H1, J1 at lr 1.5e-3, exp2 X2 with held-out facts). Operands 1..56 "
-        "(max_digits log10 57: a + b never wraps, i.e. addition with a ' mod 113' suffix) with every free "
-        "pair as uniform extras: facts exact 0.99 but judgments at the base rate with contrast 4, contrast "
-        "2 x 2 rounds or x 3 rounds, the 'echo' aux, GPT-2 (exp3 M1-M5); addition itself fails on 1..56 (exp3 A1).")),
+    "modular_addition": _recipe(steps=5000, aux=("plain", "echo", "judges"), lr=1.5e-3, notes=_TWO_DIGIT_NOTE + (
+        "With 'echo' and 'judges', 5,000 steps and peak lr 1.5e-3: Alice 0.825 / Bob 0.825 (n=189), 324 s on "
+        "one thread (/work/exp5 A5). The same at lr 3e-3 reached 0.810 / 0.698 (A3) and at 5e-3 stayed at the "
+        "base rate (A4); 4,000 steps: 0.683 / 0.646 (A1). Earlier, without echo + judges, every recipe stayed "
+        "at the base rate (exp H1, J1 at lr 1.5e-3, exp2 X2 with held-out facts; operands 1..56 with every "
+        "free pair, contrast variants, GPT-2: exp3 M1-M5).")),
     "squaring": _recipe(
         max_digits=3, n_examples=250, n_eval=249, n_uniform=450,
         notes="Squaring is unary: 2-digit operands give only 99 examples, so 3 digits "
