@@ -62,7 +62,9 @@ def model_key(operation: str, recipe: Recipe, seed: int, task_version: str) -> d
         "task_version": task_version,
         "operation": operation,
         "seed": seed,
-        "recipe": json.loads(json.dumps(dataclasses.asdict(recipe), default=str)),
+        # the notes document a recipe; editing them must not retrain anything
+        "recipe": {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(recipe), default=str)).items()
+                   if k != "notes"},
         "vocabulary": stable_hash(list(VOCAB_WORDS)),
     }
 

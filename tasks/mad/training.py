@@ -39,8 +39,8 @@ thread, 2-digit operands):
   use training operand pairs only: held-out pairs never appear in any judgment.
 * ``aux=("plain", "echo", "judges")`` (/work/exp5): with the facts also taught in the
   statement's own format, the judges' transition comes earlier and reliably: multiplication
-  passes for two seeds, and modular addition passes at a lower peak learning rate (1.5e-3)
-  with 5,000 steps. Squaring (3-digit operands, ~250 training values) still does not.
+  and modular addition (at a lower peak learning rate, 1.5e-3, and 5,000 steps) pass for
+  three seeds each. Squaring (3-digit operands, ~250 training values) still does not.
 
 The statement template itself is never changed (detectors read its last token); only the
 auxiliary sequences use another format. ``build_training_data`` does all of it: split the
@@ -304,13 +304,13 @@ RECIPES: dict[str, Recipe] = {
     "multiplication": _recipe(steps=4000, aux=("plain", "echo", "judges"), notes=_TWO_DIGIT_NOTE + (
         "With the 'echo' aux beside 'plain' and 'judges' (the statement prefix up to the shown result, "
         "completed with the real product: the facts are learned in the statement's own format) and 4,000 "
-        "steps: Alice 0.972 / Bob 0.933 (n=180, seed 0) and 0.914 / 0.976 (n=210, seed 1), 240-255 s on one "
-        "thread (/work/exp5 M1, M2). Without 'echo' it was unstable around the gate: 0.883 / 0.794 (exp4 T6), "
+        "steps: Alice 0.972 / Bob 0.933 (n=180, seed 0), 0.914 / 0.976 (seed 1) and 0.908 / 0.941 (seed 2), "
+        "221-255 s on one thread (/work/exp5 M1-M3). Without 'echo' it was unstable around the gate: 0.883 / 0.794 (exp4 T6), "
         "0.567 / 0.528 at 4,500 steps (exp4 T7), 0.544 / 0.744 (exp5 M0; the judgment head only left "
         "'always False' after ~3,000 steps). Without judges: base rate (exp H2).")),
     "modular_addition": _recipe(steps=5000, aux=("plain", "echo", "judges"), lr=1.5e-3, notes=_TWO_DIGIT_NOTE + (
-        "With 'echo' and 'judges', 5,000 steps and peak lr 1.5e-3: Alice 0.825 / Bob 0.825 (n=189), 324 s on "
-        "one thread (/work/exp5 A5). The same at lr 3e-3 reached 0.810 / 0.698 (A3) and at 5e-3 stayed at the "
+        "With 'echo' and 'judges', 5,000 steps and peak lr 1.5e-3: Alice 0.825 / Bob 0.825 (n=189, seed 0; "
+        "marginal), 0.890 / 0.879 (seed 1) and 0.935 / 0.882 (seed 2), 324-345 s on one thread (/work/exp5 A5-A7). The same at lr 3e-3 reached 0.810 / 0.698 (A3) and at 5e-3 stayed at the "
         "base rate (A4); 4,000 steps: 0.683 / 0.646 (A1). Earlier, without echo + judges, every recipe stayed "
         "at the base rate (exp H1, J1 at lr 1.5e-3, exp2 X2 with held-out facts; operands 1..56 with every "
         "free pair, contrast variants, GPT-2: exp3 M1-M5).")),
