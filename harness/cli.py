@@ -163,10 +163,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def executor_settings(args: argparse.Namespace) -> dict[str, Any]:
     """``executor``, ``jobs`` and ``ray_address`` of RunOptions from the flags; bad combinations
-    are ConfigErrors."""
+    are ConfigErrors (bad values are checked by :func:`harness.executors.make_executor`)."""
     executor = args.executor or ("process" if args.jobs not in (None, 1) else "local")
-    if args.jobs is not None and args.jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
     if args.jobs is not None and executor != "process":
         raise ConfigError(f"--jobs sizes the process pool of --executor process, not --executor {executor}")
     if args.ray_address and executor != "ray":
