@@ -9,10 +9,13 @@ Two measurements, each side run once on identical inputs:
 Both sides are warmed up on a few examples first. Prints wall times, speed-ups, forward passes
 (model calls and rows) and the agreement of the radii / log volumes.
 
-    python benchmarks/basin.py [--model-dir DIR] [--prompts FILE] [--smoke]
+    python benchmarks/basin.py [--mad OPERATION [--quick] | --model-dir DIR [--prompts FILE]] [--smoke]
 
-Without ``--model-dir`` a random tiny Llama is built; without ``--prompts`` (one prompt per
-line) random token sequences are used. ``--smoke`` shrinks everything to a few seconds.
+``--mad addition`` runs on the MAD task's trained quirky model for that operation (trained and
+cached under ``HARNESS_CACHE`` if missing) and its episode's prompts, trusted then test: the
+workload of ``basin_mahalanobis``. ``--model-dir`` takes any saved causal LM, with prompts from
+``--prompts`` (one per line) or random vocabulary words. Without either a random tiny Llama on
+random tokens is used. ``--smoke`` shrinks everything to a few seconds.
 """
 
 from __future__ import annotations
@@ -31,6 +34,18 @@ from harness.basin import estimate_basin, per_example_basin
 def build_inputs(args) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:
     """(model, input_ids, attention_mask, description) for the run."""
     n = max(args.examples, args.mad_examples)
+    if args.mad:
+        from harness.interfaces import TaskConfig
+        from tasks.mad.task import MadTask
+
+        (episode,) = MadTask().episodes(TaskConfig(datasets=[args.mad], quick=args.quick))
+        handle = episode.test.handle
+        prompts = list(episode.trusted.prompts) + list(episode.test.prompts)
+        if len(prompts) < n:
+            raise SystemExit(f"the {args.mad} episode has {len(prompts)} prompts; {n} needed")
+        enc = handle.tokenizer(prompts[:n], return_tensors="pt", padding=True)
+        quick = " (quick recipe)" if args.quick else ""
+        return handle.model, enc["input_ids"], enc["attention_mask"], f"trained MAD {args.mad} model{quick}, episode prompts"
     if args.model_dir:
         from harness.zoo.store import load_model
 
@@ -39,7 +54,8 @@ def build_inputs(args) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str
             prompts = [line for line in Path(args.prompts).read_text().splitlines() if line.strip()]
         else:
             gen = np.random.default_rng(0)
-            words = [w for w in tokenizer.get_vocab() if w.isalnum()] or list(tokenizer.get_vocab())
+            vocab = sorted(tokenizer.get_vocab())  # sorted: get_vocab's order is not stable across runs
+            words = [w for w in vocab if w.isalnum()] or vocab
             prompts = [" ".join(gen.choice(words, size=args.seq_len)) for _ in range(n)]
         prompts = (prompts * (n // len(prompts) + 1))[:n]
         enc = tokenizer(prompts, return_tensors="pt", padding=True)
@@ -65,6 +81,8 @@ def timed(fn, *a, **kw):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mad", metavar="OPERATION", help="the MAD task's trained model and prompts for OPERATION")
+    parser.add_argument("--quick", action="store_true", help="with --mad: the quick recipe's model")
     parser.add_argument("--model-dir", help="saved HF causal LM (default: random tiny Llama)")
     parser.add_argument("--prompts", help="text file, one prompt per line")
     parser.add_argument("--examples", type=int, default=256, help="prompts for the per-model estimate")
@@ -80,17 +98,21 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=12)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for both sides (default 1: steadier timings; the machine's cores "
+                             "favour the engine, whose batches parallelise, over the reference's one-row passes)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds")
     args = parser.parse_args()
     if args.smoke:
         args.examples, args.directions, args.mad_examples, args.mad_directions = 16, 3, 4, 2
         args.hidden, args.seq_len = 32, 6
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
 
     model, ids, mask, desc = build_inputs(args)
     n_params = sum(p.numel() for p in model.parameters())
     common = dict(eps=args.eps, rtol=args.rtol, layer=args.layer, seed=0)
-    print(f"{desc}: {n_params:,} parameters; layer={args.layer}; eps={args.eps}, rtol={args.rtol}; 1 thread")
+    print(f"{desc}: {n_params:,} parameters; layer={args.layer}; eps={args.eps}, rtol={args.rtol}; "
+          f"{args.threads} thread{'s' if args.threads > 1 else ''}")
 
     # warm-up (allocator, lazy initialisation, hooks) so that neither side pays it in its timing
     estimate_basin(model, ids[:8], mask[:8], n_directions=2, **common)

@@ -23,7 +23,7 @@ from harness.items import InputItems, ModelItem
 
 from .statistics import COVARIANCE_ESTIMATORS, Mahalanobis
 
-ENGINE_VERSION = "2"
+ENGINE_VERSION = "3"  # 3: Chandrupatla search, pilot start for per-example roots
 
 
 class _PerExampleBasin(Detector):

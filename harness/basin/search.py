@@ -5,15 +5,18 @@ problems (directions, or (direction, example) pairs) in lock-step: every iterati
 call of the KL function with one scale per still-unconverged element (NaN for the others).
 
 Root finder: work with ``g(ℓ) = log KL(e^ℓ) - log eps``. Since ``KL(s) ≈ k s²`` for small
-``s``, ``g`` is close to linear in ``ℓ`` with slope 2, so the first step is Newton's step
-with slope 2 (exact for a quadratic KL), and later steps use the secant slope of the last
-two evaluations (clipped to [0.25, 16]; slope 2 where it is not usable). Steps are capped at
-``max_step`` in ``ℓ`` while the root is not bracketed, and once it is bracketed a step that
-would leave the bracket, or one taken after ``|g|`` failed to halve over two evaluations,
-falls back to bisection in ``ℓ`` (so at worst every other step halves the bracket). A KL of 0 (underflow) or a non-finite KL
-moves ``ℓ`` by ``max_step`` up or down. An element converges when ``|KL/eps - 1| <= rtol``
-(tyche's criterion); the multiplier returned is always one that was evaluated, with the KL
-measured there (the best one seen if ``max_iter`` runs out).
+``s``, ``g`` is close to linear in ``ℓ`` with slope 2. Until the root is bracketed, each step
+is a Newton step in log-log: with the given slope first (2 = exact for a quadratic KL), then
+with the last usable secant slope (at least 0.25, at most 16), capped at ``max_step`` down and
+``max_step_up`` up. Once two evaluations straddle the root, the bracket is shrunk by
+Chandrupatla's method: inverse quadratic interpolation through the last three points where
+his test says the interpolant is monotone on the bracket, regula falsi on the first step after
+bracketing, bisection otherwise and whenever ``|g|`` failed to halve over two evaluations.
+Per-example KL curves of trained models are often cliffs (KL x100 over a 25% longer step)
+with dips; bracketed interpolation handles both where secant steps from one side do not.
+A KL of 0 (underflow) or a non-finite KL counts as ``g = -50`` or ``+50``. An element
+converges when ``|KL/eps - 1| <= rtol`` (tyche's criterion); the multiplier returned is always
+one that was evaluated, with the KL measured there (the best one seen if ``max_iter`` runs out).
 
 :func:`estimate_basin` and :func:`per_example_basin` tie together directions
 (:mod:`harness.basin.estimate`), the model KL (:mod:`harness.basin.kl`) and this search.
@@ -64,6 +67,7 @@ def find_multipliers(
     rtol: float = 1e-2,
     max_iter: int = 100,
     max_step: float = math.log(1e3),
+    max_step_up: Optional[float] = None,
     max_scale: float = 1e8,
     slope: Union[float, torch.Tensor] = 2.0,
 ) -> SearchResult:
@@ -74,36 +78,44 @@ def find_multipliers(
     no evaluation (the function may skip them and return anything there).
     init: starting scale(s), scalar or of ``shape``; rtol: relative tolerance on the KL;
     max_iter: KL calls at most; max_step: largest step in log scale before bracketing;
-    max_scale: an element whose KL is still below ``eps`` at this scale stops, unconverged
-    (the KL can saturate below ``eps`` when only a few parameters are perturbed); slope: the
-    log-log slope assumed for the first step (2 = quadratic KL), scalar or of ``shape``.
+    max_step_up: largest upward step before bracketing (default ``max_step``; a small cap
+    avoids overshooting into the saturated region of KL curves with cliffs, where the way
+    back costs more than a short step); max_scale: an element whose KL is still below
+    ``eps`` at this scale stops, unconverged (the KL can saturate below ``eps`` when only a
+    few parameters are perturbed); slope: the log-log slope assumed for the first step
+    (2 = quadratic KL), scalar or of ``shape``.
     """
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    log_eps = math.log(eps)
+    max_step_up = max_step if max_step_up is None else max_step_up
+    log_eps, log_max = math.log(eps), math.log(max_scale)
     f64 = dict(dtype=torch.float64)
+
+    def full(value: float) -> torch.Tensor:
+        return torch.full(shape, value, **f64)
+
     ell = torch.log(torch.as_tensor(init, **f64)).expand(shape).clone()
-    lo = torch.full(shape, -math.inf, **f64)
-    hi = torch.full(shape, math.inf, **f64)
-    prev_ell = torch.full(shape, math.nan, **f64)
-    prev_g = torch.full(shape, math.nan, **f64)
-    gabs = [torch.full(shape, math.inf, **f64)] * 2  # |g| one and two evaluations ago
-    best_ell, best_kl = ell.clone(), torch.full(shape, math.nan, **f64)
-    best_err = torch.full(shape, math.inf, **f64)
+    prev_ell, prev_g = full(math.nan), full(math.nan)
+    # bracket state (Chandrupatla): a = newest point, b = the other end, c = the point dropped last
+    a, fa, b, fb, c, fc = (full(math.nan) for _ in range(6))
+    bracketed = torch.zeros(shape, dtype=torch.bool)
+    gabs = [full(math.inf)] * 2  # |g| one and two evaluations ago
+    best_ell, best_kl, best_err = ell.clone(), full(math.nan), full(math.inf)
     active = torch.ones(shape, dtype=torch.bool)
     converged = torch.zeros(shape, dtype=torch.bool)
     evaluations = torch.zeros(shape, dtype=torch.long)
     n_calls = 0
-    default_slope = torch.as_tensor(slope, **f64).expand(shape).clone()
-    last_slope = default_slope.clone()
+    cur_slope = torch.as_tensor(slope, **f64).expand(shape).clone()
     for _ in range(max_iter):
         if not active.any():
             break
-        scales = torch.where(active, ell.exp(), torch.full_like(ell, math.nan))
+        scales = torch.where(active, ell.exp(), full(math.nan))
         kl = torch.as_tensor(kl_fn(scales), **f64).reshape(shape)
         n_calls += 1
         evaluations += active.long()
-        g = torch.where(kl > 0, kl.log() - log_eps, torch.full_like(kl, -math.inf))
-        g = torch.where(kl.isfinite() | (kl == math.inf), g, torch.full_like(g, math.inf))  # NaN KL: too far
+        # g = log KL - log eps; KL 0 (underflow) -> far below, NaN/inf KL -> far above; kept
+        # finite (+-50) so that interpolation formulas stay defined
+        g = torch.where(kl > 0, kl.log() - log_eps, full(-50.0))
+        g = torch.where(kl.isnan() | (kl == math.inf), full(50.0), g).clamp(-50.0, 50.0)
         err = (kl / eps - 1).abs().nan_to_num(math.inf)
         better = active & (err < best_err)
         best_ell, best_kl, best_err = (torch.where(better, ell, best_ell), torch.where(better, kl, best_kl),
@@ -111,29 +123,41 @@ def find_multipliers(
         done = active & (err <= rtol)
         converged |= done
         active &= ~done
-        lo = torch.where(active & (g < 0), ell, lo)
-        hi = torch.where(active & (g > 0), ell, hi)
 
-        # Newton/secant step in log-log
+        # bracket bookkeeping
+        keep_side = active & bracketed & (torch.sign(g) == torch.sign(fa))
+        flip_side = active & bracketed & ~keep_side
+        c = torch.where(keep_side, a, torch.where(flip_side, b, c))
+        fc = torch.where(keep_side, fa, torch.where(flip_side, fb, fc))
+        b, fb = torch.where(flip_side, a, b), torch.where(flip_side, fa, fb)
+        newly = active & ~bracketed & prev_g.isfinite() & (torch.sign(g) != torch.sign(prev_g))
+        b, fb = torch.where(newly, prev_ell, b), torch.where(newly, prev_g, fb)
+        c, fc = torch.where(newly, prev_ell, c), torch.where(newly, prev_g, fc)
+        upd = active & (bracketed | newly)
+        a, fa = torch.where(upd, ell, a), torch.where(upd, g, fa)
+        bracketed |= newly
+
+        # bracketed: inverse quadratic interpolation where Chandrupatla's test says it is safe,
+        # regula falsi right after bracketing, bisection otherwise or when |g| stalls
+        xi = (a - b) / (c - b)
+        phi = (fa - fb) / (fc - fb)
+        iqi_ok = (phi**2 < xi) & ((1 - phi) ** 2 < 1 - xi) & (c != b)
+        t_iqi = fa / (fb - fa) * fc / (fb - fc) + (c - a) / (b - a) * fa / (fc - fa) * fb / (fc - fb)
+        t_secant = (fa / (fa - fb)).clamp(0.02, 0.98)
+        t = torch.where(iqi_ok, t_iqi, torch.where(c == b, t_secant, full(0.5)))
+        stalled = g.abs() > 0.5 * gabs[1]
+        t = torch.where(stalled & ~newly, full(0.5), t).nan_to_num(0.5).clamp(1e-3, 1 - 1e-3)
+        inside = a + t * (b - a)
+
+        # not bracketed: Newton/secant step in log-log with the last usable secant slope
         secant = (g - prev_g) / (ell - prev_ell)
-        usable = secant.isfinite() & (secant >= 0.25) & (secant <= 16)
-        last_slope = torch.where(usable, secant, last_slope)
-        step_slope = torch.where(usable, secant, default_slope)
-        step = torch.where(g.isfinite(), -g / step_slope, torch.where(g < 0, max_step, -max_step))
-        proposal = ell + step.clamp(-max_step, max_step)
-        bracketed = lo.isfinite() & hi.isfinite()
-        width = hi - lo
-        outside = (proposal <= lo) | (proposal >= hi)
-        slow = g.abs() > 0.5 * gabs[1]
-        bisect = bracketed & (outside | slow)
-        proposal = torch.where(bisect, 0.5 * (lo + hi), proposal)
-        # one-sided brackets: never step back past a known side
-        proposal = torch.where(~bracketed & lo.isfinite() & (proposal <= lo), lo + max_step, proposal)
-        proposal = torch.where(~bracketed & hi.isfinite() & (proposal >= hi), hi - max_step, proposal)
-        log_max = math.log(max_scale)
-        stuck = active & bracketed & (width <= 1e-12 * (1 + ell.abs()))
+        usable = active & secant.isfinite() & (secant >= 0.25)
+        cur_slope = torch.where(usable, secant.clamp(max=16.0), cur_slope)
+        outside = ell + (-g / cur_slope).clamp(-max_step, max_step_up)
+
+        proposal = torch.where(bracketed, inside, outside).clamp(max=log_max)
+        stuck = active & bracketed & ((a - b).abs() <= 1e-12 * (1 + ell.abs()))
         stuck |= active & (g < 0) & (ell >= log_max)
-        proposal = proposal.clamp(max=log_max)
         active &= ~stuck
         gabs = [torch.where(active, g.abs(), gabs[0]), gabs[0]]
         prev_ell = torch.where(active, ell, prev_ell)
@@ -142,7 +166,7 @@ def find_multipliers(
     if not converged.all():
         logger.warning("multiplier search: %d of %d did not reach |KL/eps - 1| <= %g (best kept)",
                        int((~converged).sum()), converged.numel(), rtol)
-    return SearchResult(best_ell.exp(), best_kl, converged, evaluations, n_calls, last_slope)
+    return SearchResult(best_ell.exp(), best_kl, converged, evaluations, n_calls, cur_slope)
 
 
 # ------------------------------------------------------------------------------------------
@@ -159,67 +183,52 @@ def _prior_terms(model: nn.Module, layer: LayerSpec, n_directions: int, seed: in
     return subset, theta, dirs.to(subset.params[0].dtype), props, w_dot_theta, sigma
 
 
-def _coarse_start(kl: CausalLMKL, n_directions: int, eps: float, coarse_examples: int,
-                  max_iter: int) -> tuple[Union[float, torch.Tensor], Union[float, torch.Tensor]]:
-    """Starting multiplier and log-log slope for the per-model search, from a coarse search
-    of the first direction on ``coarse_examples`` evenly spread examples.
+def _subset_rows(n: int, size: int) -> Optional[torch.Tensor]:
+    """``size`` evenly spread example indices, or None when a subset would save little."""
+    if size <= 0 or n < 4 * size:
+        return None
+    return torch.linspace(0, n - 1, size).round().long().unique()
 
-    From a fixed start of 1 the pilot direction needs ~4 full-set evaluations, mostly far from
-    the root; on a subset of 1/8 of the examples the same steps cost 1/8 as much, and the
-    subset's root is within a few percent of the full set's (the per-example KLs are averaged
-    either way), so the full-set pilot then needs ~2. Returns ``(1.0, 2.0)`` (the plain start)
-    when the set is too small for a subset to save anything.
+
+def _per_model_search(kl: CausalLMKL, n_directions: int, eps: float, rtol: float, max_iter: int,
+                      probe_examples: int) -> SearchResult:
+    """The per-model multipliers of all directions, in three stages.
+
+    1. Pilot: direction 0 is located on ``probe_examples`` evenly spread examples (cheap:
+       from a start of 1 its first steps are far from the root), then solved on the full set
+       from there, which gives the typical multiplier ``m0`` and the local log-log slope.
+    2. Probe: every other direction is evaluated once at ``m0`` on the same subset, and one
+       Newton step with the pilot's slope moves it to its own estimate. Directions of a
+       trained model differ a lot (multipliers over a factor of ~4 for the same KL), so a
+       start at ``m0`` would spend a full-set evaluation on a point far from the root.
+    3. Full-set search of those directions from their estimates.
+    A subset never decides convergence: only full-set KLs are tested against ``rtol``.
     """
-    n = kl.n_examples
-    if coarse_examples <= 0 or n < 4 * coarse_examples:
-        return 1.0, 2.0
-    rows = torch.linspace(0, n - 1, coarse_examples).round().long().unique()
-    rest = torch.full((n_directions - 1,), math.nan, dtype=torch.float64)
-    coarse = find_multipliers(lambda s: kl.per_direction(torch.cat([s, rest]), rows=rows)[:1], (1,), eps,
-                              rtol=2e-2, max_iter=max_iter)
-    if not bool(coarse.converged.all()):
-        return 1.0, 2.0
-    return coarse.multipliers.expand(n_directions).clone(), coarse.slopes.expand(n_directions).clone()
+    rows = _subset_rows(kl.n_examples, probe_examples)
+    nan = torch.full((n_directions - 1,), math.nan, dtype=torch.float64)
 
+    def first(scales: torch.Tensor, subset: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return kl.per_direction(torch.cat([scales, nan]), rows=subset)[:1]
 
-def find_multipliers_warm(
-    kl_fn: KLFunction,
-    shape: Sequence[int],
-    eps: float = 1e-2,
-    *,
-    init: Union[float, torch.Tensor] = 1.0,
-    rtol: float = 1e-2,
-    max_iter: int = 100,
-    slope: Union[float, torch.Tensor] = 2.0,
-) -> SearchResult:
-    """:func:`find_multipliers` with a pilot: solve the first direction (``shape[0]`` indexes
-    directions) from ``init``, then start every other direction at the pilot's multiplier.
-
-    Random unit directions in high dimension see nearly the same curvature (``uᵀHu``
-    concentrates around ``tr(H)/D``), so from the pilot's multiplier the others usually need
-    one Newton step: about 2 evaluations each instead of 4-6 from a fixed start. Results are
-    the same roots to within ``rtol``; only the number of KL calls changes.
-    """
-    shape = tuple(shape)
-    if shape[0] <= 1:
-        return find_multipliers(kl_fn, shape, eps, init=init, rtol=rtol, max_iter=max_iter, slope=slope)
-    rest_shape = (shape[0] - 1, *shape[1:])
-    nan = torch.full((1, *shape[1:]), math.nan, dtype=torch.float64)
-
-    def pilot_fn(scales: torch.Tensor) -> torch.Tensor:
-        full = torch.cat([scales, torch.full(rest_shape, math.nan, dtype=torch.float64)])
-        return torch.as_tensor(kl_fn(full))[:1]
+    init, slope = 1.0, 2.0
+    if rows is not None:
+        coarse = find_multipliers(lambda s: first(s, rows), (1,), eps, rtol=2e-2, max_iter=max_iter)
+        if bool(coarse.converged.all()):
+            init, slope = coarse.multipliers, coarse.slopes
+    pilot = find_multipliers(first, (1,), eps, init=init, rtol=rtol, max_iter=max_iter, slope=slope)
+    if n_directions == 1:
+        return pilot
+    start = pilot.multipliers.expand(n_directions - 1).clone()
+    slope = pilot.slopes.expand(n_directions - 1).clone()
+    if rows is not None:
+        probe = kl.per_direction(torch.cat([torch.full((1,), math.nan, dtype=torch.float64), start]), rows=rows)[1:]
+        g = (probe / eps).log()
+        start = torch.where(g.isfinite(), start * torch.exp(-(g / slope).clamp(-math.log(1e3), math.log(1e3))), start)
 
     def rest_fn(scales: torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(kl_fn(torch.cat([nan, scales])))[1:]
+        return kl.per_direction(torch.cat([torch.full((1,), math.nan, dtype=torch.float64), scales]))[1:]
 
-    first_init = init[:1] if torch.is_tensor(init) and init.dim() and init.shape[0] == shape[0] else init
-    first_slope = slope[:1] if torch.is_tensor(slope) and slope.dim() and slope.shape[0] == shape[0] else slope
-    pilot = find_multipliers(pilot_fn, (1, *shape[1:]), eps, init=first_init, rtol=rtol, max_iter=max_iter,
-                             slope=first_slope)
-    start = pilot.multipliers.expand(rest_shape).clone()
-    slope = pilot.slopes.expand(rest_shape).clone()  # the pilot's measured log-log slope: one step usually lands
-    rest = find_multipliers(rest_fn, rest_shape, eps, init=start, rtol=rtol, max_iter=max_iter, slope=slope)
+    rest = find_multipliers(rest_fn, (n_directions - 1,), eps, init=start, rtol=rtol, max_iter=max_iter, slope=slope)
     return SearchResult(
         multipliers=torch.cat([pilot.multipliers, rest.multipliers]),
         kls=torch.cat([pilot.kls, rest.kls]),
@@ -246,7 +255,7 @@ def estimate_basin(
     max_iter: int = 100,
     batch_size: int = 256,
     mode: str = "sequential",
-    coarse_examples: int = 32,
+    probe_examples: int = 64,
 ) -> BasinResult:
     """Basin log probability of one model (KL averaged over all evaluation positions).
 
@@ -254,20 +263,51 @@ def estimate_basin(
     the last position unless ``position_mask`` ``(n_examples, seq)`` says otherwise);
     layer: parameter subset (see :func:`select_parameters`); sigma: prior std (default RMS
     of θ); mode: ``"sequential"`` or ``"stacked"`` evaluation of the directions
-    (:class:`CausalLMKL`); coarse_examples: size of the example subset on which the first
-    direction's multiplier is located before the full-set search (0 = no coarse stage; only
-    the starting point changes, never the convergence test). Returns a :class:`BasinResult`
+    (:class:`CausalLMKL`); probe_examples: size of the example subset on which starting
+    points are found before the full-set search (:func:`_per_model_search`; 0 = none: only the
+    starting points change, never the convergence test). Returns a :class:`BasinResult`
     with ``(n_directions,)`` arrays.
     """
     subset, theta, dirs, props, wt, sigma = _prior_terms(model, layer, n_directions, seed, preconditioner, sigma)
     kl = CausalLMKL(model, input_ids, attention_mask, subset, dirs, position_mask, batch_size, mode)
-    init, slope = _coarse_start(kl, n_directions, eps, coarse_examples, max_iter)
-    search = find_multipliers_warm(kl.per_direction, (n_directions,), eps, init=init, rtol=rtol,
-                                   max_iter=max_iter, slope=slope)
+    search = _per_model_search(kl, n_directions, eps, rtol, max_iter, probe_examples)
     return BasinResult.from_search(search.multipliers, search.kls, search.converged, props, wt,
                                    float(theta @ theta), subset.dim, sigma, eps, n_forward=kl.n_forward,
                                    n_rows=kl.n_rows, n_evaluations=search.n_calls,
                                    meta={"layer": layer, "seed": seed, "rtol": rtol, "mode": mode})
+
+
+def _pilot_start(kl_fn: KLFunction, shape: tuple[int, int], eps: float, init: Union[float, torch.Tensor],
+                 rtol: float, max_iter: int, per_direction: int = 4) -> tuple[torch.Tensor, float]:
+    """Starting multipliers and log-log slope for the per-example search, from a pilot.
+
+    The pilot solves ``per_direction`` evenly spread examples of every direction from ``init``
+    (a few dozen problems, a small fraction of the rows). Every other problem then starts at
+    the pilot's median multiplier with the pilot's median slope; the pilot's own problems start
+    at their roots (one evaluation confirms them). Per-example multipliers of a trained model
+    spread over a factor of ~2 across directions for one example, and its per-example KL curves
+    can be cliffs, so a start near the typical root beats starting each direction at another
+    direction's root for the same example.
+    """
+    n_dirs, n = shape
+    if n <= 2 * per_direction:
+        return torch.as_tensor(init, dtype=torch.float64).expand(shape).clone(), 2.0
+    cols = torch.linspace(0, n - 1, per_direction).round().long().unique()
+
+    def pilot_fn(scales: torch.Tensor) -> torch.Tensor:
+        full = torch.full(shape, math.nan, dtype=torch.float64)
+        full[:, cols] = scales
+        return torch.as_tensor(kl_fn(full))[:, cols]
+
+    pilot_init = init[:, cols] if torch.is_tensor(init) and init.dim() == 2 else init
+    pilot = find_multipliers(pilot_fn, (n_dirs, len(cols)), eps, init=pilot_init, rtol=rtol, max_iter=max_iter)
+    ok = pilot.converged
+    if not bool(ok.any()):
+        return torch.as_tensor(init, dtype=torch.float64).expand(shape).clone(), 2.0
+    start = torch.full(shape, float(pilot.multipliers[ok].log().median().exp()), dtype=torch.float64)
+    start[:, cols] = torch.where(ok, pilot.multipliers, start[:, cols])
+    slope = float(pilot.slopes[ok].median().clamp(1.0, 4.0))
+    return start, slope
 
 
 def per_example_basin(
@@ -291,13 +331,18 @@ def per_example_basin(
 
     All ``n_directions * n_examples`` root finds run in lock-step; each iteration is one
     sweep of hooked forward passes in which every row carries its own direction and scale.
+    A pilot on a few examples per direction (:func:`_pilot_start`) picks the common starting
+    point; upward steps before bracketing are capped at a factor of 2, since overshooting onto
+    the saturated side of a cliff in a per-example KL curve costs several evaluations to undo.
     ``log m`` of the result is the basin_mahalanobis feature; ``log_volume`` ``(n_examples,)``
     is the per-example basin estimate. Arrays are ``(n_directions, n_examples)``.
     """
     subset, theta, dirs, props, wt, sigma = _prior_terms(model, layer, n_directions, seed, preconditioner, sigma)
     kl = CausalLMKL(model, input_ids, attention_mask, subset, dirs, position_mask, batch_size)
     shape = (n_directions, input_ids.shape[0])
-    search = find_multipliers_warm(kl.per_example, shape, eps, init=init, rtol=rtol, max_iter=max_iter)
+    start, slope = _pilot_start(kl.per_example, shape, eps, init, rtol, max_iter)
+    search = find_multipliers(kl.per_example, shape, eps, init=start, rtol=rtol, max_iter=max_iter,
+                              max_step_up=math.log(2.0), slope=slope)
     return BasinResult.from_search(search.multipliers, search.kls, search.converged, props, wt,
                                    float(theta @ theta), subset.dim, sigma, eps, n_forward=kl.n_forward,
                                    n_rows=kl.n_rows, n_evaluations=search.n_calls,

@@ -109,6 +109,28 @@ def test_search_nonquadratic_far_start_and_per_example_shape():
     assert res.evaluations.max() <= 20
 
 
+def test_search_on_cliffs_and_dips_returns_evaluated_roots():
+    # per-example KL curves of trained models: quadratic, then a dip, then a cliff (x100 within
+    # a factor 1.3 in scale) that saturates; the root can sit on the cliff
+    gen = torch.Generator().manual_seed(2)
+    shape = (16, 64)
+    k = 10 ** (torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 6)  # 1e-6 .. 1e-4
+    cliff = 10 ** (torch.rand(shape, generator=gen, dtype=torch.float64) + 1)  # 10 .. 100
+    calls = []
+
+    def kl(s):
+        calls.append(int((~s.isnan()).sum()))
+        dip = 1 - 0.8 * torch.exp(-((s / (0.6 * cliff)).log() ** 2) / 0.01)
+        return k * s**2 * dip + 20 / (1 + torch.exp(-(s - cliff) / (0.03 * cliff)))
+
+    res = find_multipliers(kl, shape, 1e-2, init=20.0, max_step_up=math.log(2))
+    assert res.converged.all() and sum(calls) == int(res.evaluations.sum())
+    got = kl(res.multipliers)
+    assert ((got / 1e-2 - 1).abs() <= 1e-2).all()  # the returned multiplier is one that meets the test
+    torch.testing.assert_close(res.kls, got)
+    assert res.evaluations.float().mean() < 8
+
+
 # ---------------------------------------------------------------------------------------------
 # (2) the Gaussian integral
 
@@ -259,6 +281,46 @@ def test_per_example_multipliers_agree_with_reference_loop():
     np.testing.assert_allclose(eng.log_volume, plain.log_volume, atol=0.1)
 
 
+def test_per_example_pilot_start_agrees_with_reference_loop():
+    # enough examples that the per-example search starts from a pilot (see _pilot_start)
+    ref = _reference_module()
+    model = tiny_llama(hidden=16, layers=1, dtype=torch.float64)
+    ids, mask = left_padded_batch(20, 6, seed=7)
+    kwargs = dict(n_directions=3, eps=1e-2, seed=2, rtol=1e-6)
+    eng = per_example_basin(model, ids, mask, **kwargs)
+    plain = ref.reference_per_example(model, ids, mask, **kwargs)
+    assert eng.converged.all()
+    np.testing.assert_allclose(eng.multipliers, plain.multipliers, rtol=1e-5)
+
+
+def test_length_grouped_batches_give_the_padded_batch_kls():
+    ref = _reference_module()
+    model = tiny_llama(hidden=16, layers=2, dtype=torch.float64)
+    ids, mask = left_padded_batch(90, 8, seed=8)
+    mask[0, 2:5] = 0  # a row with a hole in its mask: batched with the mask, never maskless
+    subset = select_parameters(model)
+    dirs, _ = sample_directions(subset.dim, 3, seed=1, dtype=torch.float64)
+    kl = CausalLMKL(model, ids, mask, subset, dirs, batch_size=32)
+    rows = torch.arange(90).repeat(3)
+    which = torch.arange(3).repeat_interleave(90)
+    batches = kl._batches(rows, which)
+    assert sorted(torch.cat(batches).tolist()) == list(range(270))
+    assert all(len(b) <= 32 for b in batches)
+    for b in batches:  # direction indices come in contiguous runs within a batch
+        runs = torch.unique_consecutive(which[b])
+        assert len(runs) == len(set(runs.tolist()))
+    scales = torch.full((3, 90), 0.3, dtype=torch.float64)
+    got = kl.per_example(scales)
+    plain = ref.ReferenceKL(model, ids, mask, subset)
+    for d in range(3):
+        for r in (0, 1, 17, 44, 89):
+            want = plain(dirs[d], 0.3, torch.tensor([r]))
+            assert got[d, r].item() == pytest.approx(want, rel=1e-7, abs=1e-12)
+    # the per-direction mean (sequential mode) agrees with the reference on all rows
+    mean = kl.per_direction(torch.tensor([0.3, float("nan"), float("nan")], dtype=torch.float64))
+    assert mean[0].item() == pytest.approx(plain(dirs[0], 0.3), rel=1e-7)
+
+
 # ---------------------------------------------------------------------------------------------
 # (5) the model is never left perturbed
 
@@ -293,22 +355,6 @@ def test_kl_function_skips_nan_entries_and_counts_passes():
     assert zero[1].isnan() and zero[[0, 2]].abs().max() < 1e-12
 
 
-def test_warm_start_finds_the_same_roots_with_fewer_evaluations():
-    from harness.basin.search import find_multipliers, find_multipliers_warm
-
-    gen = torch.Generator().manual_seed(3)
-    curvature = 50.0 * (1 + 0.2 * torch.rand(25, 40, generator=gen, dtype=torch.float64))  # similar uᵀHu
-
-    def kl(s):
-        return 0.5 * curvature * s**2 * (1 + 0.1 * s)  # mildly non-quadratic
-
-    cold = find_multipliers(kl, (25, 40), 1e-2, rtol=1e-4)
-    warm = find_multipliers_warm(kl, (25, 40), 1e-2, rtol=1e-4)
-    assert warm.converged.all() and cold.converged.all()
-    torch.testing.assert_close(warm.multipliers, cold.multipliers, rtol=1e-4, atol=0)
-    assert warm.evaluations[1:].float().mean() < cold.evaluations[1:].float().mean()
-
-
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_last_position_truncation_keeps_the_answer_logits(arch):
     from harness.basin.kl import _last_block_tails, last_position_only
@@ -329,11 +375,12 @@ def test_last_position_truncation_keeps_the_answer_logits(arch):
     assert not any(m._forward_pre_hooks for m in model.modules())
 
 
-def test_coarse_start_changes_only_the_cost():
+def test_probe_start_changes_only_the_cost():
     model = tiny_llama(hidden=16, layers=1, dtype=torch.float64)
     ids, mask = left_padded_batch(64, 6, seed=6)
-    kwargs = dict(n_directions=4, eps=1e-2, seed=2, rtol=1e-6)
-    plain = estimate_basin(model, ids, mask, coarse_examples=0, **kwargs)
-    coarse = estimate_basin(model, ids, mask, coarse_examples=8, **kwargs)
-    assert plain.converged.all() and coarse.converged.all()
-    np.testing.assert_allclose(coarse.radii, plain.radii, rtol=1e-5)
+    kwargs = dict(n_directions=6, eps=1e-2, seed=2, rtol=1e-6)
+    plain = estimate_basin(model, ids, mask, probe_examples=0, **kwargs)
+    probed = estimate_basin(model, ids, mask, probe_examples=8, **kwargs)
+    assert plain.converged.all() and probed.converged.all()
+    np.testing.assert_allclose(probed.radii, plain.radii, rtol=1e-5)
+    assert probed.n_rows < plain.n_rows  # subset rows are cheap; full-set evaluations are fewer
