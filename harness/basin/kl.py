@@ -166,15 +166,16 @@ class CausalLMKL:
         min_rows = 64
         key = self._length_key[rows]
         values, counts = torch.unique(key, return_counts=True)
-        group_of, group, size = {}, 0, 0
+        group_of = torch.zeros(int(values.max()) + 1, dtype=torch.long)  # length key -> group
+        group, size = 0, 0
         for v, c in zip(values.tolist(), counts.tolist()):
             if size >= min_rows:
                 group, size = group + 1, 0
             group_of[v] = group
             size += c
         if size < min_rows and group > 0:  # a small last group joins the previous one
-            group_of = {v: min(g, group - 1) for v, g in group_of.items()}
-        groups = torch.tensor([group_of[v] for v in key.tolist()], dtype=torch.long)
+            group_of.clamp_(max=group - 1)
+        groups = group_of[key]
         sort_key = groups * (int(dirs.max()) + 1 if dirs is not None and len(dirs) else 1)
         if dirs is not None:
             sort_key = sort_key + dirs

@@ -290,9 +290,9 @@ def _pilot_start(kl_fn: KLFunction, shape: tuple[int, int], eps: float, init: Un
     direction's root for the same example.
     """
     n_dirs, n = shape
-    if n <= 2 * per_direction:
+    cols = _subset_rows(n, per_direction)
+    if cols is None:
         return torch.as_tensor(init, dtype=torch.float64).expand(shape).clone(), 2.0
-    cols = torch.linspace(0, n - 1, per_direction).round().long().unique()
 
     def pilot_fn(scales: torch.Tensor) -> torch.Tensor:
         full = torch.full(shape, math.nan, dtype=torch.float64)

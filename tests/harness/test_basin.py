@@ -268,29 +268,19 @@ def test_engine_agrees_with_plain_reference():
     np.testing.assert_allclose(stacked.radii, eng.radii, rtol=1e-5)
 
 
-def test_per_example_multipliers_agree_with_reference_loop():
+# 3 examples: every problem starts at 1; 20 examples: from a pilot's median (see _pilot_start)
+@pytest.mark.parametrize("n_examples, n_directions, data_seed, seed", [(3, 2, 4, 1), (20, 3, 7, 2)])
+def test_per_example_multipliers_agree_with_reference_loop(n_examples, n_directions, data_seed, seed):
     ref = _reference_module()
     model = tiny_llama(hidden=16, layers=1, dtype=torch.float64)
-    ids, mask = left_padded_batch(3, 6, seed=4)
-    kwargs = dict(n_directions=2, eps=1e-2, seed=1, rtol=1e-6)
+    ids, mask = left_padded_batch(n_examples, 6, seed=data_seed)
+    kwargs = dict(n_directions=n_directions, eps=1e-2, seed=seed, rtol=1e-6)
     eng = per_example_basin(model, ids, mask, **kwargs)
     plain = ref.reference_per_example(model, ids, mask, **kwargs)
-    assert eng.multipliers.shape == (2, 3) and eng.log_volume.shape == (3,)
+    assert eng.multipliers.shape == (n_directions, n_examples) and eng.log_volume.shape == (n_examples,)
     assert eng.converged.all()
     np.testing.assert_allclose(eng.multipliers, plain.multipliers, rtol=1e-5)
     np.testing.assert_allclose(eng.log_volume, plain.log_volume, atol=0.1)
-
-
-def test_per_example_pilot_start_agrees_with_reference_loop():
-    # enough examples that the per-example search starts from a pilot (see _pilot_start)
-    ref = _reference_module()
-    model = tiny_llama(hidden=16, layers=1, dtype=torch.float64)
-    ids, mask = left_padded_batch(20, 6, seed=7)
-    kwargs = dict(n_directions=3, eps=1e-2, seed=2, rtol=1e-6)
-    eng = per_example_basin(model, ids, mask, **kwargs)
-    plain = ref.reference_per_example(model, ids, mask, **kwargs)
-    assert eng.converged.all()
-    np.testing.assert_allclose(eng.multipliers, plain.multipliers, rtol=1e-5)
 
 
 def test_length_grouped_batches_give_the_padded_batch_kls():
