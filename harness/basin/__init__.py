@@ -4,7 +4,9 @@ Entry points: :func:`estimate_basin` (one model, KL averaged over the evaluation
 :func:`per_example_basin` (one multiplier per (direction, example), KL on that example).
 Building blocks: :func:`find_multipliers` (safeguarded log-log root finder on any KL
 callable), :func:`log_gaussian_integral`, :class:`CausalLMKL`, :class:`HookedPerturbation`.
-See ``docs/basin.md`` for the method.
+The method: "Estimating the Probability of Sampling a Trained Neural Network at Random"
+(arXiv 2501.18812) and its ``tyche`` library; the README's "The basin-volume engine" has the
+benchmark against a plain reference.
 """
 
 from harness.basin.estimate import (

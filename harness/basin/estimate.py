@@ -1,6 +1,6 @@
 """Basin-volume arithmetic: random directions, the Gaussian-prior integral, per-direction estimates.
 
-This module holds the math of the tyche estimator (see ``docs/basin.md``) and nothing that runs
+This module holds the math of the tyche estimator (arXiv 2501.18812) and nothing that runs
 a model: seeded unit directions with an optional diagonal preconditioner, a numerically stable
 ``log ∫_0^{x1} x^(D-1) exp(-a x²/2 + b x + c) dx`` for D up to 1e7 and beyond, the per-direction
 log-probability estimates, log-mean-exp aggregation and the :class:`BasinResult` record.
@@ -184,7 +184,7 @@ def gaussian_log_estimates(
     dim: int,
     sigma: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-direction log prior probability of the basin under N(0, σ² I) (basin.md steps 3-4).
+    """Per-direction log prior probability of the basin under N(0, σ² I) (tyche's estimate).
 
     radii: ``x1 = m · prop`` (the basin's extent along the unit vector ``w/||w||``), shape
     ``(n_dirs,)`` or ``(n_dirs, n_examples)``; props: ``(n_dirs,)`` ``||P u||``;
@@ -240,7 +240,7 @@ class BasinResult:
     multipliers: ``m`` with ``KL(θ, θ + m w) ≈ eps`` (the evaluated multiplier);
     props: ``(n_dirs,)`` ``||P u||``; radii: ``m · prop`` in parameter units;
     kls: the KL achieved at ``m`` (nats); converged: ``|kl/eps - 1| <= rtol``;
-    log_integrals / estimates: basin.md steps 3-4; simple_estimates: ``D log m + log V_D``;
+    log_integrals / estimates: as :func:`gaussian_log_estimates`; simple_estimates: ``D log m + log V_D``;
     log_volume: logmeanexp of ``estimates`` over directions; simple_log_volume likewise;
     n_forward: model forward calls used (batched calls, each over many rows); n_rows: rows
     (example copies) pushed through the model; n_evaluations: KL-function calls.
