@@ -62,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "detectors); a task that fails to build is reported and the others go on")
     run.add_argument("--detector", action="append",
                      help="detector name; repeatable; 'all' for every one (required unless --all)")
-    run.add_argument("--seed", type=int, default=0, help="seed of data, models and detectors (default 0)")
+    seeds = run.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=0, help="seed of data, models and detectors (default 0)")
+    seeds.add_argument("--seeds", type=int, nargs="+", metavar="N",
+                       help="run once per seed (e.g. --seeds 0 1 2): each seed trains its own models")
     run.add_argument("--quick", action="store_true", default=os.environ.get("HARNESS_QUICK") == "1",
                      help="tiny data and models (seconds; for tests); also HARNESS_QUICK=1")
     run.add_argument("--force", action="store_true", help="recompute jobs whose record already exists")
@@ -131,24 +134,28 @@ def cmd_run(args: argparse.Namespace) -> int:
                       **({"poser_data": args.poser_data} if args.poser_data else {})},
         detector_params=parse_detector_params(args.param),
         **executor_settings(args),
+    for line in registry.problems():  # a broken or misspelled plugin is named before the run, once
+        print(f"warning: {line}", file=sys.stderr)
     )
     if args.all_tasks:
         check_options_known([registry.task(name) for name, _ in plan], options.task_options)
+        seeds=args.seeds,
     start = time.perf_counter()
     results: list[Any] = []
     failed_tasks: dict[str, str] = {}
     for task_name, detector_names in plan:
         if not args.all_tasks:
-            results += run(registry, task_name, detector_names, options, on_result=_report_job)
+            results += run(registry, task_name, detector_names, options, on_result=_report_job, on_notice=_notice)
             continue
         try:  # --all: one task that cannot run must not stop the others
             task_options = options_for(registry.task(task_name), options)
-            results += run(registry, task_name, detector_names, task_options, on_result=_report_job)
+            results += run(registry, task_name, detector_names, task_options, on_result=_report_job,
+                           on_notice=_notice)
         except Exception as exc:
             failed_tasks[task_name] = f"{type(exc).__name__}: {exc}"
             print(f"FAILED task {task_name}: {failed_tasks[task_name]}", file=sys.stderr)
     elapsed = time.perf_counter() - start
-    _print_summary([r.record for r in results], failed_tasks, with_task=args.all_tasks)
+    _print_summary(registry, [r.record for r in results], failed_tasks, with_task=args.all_tasks)
     counts = {status: sum(r.status == status for r in results) for status in ("ok", "cached", "invalid", "error")}
     tasks_note = f" over {len(plan)} task{'s' if len(plan) != 1 else ''}" if args.all_tasks else ""
     print(f"\n{len(results)} jobs{tasks_note} in {elapsed:.1f} s: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
@@ -228,30 +235,35 @@ def options_for(task_cls: Any, options: Any) -> Any:
     return dataclasses.replace(options, task_options={k: v for k, v in options.task_options.items() if k in declared})
 
 
-def _print_summary(records: list[dict[str, Any]], failed_tasks: dict[str, str], with_task: bool) -> None:
-    """The per-job table (and each POSER task's pair validity), one table for every task."""
+def _print_summary(registry: Any, records: list[dict[str, Any]], failed_tasks: dict[str, str],
+                   with_task: bool) -> None:
+    """Each task's notes (e.g. POSER's pair validity), then one job table; the columns after
+    dataset, detector and status come from each record's task (``Task.summary_row``)."""
     import pandas as pd
     from tabulate import tabulate
 
-    from harness import leaderboard
+    from harness.leaderboard import task_class
 
-    seen_poser: set[str] = set()
+    by_task: dict[str, list[dict[str, Any]]] = {}
     for record in records:
-        if record.get("task_kind") != "poser" or record["task"] in seen_poser:
-            continue
-        seen_poser.add(record["task"])
-        pairs = leaderboard.pair_validity_rows(record)
-        if not pairs.empty:
-            title = f" of task {record['task']}" if with_task else ""
-            print(f"\npair validity{title} (agreement >= 0.95; misaligned rate >= 0.90 for the faker, <= 0.10 for the aligned):")
-            print(tabulate(pairs, headers="keys", tablefmt="github", showindex=False, floatfmt=".3f"))
-    table = leaderboard.summary_rows(records)
-    if with_task:
-        table.insert(0, "task", [record["task"] for record in records])
-        if failed_tasks:
-            failed = pd.DataFrame([{"task": t, "dataset": "-", "detector": "-", "status": "error"} for t in failed_tasks])
-            table = pd.concat([table, failed], ignore_index=True) if len(table) else failed
-        table = table.astype(object).where(table.notna(), None)  # blank, not "nan", where a column does not apply
+        by_task.setdefault(record["task"], []).append(record)
+    for task_name, task_records in by_task.items():
+        for line in task_class(registry, task_name).summary_notes(task_records):
+            print(f"\n{line}" if not line.startswith("|") else line)
+    rows = []
+    for record in records:
+        row: dict[str, Any] = {"task": record["task"]} if with_task else {}
+        row.update({"dataset": record["dataset"], "detector": record["detector"]})
+        if len({r.get("seed", 0) for r in records}) > 1:
+            row["seed"] = record.get("seed", 0)
+        row["status"] = record.get("status")
+        row.update(task_class(registry, record["task"]).summary_row(record))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if with_task and failed_tasks:
+        failed = pd.DataFrame([{"task": t, "dataset": "-", "detector": "-", "status": "error"} for t in failed_tasks])
+        table = pd.concat([table, failed], ignore_index=True) if len(table) else failed
+    table = table.astype(object).where(table.notna(), None)  # blank, not "nan", where a column does not apply
     print()
     print(tabulate(table, headers="keys", tablefmt="github", showindex=False, floatfmt=".3f", missingval=""))
 
@@ -268,6 +280,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     registry = get_registry()
     print("tasks:")
+def _notice(line: str) -> None:
+    print(f"note: {line}", file=sys.stderr)
+
+
     for name, cls in sorted(registry.tasks.items()):
         print(f"  {name:28s} kind={cls.kind:6s} plugin={registry.origin('task', name)}")
         if args.details:
@@ -280,7 +296,11 @@ def cmd_list(args: argparse.Namespace) -> int:
                 for line in describe_options(cls.options).splitlines():
                     print(f"        {line}")
     print("detectors:")
+    for (kind, name), owners in sorted(registry.clashes.items()):
+        print(f"  {name:28s} UNUSABLE: {registry.clash_message(kind, name)}")
     for name, cls in sorted(registry.detectors.items()):
+        if ("task", name) in registry.clashes:
+            continue
         kinds = ",".join(cls.task_kinds)
         print(f"  {name:28s} tasks={kinds:10s} plugin={registry.origin('detector', name)}")
         if args.details:
@@ -293,6 +313,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+        if ("detector", name) in registry.clashes:
+            continue
 def cmd_plugins(args: argparse.Namespace) -> int:
     from harness.plugins import get_registry
 
@@ -300,8 +322,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     if not registry.plugins:
         print("no plugins loaded (is the package installed? HARNESS_LOAD_PLUGINS set?)")
     for info in registry.plugins.values():
-        origin = f"{info.distribution} {info.version}".strip() or "in-process"
-        print(f"{info.name} ({origin}; module {info.module})")
+        print(f"{info.describe()[:-1]}; module {info.module})")
         print(f"  tasks:     {', '.join(info.tasks) or '-'}")
         print(f"  detectors: {', '.join(info.detectors) or '-'}")
         for error in info.errors:
@@ -310,9 +331,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def _print_load_errors(registry: Any) -> None:
-    for name, errors in registry.errors.items():
-        for error in errors:
-            print(f"plugin {name}: ERROR {error}", file=sys.stderr)
+    for line in registry.problems():
+        print(f"ERROR {line}", file=sys.stderr)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -331,10 +351,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+        mixed = leaderboard.mixes(leaderboard.load_sections(args.results_dir, args.out_dir, args.include_quick))
+        for line in mixed:
+            print(f"mixed models: {line}", file=sys.stderr)
 def _print_stale_diff(rendered: dict[str, str], out_dir: Path, stale: Sequence[str], max_lines: int = 80) -> None:
     """Unified diff (committed -> freshly rendered) of each stale file, at most ``max_lines`` each, on stderr."""
     import difflib
 
+        if stale or mixed:
     for name in stale:
         path = Path(out_dir) / name
         old = path.read_text().splitlines(keepends=True) if path.exists() else []

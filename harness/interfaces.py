@@ -11,12 +11,18 @@ Score polarity, everywhere: higher = more suspicious (more anomalous, more misal
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Sequence
 
 import numpy as np
 
-TASK_KINDS = ("mad", "poser")
+if TYPE_CHECKING:  # the leaderboard machinery imports pandas; plugins need not
+    from harness.leaderboard import Section
+
+# task names, task kinds and detector names: what users type on the command line
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class NotFittedError(RuntimeError):
@@ -32,8 +38,8 @@ class Detector:
 
     Class attributes:
         name: the registry name (``--detector NAME``).
-        task_kinds: task kinds this detector can score (``"mad"``: items are inputs of one
-            model; ``"poser"``: items are models).
+        task_kinds: task kinds this detector can score (built in: ``"mad"``, items are inputs
+            of one model; ``"poser"``, items are models; a task plugin may bring its own kind).
 
     Methods:
         fit(trusted) -> self: learn from trusted (normal) items only, never from labels.
@@ -66,7 +72,8 @@ class Detector:
 
     def diagnostics(self) -> dict[str, Any]:
         """Optional JSON-serialisable facts about the fitted state (e.g. a reconstruction
-        quality), stored with the result; empty by default."""
+        quality), stored with the result; empty by default. A value JSON cannot store makes the
+        job an error record naming the key."""
         return {}
 
     def _check_is_fitted(self, attribute: str) -> None:
@@ -108,7 +115,14 @@ class Detector:
 
 @dataclass
 class TaskConfig:
-    """Options every task receives. ``options`` holds task-specific settings (validated by the task)."""
+    """Options every task receives.
+
+    ``options`` holds the ``--option`` settings the user gave, already checked against the
+    task's ``options`` table and coerced to the declared types; defaults are not filled in
+    (:func:`harness.options.resolve_options` adds them). ``datasets`` narrows the episodes to build (``--dataset``); a
+    worker process rebuilds one episode by calling ``episodes`` with ``datasets=[name]``, so a
+    task must build the same episode whether it is asked for alone or with the others.
+    """
 
     seed: int = 0
     quick: bool = False
@@ -130,6 +144,12 @@ class Episode:
         validity: measured checks (accuracies, rates) and ``valid`` (bool).
         fingerprint: hash of everything that determines the numbers (data, model, task version).
         info: extra JSON-serialisable facts stored in the record (sizes, model path).
+        source: where the models and data come from: ``"generated"`` for a task's own trained
+            zoo, or a short description of real inputs (e.g. ``"llama-8b on addition.jsonl"``).
+            The leaderboard never puts records of two sources in one table.
+        models: role or model name -> fingerprint (:func:`harness.zoo.store.model_fingerprint`)
+            of every model the numbers depend on. The leaderboard only compares records whose
+            episodes have the same fingerprints.
     """
 
     name: str
@@ -140,6 +160,8 @@ class Episode:
     validity: dict[str, Any]
     fingerprint: str
     info: dict[str, Any] = field(default_factory=dict)
+    source: str = "generated"
+    models: dict[str, str] = field(default_factory=dict)
 
     @property
     def valid(self) -> bool:
@@ -147,23 +169,25 @@ class Episode:
 
 
 class Task:
-    """Base class of tasks. A task builds episodes (models trained or loaded from the cache).
+    """Base class of tasks. A task builds episodes (models trained or loaded from the cache),
+    turns a detector's scores into metrics, and renders its own leaderboard section.
 
     Class attributes:
         name: registry name (``--task NAME``).
-        kind: ``"mad"`` or ``"poser"``; detectors declare the kinds they support.
+        kind: detectors declare the kinds they support; built in: ``"mad"`` (items are inputs
+            of one model) and ``"poser"`` (items are models). A plugin may bring a new kind:
+            detectors that list it in ``task_kinds`` can score it.
         version: bump when the data or the models change, so stored results are not reused.
+        options: the ``--option KEY=VALUE`` settings the task accepts, ``name -> (type,
+            default, meaning)``. The runner validates every given option against this table
+            (unknown names and values of the wrong type are usage errors) and passes the
+            resolved values, defaults filled in, as ``TaskConfig.options``.
     """
 
     name: ClassVar[str] = ""
     kind: ClassVar[str] = "mad"
     version: ClassVar[str] = "1"
-    # --option KEY=VALUE settings: name -> (type, default, meaning); see harness.options
     options: ClassVar[dict[str, tuple[type, Any, str]]] = {}
-
-    def dataset_names(self, config: TaskConfig) -> list[str]:
-        """Names of the episodes this task would build under ``config``."""
-        raise NotImplementedError
 
     def episodes(self, config: TaskConfig) -> list[Episode]:
         """Build (or load from the cache) every episode. Invalid episodes are returned with
@@ -171,13 +195,43 @@ class Task:
         raise NotImplementedError
 
     def metrics(self, episode: Episode, scores: np.ndarray, seed: int) -> dict[str, Any]:
-        """Scores -> metrics stored in the record. Default: AUROC with intervals on the MAD
-        subsets (all, anomalous agreeing / disagreeing with the ground truth)."""
+        """Scores -> JSON-serialisable metrics stored in the record. Default: AUROC with a
+        bootstrap interval (and, when the episode has an ``agrees_with_gt`` tag, on the MAD
+        subsets of anomalous items that agree / disagree with the ground truth)."""
         from harness.scoring import mad_metrics
 
         labels = np.asarray(episode.labels, dtype=int)
         agrees = episode.tags.get("agrees_with_gt", np.ones_like(labels, dtype=bool))
         return mad_metrics(labels, scores, agrees, seed=seed)
+
+    # -- reporting: the run summary and the leaderboard section come from the task ---------
+    @classmethod
+    def summary_row(cls, record: dict[str, Any]) -> dict[str, Any]:
+        """Columns of the run summary for one record (after dataset, detector and status).
+        Default: AUROC and its interval."""
+        from harness.report import default_summary_row
+
+        return default_summary_row(record)
+
+    @classmethod
+    def summary_notes(cls, records: list[dict[str, Any]]) -> list[str]:
+        """Text the run summary prints before its table (e.g. a per-pair validity table).
+        Default: none."""
+        return []
+
+    @classmethod
+    def leaderboard_section(cls, section: "Section") -> list[str]:
+        """Markdown lines of this task's part of ``leaderboard/README.md`` for one section (one
+        task, one source, one set of models). Default: detector x dataset AUROC table."""
+        from harness.report import default_section
+
+        return default_section(section)
+
+    @classmethod
+    def leaderboard_plots(cls, section: "Section", out_dir: Path) -> list[Path]:
+        """PNG plots of one section written into ``out_dir`` (name them with
+        ``section.slug``); returns the written paths. Default: none."""
+        return []
 
     @classmethod
     def describe(cls) -> str:

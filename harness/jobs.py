@@ -14,6 +14,7 @@ import random
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any, Optional
 
 import numpy as np
@@ -88,6 +89,10 @@ def execute(task: Task, episode: Episode, detector: Detector, seed: int) -> dict
         timings["score_s"] = time.perf_counter() - start
         metrics = task.metrics(episode, scores, seed)
         diagnostics = fresh.diagnostics() if hasattr(fresh, "diagnostics") else {}
+        for what, value in (("the task's metrics()", metrics), ("the detector's diagnostics()", diagnostics)):
+            problem = json_problem(value)
+            if problem:
+                raise TypeError(f"{what} returned {problem}; records hold JSON only")
     except Exception as exc:
         return error_outcome(exc)
     return {
@@ -99,6 +104,29 @@ def execute(task: Task, episode: Episode, detector: Detector, seed: int) -> dict
         "tags": {name: np.asarray(tag).tolist() for name, tag in episode.tags.items()},
         "diagnostics": diagnostics,
     }
+
+
+def json_problem(value: Any, where: str = "") -> str:
+    """Where ``value`` holds something a record cannot store (``""`` if nothing): records take
+    JSON types plus numpy scalars and arrays and paths (converted when written), nothing else
+    (a set, a tensor, an arbitrary object, a non-string key)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"a non-string key {key!r} at {where or 'the top level'}"
+            problem = json_problem(item, f"{where}.{key}" if where else repr(key))
+            if problem:
+                return problem
+        return ""
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            problem = json_problem(item, f"{where}[{index}]")
+            if problem:
+                return problem
+        return ""
+    if value is None or isinstance(value, (str, bool, int, float, np.generic, np.ndarray, PurePath)):
+        return ""
+    return f"a {type(value).__module__}.{type(value).__qualname__} at {where or 'the top level'}"
 
 
 def error_outcome(exc: BaseException) -> dict[str, Any]:
@@ -117,7 +145,7 @@ def run_in_worker(spec: JobSpec) -> dict[str, Any]:
     global _REGISTRY
     try:
         from harness.plugins import get_registry
-        from harness.runner import make_detector
+        from harness.params import make_detector
         from harness.zoo.store import configure_process
 
         if _REGISTRY is None:

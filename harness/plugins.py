@@ -2,8 +2,12 @@
 
 Each entry point of the ``harness`` group is imported in its own try/except: a plugin that
 fails to import (or whose hook raises) is recorded with its error and shown by
-``harness plugins``; the others still load. ``HARNESS_LOAD_PLUGINS=a,b`` loads only the
-named entry points (empty: none), for deterministic CI and tests.
+``harness plugins`` and before every ``harness run``; the others still load.
+``HARNESS_LOAD_PLUGINS=a,b`` loads only the named entry points (empty: none), for
+deterministic CI and tests.
+
+Names are never shadowed silently: when two plugins register the same task or detector name,
+neither wins; using the name is an error that names both distributions and how to choose.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any, Callable, Iterable, Optional
 import pluggy
 
 from harness import PROJECT_NAME, hookspecs
-from harness.interfaces import TASK_KINDS, Detector, Task
+from harness.interfaces import NAME_PATTERN, ConfigError, Detector, Task
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +41,19 @@ class PluginInfo:
     tasks: list[str] = field(default_factory=list)
     detectors: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+
+    def provenance(self) -> dict[str, str]:
+        """What a record stores about the plugin behind a task or detector (and its key hashes)."""
+        return {"plugin": self.name, "distribution": self.distribution, "version": self.version}
+
+    def describe(self) -> str:
+        """``name (distribution version)``, or ``name (in-process)``."""
+        origin = f"{self.distribution} {self.version}".strip() or "in-process"
+        return f"{self.name} ({origin})"
+
+
+class NameClashError(ConfigError):
+    """A task or detector name registered by two plugins was used; the message names both."""
 
 
 class UnknownNameError(KeyError):
@@ -60,6 +77,8 @@ class Registry:
         self.tasks: dict[str, type[Task]] = {}
         self.detectors: dict[str, type[Detector]] = {}
         self._origin: dict[tuple[str, str], str] = {}
+        # (kind, name) -> every plugin that registered it, when more than one did
+        self.clashes: dict[tuple[str, str], list[str]] = {}
 
     # -- loading -------------------------------------------------------------------------
     def load_entry_points(self, only: Optional[Iterable[str]] = None) -> "Registry":
@@ -87,10 +106,12 @@ class Registry:
             self._register_plugin(plugin, info)
         return self
 
-    def add_plugin(self, plugin: Any, name: Optional[str] = None) -> PluginInfo:
+    def add_plugin(self, plugin: Any, name: Optional[str] = None, distribution: str = "",
+                   version: str = "") -> PluginInfo:
         """Register an in-process plugin object or module (tests, notebooks)."""
         name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
-        info = PluginInfo(name=name, module=getattr(plugin, "__name__", repr(plugin)))
+        info = PluginInfo(name=name, module=getattr(plugin, "__name__", repr(plugin)),
+                          distribution=distribution, version=version)
         self.plugins[name] = info
         self._register_plugin(plugin, info)
         return info
@@ -125,11 +146,17 @@ class Registry:
                 return
             table = self.tasks if kind == "task" else self.detectors
             owner = self._origin.get((kind, cls.name))
+            if owner == info.name:
+                info.errors.append(f"{kind} name {cls.name!r} registered twice by this plugin; the second "
+                                   f"({cls.__module__}.{cls.__qualname__}) was not registered")
+                return
             if owner is not None:
-                info.errors.append(
-                    f"{kind} name {cls.name!r} is already registered by plugin {owner!r}; "
-                    f"{cls.__module__}.{cls.__qualname__} from {info.name!r} was not registered"
-                )
+                # neither wins: the name is unusable until the user chooses (see clash_message)
+                claimants = self.clashes.setdefault((kind, cls.name), [owner])
+                claimants.append(info.name)
+                info.errors.append(f"{kind} name {cls.name!r} is also registered by plugin "
+                                   f"{self.plugins[owner].describe()}; using it is an error until one is removed")
+                (info.tasks if kind == "task" else info.detectors).append(cls.name)
                 return
             table[cls.name] = cls  # type: ignore[index]
             self._origin[(kind, cls.name)] = info.name
@@ -144,36 +171,62 @@ class Registry:
             return f"it is not a subclass of harness.interfaces.{base.__name__}"
         if not getattr(cls, "name", ""):
             return "it has no `name` class attribute"
-        if kind == "task" and cls.kind not in TASK_KINDS:
-            return f"kind {cls.kind!r} is not one of {TASK_KINDS}"
-        if kind == "detector":
-            if not dataclasses.is_dataclass(cls):
-                return "it is not a dataclass (hyperparameters must be dataclass fields)"
-            unknown = set(cls.task_kinds) - set(TASK_KINDS)
-            if unknown:
-                return f"task_kinds {sorted(unknown)} not in {TASK_KINDS}"
+        if not isinstance(cls.name, str) or not NAME_PATTERN.match(cls.name):
+            return f"name {cls.name!r} is not lower_snake_case (letters, digits, underscores)"
+        kinds = [cls.kind] if kind == "task" else list(cls.task_kinds)
+        bad = [k for k in kinds if not isinstance(k, str) or not NAME_PATTERN.match(k)]
+        if bad:
+            return f"task kind {bad[0]!r} is not lower_snake_case"
+        if kind == "task" and not isinstance(getattr(cls, "options", {}), dict):
+            return "its `options` is not a dict of name -> (type, default, meaning)"
+        if kind == "detector" and not dataclasses.is_dataclass(cls):
+            return "it is not a dataclass (hyperparameters must be dataclass fields)"
         return ""
 
     # -- lookup --------------------------------------------------------------------------
     def origin(self, kind: str, name: str) -> str:
         return self._origin.get((kind, name), "")
 
+    def provenance(self, kind: str, name: str) -> dict[str, str]:
+        """Plugin, distribution and version that registered a task or detector (stored in
+        records and hashed into result keys, so upgrading a plugin re-runs its jobs)."""
+        owner = self.origin(kind, name)
+        return self.plugins[owner].provenance() if owner in self.plugins else {"plugin": owner}
+
+    def clash_message(self, kind: str, name: str) -> str:
+        """Why a clashing name cannot be used, naming every plugin and how to choose."""
+        owners = [self.plugins[p].describe() if p in self.plugins else p for p in self.clashes[(kind, name)]]
+        entry_points = ",".join(p for p in self.plugins if p not in self.clashes[(kind, name)][1:])
+        return (f"{kind} name {name!r} is registered by {len(owners)} plugins: {' and '.join(owners)}; "
+                f"uninstall one of them, or load only the plugins you want with "
+                f"HARNESS_LOAD_PLUGINS (e.g. HARNESS_LOAD_PLUGINS={entry_points})")
+
+    def _lookup(self, kind: str, name: str, table: dict[str, Any]) -> Any:
+        if (kind, name) in self.clashes:
+            raise NameClashError(self.clash_message(kind, name))
+        if name not in table:
+            raise UnknownNameError(kind, name, table)
+        return table[name]
+
     def task(self, name: str) -> type[Task]:
-        if name not in self.tasks:
-            raise UnknownNameError("task", name, self.tasks)
-        return self.tasks[name]
+        return self._lookup("task", name, self.tasks)
 
     def detector(self, name: str) -> type[Detector]:
-        if name not in self.detectors:
-            raise UnknownNameError("detector", name, self.detectors)
-        return self.detectors[name]
+        return self._lookup("detector", name, self.detectors)
 
     def detectors_for(self, task_kind: str) -> list[str]:
-        return sorted(n for n, cls in self.detectors.items() if task_kind in cls.task_kinds)
+        """Usable detectors that score ``task_kind`` (clashing names are left out)."""
+        return sorted(n for n, cls in self.detectors.items()
+                      if task_kind in cls.task_kinds and ("detector", n) not in self.clashes)
 
     @property
     def errors(self) -> dict[str, list[str]]:
         return {name: info.errors for name, info in self.plugins.items() if info.errors}
+
+    def problems(self) -> list[str]:
+        """One line per load problem (failed import, misspelled hook, invalid class, name clash)."""
+        return [f"plugin {self.plugins[name].describe()}: {error}"
+                for name, errors in self.errors.items() for error in errors]
 
 
 _registry: Optional[Registry] = None

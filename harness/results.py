@@ -2,7 +2,8 @@
 
 A job is (task, episode, detector with its hyperparameters, seed). Its key hashes the task
 name and version, the episode fingerprint (data and model weights), the detector name and
-hyperparameters, the seed and quick mode. Records are written atomically (temp file +
+hyperparameters, the seed, quick mode, and the distribution and version of the plugins that
+registered the task and the detector. Records are written atomically (temp file +
 rename), so a crash never leaves a half-written record and finished jobs are never lost.
 """
 
@@ -21,15 +22,19 @@ from harness.cache import atomic_write_json, stable_hash
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: source, model fingerprints, plugin provenance
 DEFAULT_RESULTS_DIR = Path("leaderboard") / "records"
 QUICK_RESULTS_DIR = Path("leaderboard") / "records-quick"
 VERSIONED_PACKAGES = ("torch", "transformers", "tokenizers", "numpy", "scikit-learn", "scipy", "pluggy")
 
 
 def job_key(
-    task: str, task_version: str, episode_fingerprint: str, detector: str, params: dict, seed: int, quick: bool
+    task: str, task_version: str, episode_fingerprint: str, detector: str, params: dict, seed: int, quick: bool,
+    plugins: Optional[dict[str, dict[str, str]]] = None,
 ) -> str:
+    """The result key: a hash of everything that changes the number, including the distribution
+    and version of the plugins that registered the task and the detector (upgrading a plugin
+    re-runs its jobs)."""
     return stable_hash(
         {
             "task": task,
@@ -39,6 +44,8 @@ def job_key(
             "params": params,
             "seed": seed,
             "quick": quick,
+            "plugins": {role: {k: v for k, v in info.items() if k in ("distribution", "version")}
+                        for role, info in (plugins or {}).items()},
         }
     )
 

@@ -11,17 +11,17 @@ that raises or returns bad scores gets an error record with the message; the oth
 
 from __future__ import annotations
 
-import collections.abc
 import dataclasses
 import logging
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from harness.cache import stable_hash
 from harness.interfaces import ConfigError, Detector, Episode, Task, TaskConfig
 from harness.jobs import JobSpec, execute
+from harness.options import validate_options
+from harness.params import make_detector
 from harness.plugins import Registry, UnknownNameError
 from harness.results import (
     DEFAULT_RESULTS_DIR,
@@ -34,18 +34,22 @@ from harness.results import (
 )
 
 logger = logging.getLogger(__name__)
-UNION_TYPES = (typing.Union, types.UnionType)
 
 
 @dataclass
 class RunOptions:
     """What a run does besides which task and detectors.
 
+    seed: the seed of data, models and detectors; ``seeds`` (if given) runs the task once per
+        seed instead (each seed's episodes are built by their own ``Task.episodes`` call).
     detector_params: detector name -> {field: value} overriding that detector's defaults.
-    task_options: task-specific options (validated by the task; a bad one is a ConfigError).
+    task_options: ``--option`` values, checked against the task's ``options`` table (an
+        unknown name or a value of the wrong type is a ConfigError) and coerced to its types.
+    executor, jobs, ray_address: where jobs run (see :mod:`harness.executors`).
     """
 
     seed: int = 0
+    seeds: Optional[Sequence[int]] = None
     quick: bool = False
     force: bool = False
     allow_invalid: bool = False
@@ -61,6 +65,9 @@ class RunOptions:
         if self.results_dir is not None:
             return Path(self.results_dir)
         return QUICK_RESULTS_DIR if self.quick else DEFAULT_RESULTS_DIR
+
+    def seed_list(self) -> list[int]:
+        return list(dict.fromkeys(self.seeds)) if self.seeds else [self.seed]
 
 
 @dataclass
@@ -86,90 +93,18 @@ def resolve(registry: Registry, task_name: str, detector_names: Sequence[str]) -
         names.extend(registry.detectors_for(task_cls.kind) if name == "all" else [name])
     detectors = []
     for name in dict.fromkeys(names):
-        if name not in registry.detectors or task_cls.kind not in registry.detectors[name].task_kinds:
-            valid = registry.detectors_for(task_cls.kind)
-            if name in registry.detectors:
-                kinds = ", ".join(registry.detectors[name].task_kinds)
-                raise ConfigError(f"detector {name!r} scores {kinds} tasks, not task {task_name!r} (kind "
-                                  f"{task_cls.kind}); detectors for it: {', '.join(valid)}")
+        valid = registry.detectors_for(task_cls.kind)
+        if name not in registry.detectors:
             raise UnknownNameError("detector", name, valid)
-        detectors.append(registry.detectors[name])
+        cls = registry.detector(name)  # a name two plugins registered raises here
+        if task_cls.kind not in cls.task_kinds:
+            kinds = ", ".join(cls.task_kinds)
+            raise ConfigError(f"detector {name!r} scores {kinds} tasks, not task {task_name!r} (kind "
+                              f"{task_cls.kind}); detectors for it: {', '.join(valid)}")
+        detectors.append(cls)
     if not detectors:
         raise ConfigError(f"no detector given, and none registered supports task kind {task_cls.kind!r}")
     return task_cls, detectors
-
-
-def make_detector(cls: type[Detector], params: dict[str, Any]) -> Detector:
-    """Instantiate with overrides; an unknown field, a value of the wrong type or a bad value is
-    a ConfigError naming the detector, the field and what it accepts."""
-    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = set(params) - fields
-    if unknown:
-        raise ConfigError(
-            f"detector {cls.name!r} has no hyperparameter {sorted(unknown)[0]!r}; valid: {', '.join(sorted(fields)) or '(none)'}"
-        )
-    try:
-        hints = typing.get_type_hints(cls)
-    except Exception:  # unresolvable annotations: leave the checking to the detector
-        hints = {}
-    for name, value in params.items():
-        if name in hints and not matches_type(value, hints[name]):
-            raise ConfigError(
-                f"detector {cls.name!r} hyperparameter {name!r} must be {type_name(hints[name])}, "
-                f"got {type(value).__name__} {value!r}"
-            )
-    try:
-        return cls(**params)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"detector {cls.name!r}: {exc}") from exc
-
-
-def matches_type(value: Any, annotation: Any) -> bool:
-    """Whether a JSON-like ``value`` fits a hyperparameter annotation (int, float, bool, str,
-    Optional/Union, Literal, list/tuple/Sequence of X, dict). Unknown annotations match."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if annotation is Any:
-        return True
-    if annotation is type(None):
-        return value is None
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
-    if origin in UNION_TYPES:
-        return any(matches_type(value, arg) for arg in args)
-    if origin is typing.Literal:
-        return value in args
-    if origin in (list, tuple, collections.abc.Sequence):
-        if not isinstance(value, (list, tuple)):
-            return False
-        inner = args[0] if args else Any
-        return all(matches_type(v, inner) for v in value)
-    if origin is dict or annotation is dict:
-        return isinstance(value, dict)
-    return True
-
-
-def type_name(annotation: Any) -> str:
-    """A readable name for an annotation: ``int``, ``int or null``, ``list of int``..."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if annotation is type(None):
-        return "null"
-    if isinstance(annotation, type) and not args:
-        return annotation.__name__
-    if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if args and origin in UNION_TYPES:
-        return " or ".join(type_name(a) for a in args)
-    if args and origin is not None:
-        return f"{getattr(origin, '__name__', str(origin))} of {type_name(args[0])}"
-    return str(annotation)
 
 
 def run(
@@ -178,33 +113,38 @@ def run(
     detector_names: Sequence[str],
     options: RunOptions,
     on_result: Optional[Callable[[JobResult], None]] = None,
+    on_notice: Optional[Callable[[str], None]] = None,
 ) -> list[JobResult]:
-    """Run every (episode, detector) job of ``task_name``; return one JobResult per job.
+    """Run every (seed, episode, detector) job of ``task_name``; return one JobResult per job.
 
     Raises ConfigError / UnknownNameError, before any record is written, for unknown names,
-    bad hyperparameters, or hyperparameters that do not fit an episode (e.g. a layer index the
-    model does not have).
+    bad hyperparameters or task options, or hyperparameters that do not fit an episode (e.g. a
+    layer index the model does not have). ``on_notice`` receives one line per thing the user
+    should know before reading the numbers (e.g. a model that differs from the leaderboard's).
     """
     from harness.executors import make_executor
 
+    notice = on_notice or logger.warning
     task_cls, detector_classes = resolve(registry, task_name, detector_names)
+    task_options = validate_options(task_cls.name, task_cls.options, options.task_options)
     detectors = [make_detector(cls, options.detector_params.get(cls.name, {})) for cls in detector_classes]
     executor = make_executor(options.executor, options.jobs, options.ray_address)
     task = task_cls()
-    config = TaskConfig(
-        seed=options.seed,
-        quick=options.quick,
-        allow_invalid=options.allow_invalid,
-        datasets=options.datasets,
-        options=dict(options.task_options),
-    )
-    episodes = task.episodes(config)
-    for episode in episodes:  # every check before the first record
+    built: list[tuple[TaskConfig, Episode]] = []
+    for seed in options.seed_list():
+        config = TaskConfig(seed=seed, quick=options.quick, allow_invalid=options.allow_invalid,
+                            datasets=options.datasets, options=dict(task_options))
+        built += [(config, episode) for episode in task.episodes(config)]
+    for config, episode in built:  # every check before the first record
         if episode.valid or options.allow_invalid:
             for detector in detectors:
                 detector.check_episode(episode)
+    if not options.quick:
+        for line in _reference_differences(task.name, built):
+            notice(line)
     results_dir = options.resolved_results_dir()
     versions = package_versions()
+    task_plugin = registry.provenance("task", task.name)
     results: list[JobResult] = []
 
     def report(result: JobResult) -> None:
@@ -213,17 +153,19 @@ def run(
             on_result(result)
 
     pending: dict[str, tuple[JobSpec, Episode, Detector, dict[str, Any], Path]] = {}
-    for episode in episodes:
+    for config, episode in built:
         for detector in detectors:
             params = detector.get_params()
-            key = job_key(task.name, task.version, episode.fingerprint, detector.name, params, options.seed,
-                          options.quick)
+            detector_plugin = registry.provenance("detector", detector.name)
+            key = job_key(task.name, task.version, episode.fingerprint, detector.name, params, config.seed,
+                          options.quick, plugins={"task": task_plugin, "detector": detector_plugin})
             path = record_path(results_dir, task.name, episode.name, detector.name, key)
             stored = None if options.force else completed(path)
             if stored is not None:
                 report(JobResult(episode.name, detector.name, "cached", stored, path))
                 continue
-            base = _record_base(registry, task, episode, detector, params, key, options, config, versions)
+            base = _record_base(task, episode, detector, params, key, config, versions,
+                                {"task": task_plugin, "detector": detector_plugin})
             if not episode.valid and not options.allow_invalid:
                 message = episode.validity.get("reason", "episode failed its validity check")
                 record = {**base, "status": "invalid", "message": message}
@@ -232,7 +174,7 @@ def run(
                 continue
             spec = JobSpec(key=key, task=task.name, config=dataclasses.asdict(config), dataset=episode.name,
                            fingerprint=episode.fingerprint, detector=detector.name, params=params,
-                           seed=options.seed, resources=dict(detector.resources))
+                           seed=config.seed, resources=dict(detector.resources))
             if key in pending:  # the same job twice (e.g. a detector named twice): run it once
                 continue
             pending[key] = (spec, episode, detector, base, path)
@@ -255,27 +197,67 @@ def run(
             report(JobResult(episode.name, detector.name, outcome["status"], record, path, outcome.get("message", "")))
     finally:
         executor.close()
-    # executors finish jobs in any order; report them in (episode, detector) order
-    position = {(e.name, d.name): i for i, (e, d) in enumerate((e, d) for e in episodes for d in detectors)}
-    return sorted(results, key=lambda r: position[(r.dataset, r.detector)])
+    # executors finish jobs in any order; report them in (seed, episode, detector) order
+    position = {(c.seed, e.name, d.name): i
+                for i, (c, e, d) in enumerate((c, e, d) for c, e in built for d in detectors)}
+    return sorted(results, key=lambda r: position[(r.record.get("seed", 0), r.dataset, r.detector)])
 
 
-def _record_base(registry: Registry, task: Task, episode: Episode, detector: Detector, params: dict[str, Any],
-                 key: str, options: RunOptions, config: TaskConfig, versions: dict[str, str]) -> dict[str, Any]:
+def episode_models(episode: Episode) -> dict[str, str]:
+    """Role -> fingerprint of the models behind an episode (tasks that predate ``Episode.models``
+    state one model's fingerprint in ``info``)."""
+    if episode.models:
+        return dict(episode.models)
+    fingerprint = episode.info.get("model_fingerprint")
+    return {"model": fingerprint} if fingerprint else {}
+
+
+def models_fingerprint(models: dict[str, str]) -> str:
+    """One short fingerprint for a set of models: the model's own for one, a hash for several."""
+    if len(models) == 1:
+        return next(iter(models.values()))
+    return stable_hash(sorted(models.items())) if models else ""
+
+
+def _reference_differences(task_name: str, built: list[tuple[TaskConfig, Episode]]) -> list[str]:
+    """Lines for episodes whose models differ from those the committed leaderboard used."""
+    from harness.leaderboard import MODELS_FILE
+
+    try:  # TODO(lead): drop this guard once harness/zoo/reference.py has landed
+        from harness.zoo.reference import load_reference, reference_differences
+    except ImportError:
+        return []
+
+    reference = load_reference(MODELS_FILE)
+    if not reference:
+        return []
+    lines: list[str] = []
+    for seed in dict.fromkeys(config.seed for config, _ in built):
+        episodes = [episode for config, episode in built if config.seed == seed]
+        lines += reference_differences(task_name, episodes, seed, reference)
+    return lines
+
+
+def _record_base(task: Task, episode: Episode, detector: Detector, params: dict[str, Any], key: str,
+                 config: TaskConfig, versions: dict[str, str], plugins: dict[str, dict[str, str]]) -> dict[str, Any]:
     """The part of a record that the driver knows before the job runs."""
+    models = episode_models(episode)
     return {
         "key": key,
         "task": task.name,
         "task_kind": task.kind,
         "task_version": task.version,
-        "task_plugin": registry.origin("task", task.name),
+        "task_plugin": plugins["task"],
         "dataset": episode.name,
+        "source": episode.source,
         "episode_fingerprint": episode.fingerprint,
+        "model_fingerprint": models_fingerprint(models),
+        "model_fingerprints": models,
         "detector": detector.name,
-        "detector_plugin": registry.origin("detector", detector.name),
+        "detector_plugin": plugins["detector"],
         "params": params,
-        "seed": options.seed,
-        "quick": options.quick,
+        "seed": config.seed,
+        "quick": config.quick,
         "valid": episode.valid,
         "validity": episode.validity,
         "config": {

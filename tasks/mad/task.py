@@ -157,6 +157,25 @@ class MadTask(Task):
     version = "1"
     options = OPTIONS
 
+    # the leaderboard section, plots and run summary of MAD (tasks/mad/report.py)
+    @classmethod
+    def leaderboard_section(cls, section: Any) -> list[str]:
+        from tasks.mad import report
+
+        return report.section_lines(section)
+
+    @classmethod
+    def leaderboard_plots(cls, section: Any, out_dir: Path) -> list[Path]:
+        from tasks.mad import report
+
+        return report.plots(section, out_dir)
+
+    @classmethod
+    def summary_row(cls, record: dict[str, Any]) -> dict[str, Any]:
+        from tasks.mad import report
+
+        return report.summary_row(record)
+
     def dataset_names(self, config: TaskConfig) -> list[str]:
         names = list(config.datasets or (QUICK_DATASETS if config.quick else DEFAULT_DATASETS))
         unknown = [n for n in names if n not in OPERATIONS]

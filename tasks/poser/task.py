@@ -80,6 +80,31 @@ class PoserTask(Task):
     version = "1"
     options = OPTIONS
 
+    # the leaderboard section, plots and run summary of POSER (tasks/poser/report.py)
+    @classmethod
+    def leaderboard_section(cls, section: Any) -> list[str]:
+        from tasks.poser import report
+
+        return report.section_lines(section)
+
+    @classmethod
+    def leaderboard_plots(cls, section: Any, out_dir: Path) -> list[Path]:
+        from tasks.poser import report
+
+        return report.plots(section, out_dir)
+
+    @classmethod
+    def summary_row(cls, record: dict[str, Any]) -> dict[str, Any]:
+        from tasks.poser import report
+
+        return report.summary_row(record)
+
+    @classmethod
+    def summary_notes(cls, records: list[dict[str, Any]]) -> list[str]:
+        from tasks.poser import report
+
+        return report.summary_notes(records)
+
     # -- configuration -------------------------------------------------------------------
     def resolve_options(self, config: TaskConfig) -> dict[str, Any]:
         resolved = resolve_options(self.name, OPTIONS, config.options)

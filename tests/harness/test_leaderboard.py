@@ -5,6 +5,8 @@ import pandas as pd
 import pytest
 
 from harness import leaderboard
+from harness.report import detector_labels
+from tasks.mad import report as mad_report
 from harness.runner import RunOptions, run
 from harness.scoring import auroc
 
@@ -17,10 +19,17 @@ def records_dir(tmp_path, toy_registry):
     return results
 
 
+def records_frame(results_dir):
+    """The frame of the newest records (what one section shows when all come from one model set)."""
+    from harness.report import records_frame as frame_of
+
+    return frame_of(leaderboard.newest_records(results_dir))
+
+
 def test_summary_has_the_published_columns_and_averages_valid_datasets(records_dir):
-    frame = leaderboard.records_frame(records_dir)
-    summary = leaderboard.mad_summary(frame)
-    assert list(summary.columns[:6]) == ["detector", "published name", *leaderboard.MAD_COLUMNS]
+    frame = records_frame(records_dir)
+    summary = mad_report.mad_summary(frame)
+    assert list(summary.columns[:6]) == ["detector", "published name", *mad_report.MAD_COLUMNS]
     row = summary.set_index("detector").loc["activations_mahalanobis"]
     ok = frame[(frame.status == "ok")]
     assert row["AUROC avg"] == pytest.approx(ok["auroc"].mean())  # one valid dataset, two seeds
@@ -30,30 +39,47 @@ def test_summary_has_the_published_columns_and_averages_valid_datasets(records_d
     assert low < row["AUROC avg"] < high
 
 
-def test_render_shows_invalid_and_failed_jobs(records_dir, tmp_path):
-    files = leaderboard.render(records_dir, tmp_path)
+def test_render_shows_invalid_and_failed_jobs(records_dir, tmp_path, toy_registry):
+    files = leaderboard.render(records_dir, tmp_path, registry=toy_registry)
     readme = files["README.md"]
-    assert "AUROC avg (anomalous disagrees with GT)" in readme
-    assert "NO (not scored)" in readme  # the invalid toy episode
-    assert "error: RuntimeError: kaboom" in readme
+    # the toy task has no report of its own: it gets the default section, not MAD's
+    assert "AUROC (mean over seeds)" in readme and "published name" not in readme
+    assert "not scored: broken (seed 0): toy says no" in readme  # the invalid toy episode
+    assert "error: `exploding` on shifted (seed 0): RuntimeError: kaboom" in readme
     csv = pd.read_csv(pd.io.common.StringIO(files["results.csv"]))
     assert set(csv["status"]) == {"ok", "invalid", "error"}
 
 
-def test_check_detects_stale_files(records_dir, tmp_path):
+def test_a_task_renders_its_own_section_and_plots(records_dir, tmp_path, toy_registry):
+    from tasks.mad.task import MadTask
+
+    class ToyWithMadReport(toy_registry.tasks["toy"]):
+        leaderboard_section = MadTask.leaderboard_section
+        leaderboard_plots = MadTask.leaderboard_plots
+
+    toy_registry.tasks["toy"] = ToyWithMadReport
+    readme = leaderboard.render(records_dir, tmp_path, registry=toy_registry)["README.md"]
+    assert "AUROC avg (anomalous disagrees with GT)" in readme
+    assert "NO (not scored)" in readme  # MAD's per-dataset table marks the invalid episode
     out = tmp_path / "board"
-    written = leaderboard.build(records_dir, out)
-    assert (out / "mad_auroc.png") in written and (out / "mad_auroc.png").stat().st_size > 1000
-    assert leaderboard.check(records_dir, out) == []
+    written = leaderboard.build(records_dir, out, registry=toy_registry)
+    assert (out / "toy_auroc.png") in written and (out / "toy_auroc.png").stat().st_size > 1000
+
+
+def test_check_detects_stale_files(records_dir, tmp_path, toy_registry):
+    out = tmp_path / "board"
+    written = leaderboard.build(records_dir, out, registry=toy_registry)
+    assert {p.name for p in written} == {"README.md", "results.csv", "models.json"}
+    assert leaderboard.check(records_dir, out, registry=toy_registry) == []
     record_path = next(records_dir.rglob("shifted/activations_mahalanobis-*.json"))
     record = json.loads(record_path.read_text())
     record["metrics"]["auroc"] = 0.123
     record_path.write_text(json.dumps(record))
-    assert "README.md" in leaderboard.check(records_dir, out)
+    assert "README.md" in leaderboard.check(records_dir, out, registry=toy_registry)
 
 
 def test_recomputed_interval_uses_stored_scores(records_dir):
-    frame = leaderboard.records_frame(records_dir)
+    frame = records_frame(records_dir)
     row = frame[(frame.status == "ok") & (frame.seed == 0)].iloc[0]
     assert auroc(np.array(row["_labels"]), np.array(row["_scores"])) == pytest.approx(row["auroc"])
 
@@ -63,7 +89,7 @@ def test_labels_name_only_the_hyperparameters_that_differ(tmp_path, toy_registry
     for covariance in ("ledoit_wolf", "pinv"):
         run(toy_registry, "toy", ["activations_mahalanobis"],
             RunOptions(results_dir=results, detector_params={"activations_mahalanobis": {"covariance": covariance}}))
-    labels = set(leaderboard.detector_labels(leaderboard.records_frame(results)))
+    labels = set(detector_labels(records_frame(results)))
     assert labels == {"activations_mahalanobis (covariance=ledoit_wolf)", "activations_mahalanobis (covariance=pinv)"}
 
 
@@ -77,6 +103,6 @@ def test_only_the_newest_record_of_a_setting_counts(tmp_path, toy_registry):
     # the same setting recorded later for a retrained model (another key): only it counts
     newer = dict(record, key="newer", created_unix=time.time() + 10, metrics=dict(record["metrics"], auroc=0.5))
     (stale.parent / "activations_mahalanobis-newer.json").write_text(json.dumps(newer))
-    frame = leaderboard.records_frame(results)
+    frame = records_frame(results)
     rows = frame[(frame.dataset == "shifted")]
     assert len(rows) == 1 and rows.iloc[0]["auroc"] == 0.5

@@ -6,7 +6,7 @@ import pytest
 
 import harness
 from harness.interfaces import Detector, Task
-from harness.plugins import Registry, UnknownNameError
+from harness.plugins import NameClashError, Registry, UnknownNameError
 
 
 @dataclasses.dataclass
@@ -44,12 +44,18 @@ def test_in_process_plugin_registers_detector():
     assert registry.origin("detector", "constant") == "mine"
 
 
-def test_name_clash_names_both_plugins():
+def test_name_clash_makes_the_name_unusable_naming_both_plugins():
     registry = Registry()
-    registry.add_plugin(make_plugin(ConstantDetector), name="first")
-    info = registry.add_plugin(make_plugin(ConstantDetector), name="second")
-    assert "already registered by plugin 'first'" in info.errors[0]
-    assert "'second'" in info.errors[0]
+    registry.add_plugin(make_plugin(ConstantDetector), name="first", distribution="harness-first", version="1.0")
+    info = registry.add_plugin(make_plugin(ConstantDetector), name="second", distribution="harness-second",
+                               version="2.0")
+    assert "also registered by plugin first (harness-first 1.0)" in info.errors[0]
+    with pytest.raises(NameClashError) as err:  # neither plugin wins silently
+        registry.detector("constant")
+    message = str(err.value)
+    assert "first (harness-first 1.0) and second (harness-second 2.0)" in message
+    assert "uninstall one" in message and "HARNESS_LOAD_PLUGINS=first" in message
+    assert "constant" not in registry.detectors_for("mad")
 
 
 def test_invalid_classes_are_reported_not_registered():

@@ -78,7 +78,7 @@ def test_plugins_lists_versions_registrations_and_import_errors(monkeypatch, cap
     assert main(["list"]) == 0
     captured = capsys.readouterr()
     assert "zeros" in captured.out and "plugin zeros" not in captured.err
-    assert "plugin broken: ERROR import failed" in captured.err
+    assert "ERROR plugin broken (harness-broken 0.3.1): import failed" in captured.err
 
 
 def test_only_named_entry_points_are_loaded(monkeypatch):
