@@ -122,9 +122,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     configure_process()
     registry = get_registry()
+    for line in registry.problems():  # a broken or misspelled plugin is named before the run, once
+        print(f"warning: {line}", file=sys.stderr)
     plan = run_plan(registry, args)  # fail fast on unknown names, before any training
     options = RunOptions(
         seed=args.seed,
+        seeds=args.seeds,
         quick=args.quick,
         force=args.force,
         allow_invalid=args.allow_invalid,
@@ -134,12 +137,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                       **({"poser_data": args.poser_data} if args.poser_data else {})},
         detector_params=parse_detector_params(args.param),
         **executor_settings(args),
-    for line in registry.problems():  # a broken or misspelled plugin is named before the run, once
-        print(f"warning: {line}", file=sys.stderr)
     )
     if args.all_tasks:
         check_options_known([registry.task(name) for name, _ in plan], options.task_options)
-        seeds=args.seeds,
     start = time.perf_counter()
     results: list[Any] = []
     failed_tasks: dict[str, str] = {}
@@ -268,6 +268,10 @@ def _print_summary(registry: Any, records: list[dict[str, Any]], failed_tasks: d
     print(tabulate(table, headers="keys", tablefmt="github", showindex=False, floatfmt=".3f", missingval=""))
 
 
+def _notice(line: str) -> None:
+    print(f"note: {line}", file=sys.stderr)
+
+
 def _report_job(result: Any) -> None:
     if result.status == "invalid":
         print(f"SKIPPED {result.dataset} ({result.detector}): {result.message}", file=sys.stderr)
@@ -280,11 +284,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     registry = get_registry()
     print("tasks:")
-def _notice(line: str) -> None:
-    print(f"note: {line}", file=sys.stderr)
-
-
+    for (kind, name), owners in sorted(registry.clashes.items()):
+        print(f"  {name:28s} UNUSABLE: {registry.clash_message(kind, name)}")
     for name, cls in sorted(registry.tasks.items()):
+        if ("task", name) in registry.clashes:
+            continue
         print(f"  {name:28s} kind={cls.kind:6s} plugin={registry.origin('task', name)}")
         if args.details:
             if cls.describe():
@@ -296,10 +300,8 @@ def _notice(line: str) -> None:
                 for line in describe_options(cls.options).splitlines():
                     print(f"        {line}")
     print("detectors:")
-    for (kind, name), owners in sorted(registry.clashes.items()):
-        print(f"  {name:28s} UNUSABLE: {registry.clash_message(kind, name)}")
     for name, cls in sorted(registry.detectors.items()):
-        if ("task", name) in registry.clashes:
+        if ("detector", name) in registry.clashes:
             continue
         kinds = ",".join(cls.task_kinds)
         print(f"  {name:28s} tasks={kinds:10s} plugin={registry.origin('detector', name)}")
@@ -313,8 +315,6 @@ def _notice(line: str) -> None:
     return EXIT_OK
 
 
-        if ("detector", name) in registry.clashes:
-            continue
 def cmd_plugins(args: argparse.Namespace) -> int:
     from harness.plugins import get_registry
 
@@ -339,10 +339,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness import leaderboard
 
     if args.check:
+        mixed = leaderboard.mixes(leaderboard.load_sections(args.results_dir, args.out_dir, args.include_quick))
+        for line in mixed:
+            print(f"mixed models: {line}", file=sys.stderr)
         stale = leaderboard.check(args.results_dir, args.out_dir, args.include_quick)
         if stale:
             _print_stale_diff(leaderboard.render(args.results_dir, args.out_dir, args.include_quick), args.out_dir, stale)
             print(f"stale: {', '.join(stale)}; run `harness leaderboard` and commit", file=sys.stderr)
+        if stale or mixed:
             return EXIT_FAILED
         print("leaderboard is up to date")
         return EXIT_OK
@@ -351,14 +355,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-        mixed = leaderboard.mixes(leaderboard.load_sections(args.results_dir, args.out_dir, args.include_quick))
-        for line in mixed:
-            print(f"mixed models: {line}", file=sys.stderr)
 def _print_stale_diff(rendered: dict[str, str], out_dir: Path, stale: Sequence[str], max_lines: int = 80) -> None:
     """Unified diff (committed -> freshly rendered) of each stale file, at most ``max_lines`` each, on stderr."""
     import difflib
 
-        if stale or mixed:
     for name in stale:
         path = Path(out_dir) / name
         old = path.read_text().splitlines(keepends=True) if path.exists() else []
