@@ -1,4 +1,4 @@
-"""The ``harness`` command line: run, list, plugins, leaderboard.
+"""The ``harness`` command line: run, list, plugins, leaderboard, zoo.
 
 Exit codes: 0 success; 1 some job failed (its error record is written) or, with ``run --all``,
 some task could not be built; 2 a usage error (unknown task or detector name, bad
@@ -97,6 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--out-dir", type=Path, default=Path("leaderboard"))
     board.add_argument("--check", action="store_true", help="exit 1 if the rendered files are stale")
     board.add_argument("--include-quick", action="store_true", help="include quick-mode records")
+    zoo = sub.add_parser("zoo", help="move trained models between machines (export / import an archive)")
+    zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
+    export = zoo_sub.add_parser("export", help="write the cache's trained models into one .tar.gz archive")
+    export.add_argument("out", type=Path, metavar="DIR",
+                        help="directory for harness-zoo-<hash>.tar.gz (or a file name ending in .tar.gz)")
+    export.add_argument("--task", action="append", dest="zoo_tasks", metavar="NAME",
+                        help="only the models of this task (e.g. mad); repeatable")
+    export.add_argument("--records", type=Path, metavar="DIR",
+                        help="only the models these records were computed on (e.g. leaderboard/records; "
+                             "leaderboard/records-quick for the quick zoo)")
+    imp = zoo_sub.add_parser("import", help="check an archive against its manifest and unpack it into the cache")
+    imp.add_argument("archive", type=Path, metavar="ARCHIVE")
     return parser
 
 
@@ -371,7 +383,27 @@ def _print_stale_diff(rendered: dict[str, str], out_dir: Path, stale: Sequence[s
             print(file=sys.stderr)
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "plugins": cmd_plugins, "leaderboard": cmd_leaderboard}
+def cmd_zoo(args: argparse.Namespace) -> int:
+    """``zoo export DIR`` / ``zoo import ARCHIVE`` (harness/zoo/archive.py)."""
+    from harness.cache import cache_root
+    from harness.zoo import archive
+
+    if args.zoo_command == "export":
+        path, manifest = archive.export_zoo(args.out, tasks=args.zoo_tasks, records_dir=args.records)
+        for line in archive.describe(manifest):
+            print(line)
+        print(f"{len(manifest['models'])} models from {cache_root()} -> {path}")
+        return EXIT_OK
+    report = archive.import_zoo(args.archive)
+    for member in report.imported:
+        print(f"imported {member}")
+    for member in report.already_present:
+        print(f"already present (intact, kept) {member}")
+    print(f"{len(report.imported)} models imported, {len(report.already_present)} already present, into {cache_root()}")
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "plugins": cmd_plugins, "leaderboard": cmd_leaderboard, "zoo": cmd_zoo}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -52,13 +52,16 @@ def check_model_dir(path: PathLike) -> Path:
     return path
 
 
-def model_fingerprint(path: PathLike) -> str:
+def model_fingerprint(path: PathLike, memo: bool = True) -> str:
     """Content hash of a model directory's config, tokenizer and weight files.
 
-    Memoised in the cache by (path, size, mtime) so a large model is hashed once.
+    Memoised in the cache by (path, size, mtime) so a large model is hashed once
+    (``memo=False``: hash without reading or writing the memo, e.g. for a temporary copy).
     """
     path = check_model_dir(path).resolve()
     files = sorted(p for p in path.iterdir() if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name in METADATA_FILES))
+    if not memo:
+        return stable_hash({p.name: file_sha256(p) for p in files})
     stat_key = stable_hash([(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files] + [str(path)])
     memo = cache_root() / "fingerprints" / f"{stat_key}.json"
     if memo.exists():
@@ -117,6 +120,17 @@ class ModelHandle:
 
     def unload(self) -> None:
         self._loaded = None
+
+
+def portable_model_path(path: PathLike) -> str:
+    """``path`` as a record may store it: ``$HARNESS_CACHE/<namespace>/<hash>`` for a model of
+    the cache (the cache root differs between machines and users; the key hash does not), the
+    path itself for any other model directory."""
+    path = Path(path)
+    try:
+        return "$HARNESS_CACHE/" + path.resolve().relative_to(cache_root().resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def model_cache_path(key: dict, namespace: str = "models") -> Path:
