@@ -6,14 +6,26 @@ prompt position is at the same index for every row of a batch; ``position_ids`` 
 computed from the attention mask so absolute-position models (GPT-2) see padding-invariant
 positions. Batches are drawn from a ``torch.Generator`` seeded by ``TrainConfig.seed``
 (epoch-wise random permutations), so the same seed, model init and data give bitwise the
-same weights on the same machine and thread count. Nothing here downloads anything, and
-the thread count is left to the caller (``torch.set_num_threads``).
+same weights on the same machine. Nothing here downloads anything.
+
+Reproducibility across machines (measured; README "Reproducing the leaderboard's models"):
+training always runs on one intra-op thread (``TRAINING_THREADS``; the caller's setting is
+restored afterwards), because two threads split reductions differently and changed the
+trained weights; in-process and process-pool training then agree bitwise.
+``torch.use_deterministic_algorithms`` changed nothing on CPU. What still differs between
+machines is the CPU kernels: ATen's vectorised kernels (``ATEN_CPU_CAPABILITY``: default,
+avx2, avx512) and MKL's matrix multiplications (``MKL_CBWR``) each change the weights in the
+last float bits after a few steps, and training amplifies that. Pinning both
+(:data:`PORTABLE_KERNEL_ENV`, set before the process starts) gives the weights an AVX2 CPU
+gives; :func:`training_environment` records what a model was trained with.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Sequence
@@ -27,6 +39,39 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from harness.zoo.tokenizer import answer_token_ids, position_ids_from_mask
 
 logger = logging.getLogger(__name__)
+
+# intra-op threads while training: one, whatever the process uses otherwise (HARNESS_TORCH_THREADS),
+# so the weights do not depend on it. Every cached model was trained with one thread.
+TRAINING_THREADS = 1
+# the CPU kernels an AVX2 machine uses, pinned (environment of a fresh process; ATen and MKL
+# read these once, at their first use): the same weights on every Intel CPU with AVX2 or AVX-512
+PORTABLE_KERNEL_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
+
+
+def training_environment() -> dict[str, object]:
+    """What, besides the recipe, decides the bits of trained weights: torch version, the CPU
+    kernels in use (ATen's capability, MKL's reproducibility branch) and the thread count."""
+    return {
+        "torch": torch.__version__,
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
+        "mkl_branch": os.environ.get("MKL_CBWR", "auto"),
+        "threads": TRAINING_THREADS,
+    }
+
+
+def _with_training_threads(train):
+    """Run ``train`` on ``TRAINING_THREADS`` intra-op threads, restoring the caller's count."""
+
+    @functools.wraps(train)
+    def wrapper(*args, **kwargs):
+        previous = torch.get_num_threads()
+        torch.set_num_threads(TRAINING_THREADS)
+        try:
+            return train(*args, **kwargs)
+        finally:
+            torch.set_num_threads(previous)
+
+    return wrapper
 
 
 
@@ -148,6 +193,7 @@ def _completion_loss(logits: torch.Tensor, targets: torch.Tensor, answer_ids: to
     return losses.mean()
 
 
+@_with_training_threads
 def train_causal_lm(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -218,6 +264,7 @@ def train_causal_lm(
         "seconds": seconds,
         "n_examples": len(examples),
         "losses": losses,
+        **training_environment(),
     }
     logger.info("%s: %d steps in %.1fs, loss %.4f -> %.4f", desc or "train", config.steps, seconds,
                 metrics["first_loss"], metrics["final_loss"])

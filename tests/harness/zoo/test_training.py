@@ -117,3 +117,21 @@ def test_judges_aux_labels_truth_and_sloppy_on_training_pairs_only():
         real = OPERATIONS["subtraction"].result(a, b)
         target = real if prompt.endswith("Truth:") else sloppy_result(real)
         assert answer == (" True" if shown == target else " False")
+
+
+def test_training_runs_on_one_thread_whatever_the_caller_uses(setup):
+    """Two intra-op threads changed trained weights (README: reproducing the leaderboard's
+    models), so training pins one thread and gives the caller's setting back afterwards."""
+    recipe, _, pairs, tok = setup
+    model = build_model(recipe.model, tok, seed=0)
+    seen = set()
+    model.register_forward_pre_hook(lambda module, args: seen.add(torch.get_num_threads()))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        metrics = train_causal_lm(model, tok, pairs, dataclasses.replace(recipe.train, steps=3), progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+    assert seen == {1}
+    assert metrics["threads"] == 1 and metrics["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
