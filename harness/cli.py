@@ -104,9 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="directory for harness-zoo-<hash>.tar.gz (or a file name ending in .tar.gz)")
     export.add_argument("--task", action="append", dest="zoo_tasks", metavar="NAME",
                         help="only the models of this task (e.g. mad); repeatable")
-    export.add_argument("--records", type=Path, metavar="DIR",
-                        help="only the models these records were computed on (e.g. leaderboard/records; "
-                             "leaderboard/records-quick for the quick zoo)")
+    export.add_argument("--records", type=Path, metavar="PATH",
+                        help="only the models these records were computed on: a records directory (e.g. "
+                             "leaderboard/records-quick for the quick zoo) or leaderboard/models.json")
     imp = zoo_sub.add_parser("import", help="check an archive against its manifest and unpack it into the cache")
     imp.add_argument("archive", type=Path, metavar="ARCHIVE")
     return parser
@@ -389,10 +389,15 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     from harness.zoo import archive
 
     if args.zoo_command == "export":
-        path, manifest = archive.export_zoo(args.out, tasks=args.zoo_tasks, records_dir=args.records)
+        path, manifest, missing = archive.export_zoo(args.out, tasks=args.zoo_tasks, records_dir=args.records)
         for line in archive.describe(manifest):
             print(line)
         print(f"{len(manifest['models'])} models from {cache_root()} -> {path}")
+        if missing and not args.zoo_tasks:
+            print(f"error: the records in {args.records} name {len(missing)} models the cache does not have "
+                  f"({', '.join(fp[:8] for fp in missing[:5])}{', ...' if len(missing) > 5 else ''}); the archive "
+                  f"cannot reproduce them", file=sys.stderr)
+            return EXIT_FAILED
         return EXIT_OK
     report = archive.import_zoo(args.archive)
     for member in report.imported:

@@ -111,14 +111,23 @@ def cached_models(root: Optional[Path] = None) -> list[CachedModel]:
     return found
 
 
-def fingerprints_in_records(records_dir: PathLike) -> set[str]:
-    """Every string found anywhere in the JSON records under ``records_dir``: a superset of the
-    model fingerprints the records were computed on (``model_fingerprints``, or the episode
-    info of older records), to be intersected with the cache's fingerprints."""
+def fingerprints_in_records(records_dir: PathLike) -> tuple[set[str], set[str]]:
+    """``(strings, named)`` of the JSON records under ``records_dir`` (or of a
+    ``leaderboard/models.json`` file: both are its fingerprints). ``strings``: every string
+    anywhere in them, a superset of the model fingerprints they were computed on whatever the
+    record layout, to be intersected with the cache's fingerprints. ``named``: the fingerprints
+    the records name explicitly (``model_fingerprints``, or ``config.episode.model_fingerprint``
+    in older records), which an export of their models must contain."""
     records_dir = Path(records_dir)
+    if records_dir.is_file():  # leaderboard/models.json: the models the leaderboard was computed on
+        from harness.zoo.reference import load_reference
+
+        named = {fp for entry in load_reference(records_dir) for fp in entry["model_fingerprints"].values()}
+        return set(named), named
     if not records_dir.is_dir():
         raise ZooArchiveError(f"records directory {str(records_dir)!r} does not exist")
     strings: set[str] = set()
+    named: set[str] = set()
 
     def walk(value: Any) -> None:
         if isinstance(value, str):
@@ -132,10 +141,17 @@ def fingerprints_in_records(records_dir: PathLike) -> set[str]:
 
     for path in sorted(records_dir.rglob("*.json")):
         try:
-            walk(json.loads(path.read_text()))
+            record = json.loads(path.read_text())
         except (OSError, ValueError):
             logger.warning("record %s is unreadable; ignored", path)
-    return strings
+            continue
+        walk(record)
+        if isinstance(record, dict):
+            named.update(v for v in (record.get("model_fingerprints") or {}).values() if isinstance(v, str))
+            legacy = ((record.get("config") or {}).get("episode") or {}).get("model_fingerprint")
+            if isinstance(legacy, str):
+                named.add(legacy)
+    return strings, named
 
 
 def select_models(
@@ -179,17 +195,21 @@ def zoo_manifest(selected: Sequence[tuple[CachedModel, str]]) -> dict[str, Any]:
 
 def export_zoo(
     out: PathLike, tasks: Optional[Sequence[str]] = None, records_dir: Optional[PathLike] = None
-) -> tuple[Path, dict[str, Any]]:
-    """Write the cache's trained models into one archive and return ``(archive path, manifest)``.
+) -> tuple[Path, dict[str, Any], list[str]]:
+    """Write the cache's trained models into one archive; return ``(archive path, manifest,
+    missing)``, ``missing`` being the fingerprints the records name that the cache lacks (an
+    archive that cannot reproduce all of ``records_dir``; empty without ``records_dir``).
 
     ``out``: a directory (the archive is written into it as ``harness-zoo-<hash>.tar.gz``, the
     hash naming its content) or a file name ending in ``.tar.gz``. ``tasks``: only models whose
     key names one of these tasks. ``records_dir``: only models whose fingerprint appears in the
-    records there (e.g. ``leaderboard/records``: exactly the leaderboard's models). Raises
+    records there (e.g. ``leaderboard/records``), or in a ``leaderboard/models.json`` file
+    (exactly the models the leaderboard was computed on). Raises
     :class:`ZooArchiveError` when no model is selected.
     """
-    fingerprints = fingerprints_in_records(records_dir) if records_dir is not None else None
+    fingerprints, named = fingerprints_in_records(records_dir) if records_dir is not None else (None, set())
     selected = select_models(cached_models(), tasks, fingerprints)
+    missing = sorted(named - {fingerprint for _, fingerprint in selected})
     if not selected:
         what = [f"task {', '.join(tasks)}" if tasks else "", f"records in {records_dir}" if records_dir else ""]
         narrowed = " and ".join(w for w in what if w)
@@ -221,7 +241,7 @@ def export_zoo(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    return target, manifest
+    return target, manifest, missing
 
 
 def manifest_files(manifest: dict[str, Any], member: str) -> dict[str, dict[str, Any]]:

@@ -71,7 +71,7 @@ def regular(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
 
 
 def test_export_lists_every_model_and_import_restores_them(source_cache, tmp_path, monkeypatch):
-    archive, manifest = export_zoo(tmp_path / "out")
+    archive, manifest, _ = export_zoo(tmp_path / "out")
     assert archive.name.startswith("harness-zoo-") and archive.name.endswith(".tar.gz")
     entries = {e["key"]["task"]: e for e in manifest["models"]}
     assert set(entries) == {"mad", "poser"}  # features are not models
@@ -82,7 +82,7 @@ def test_export_lists_every_model_and_import_restores_them(source_cache, tmp_pat
     with tarfile.open(archive, "r:gz") as tar:
         assert tar.getnames()[0] == ZOO_MANIFEST
     # the same models give the same bytes (and so the same name)
-    again, _ = export_zoo(tmp_path / "again")
+    again, _, _ = export_zoo(tmp_path / "again")
     assert again.name == archive.name and again.read_bytes() == archive.read_bytes()
 
     target = use_cache(monkeypatch, tmp_path / "cache-b")
@@ -96,14 +96,24 @@ def test_export_lists_every_model_and_import_restores_them(source_cache, tmp_pat
 
 
 def test_export_filters_by_task_and_by_records(source_cache, tmp_path):
-    _, manifest = export_zoo(tmp_path / "mad", tasks=["mad"])
+    _, manifest, _ = export_zoo(tmp_path / "mad", tasks=["mad"])
     assert [e["key"]["task"] for e in manifest["models"]] == ["mad"]
     mad_fingerprint = manifest["models"][0]["fingerprint"]
     records = tmp_path / "records" / "mad" / "addition"
     records.mkdir(parents=True)
     (records / "x.json").write_text(json.dumps({"model_fingerprints": {"model": mad_fingerprint}}))
-    _, by_records = export_zoo(tmp_path / "by-records", records_dir=tmp_path / "records")
-    assert [e["fingerprint"] for e in by_records["models"]] == [mad_fingerprint]
+    _, by_records, missing = export_zoo(tmp_path / "by-records", records_dir=tmp_path / "records")
+    assert [e["fingerprint"] for e in by_records["models"]] == [mad_fingerprint] and missing == []
+    # a record of a model the cache lacks: exported anyway, named, and the CLI fails
+    (records / "y.json").write_text(json.dumps({"model_fingerprints": {"model": "feedfacefeedface"}}))
+    _, _, missing = export_zoo(tmp_path / "incomplete", records_dir=tmp_path / "records")
+    assert missing == ["feedfacefeedface"]
+    assert main(["zoo", "export", str(tmp_path / "incomplete"), "--records", str(tmp_path / "records")]) == 1
+    # the leaderboard's list of its models selects the same way
+    (tmp_path / "models.json").write_text(json.dumps({"models": [
+        {"task": "mad", "source": "generated", "dataset": "addition", "seed": 0, "model_fingerprints": {"model": mad_fingerprint}}]}))
+    _, by_list, missing = export_zoo(tmp_path / "by-list", records_dir=tmp_path / "models.json")
+    assert [e["fingerprint"] for e in by_list["models"]] == [mad_fingerprint] and missing == []
     with pytest.raises(ZooArchiveError, match="no trained model"):
         export_zoo(tmp_path / "none", tasks=["nonexistent"])
 
@@ -116,7 +126,7 @@ def test_damaged_cached_model_is_not_exported(source_cache, tmp_path):
 
 @pytest.mark.parametrize("victim", ["model.safetensors", "key.json"])
 def test_tampered_file_is_named_and_nothing_is_imported(source_cache, tmp_path, monkeypatch, victim):
-    archive, _ = export_zoo(tmp_path / "out")
+    archive, _, _ = export_zoo(tmp_path / "out")
 
     def flip(info, data):
         if info.name.endswith("/" + victim):
@@ -132,7 +142,7 @@ def test_tampered_file_is_named_and_nothing_is_imported(source_cache, tmp_path, 
 
 
 def test_resized_member_and_missing_member_are_named(source_cache, tmp_path, monkeypatch):
-    archive, _ = export_zoo(tmp_path / "out")
+    archive, _, _ = export_zoo(tmp_path / "out")
     use_cache(monkeypatch, tmp_path / "cache-b")
     grown = rewrite(archive, tmp_path / "grown.tar.gz",
                     lambda i, d: (regular(i.name, d + b"x") if i.name.endswith("tokenizer.json") else (i, d)))
@@ -146,7 +156,7 @@ def test_resized_member_and_missing_member_are_named(source_cache, tmp_path, mon
 def test_consistently_rewritten_key_is_refused(source_cache, tmp_path, monkeypatch):
     """A manifest rewritten to match an altered key.json still fails: the key no longer hashes
     to its directory name, so the model would land under another key."""
-    archive, manifest = export_zoo(tmp_path / "out")
+    archive, manifest, _ = export_zoo(tmp_path / "out")
     entry = manifest["models"][0]
     member = f"{entry['namespace']}/{entry['key_hash']}"
     forged_key = json.dumps({**entry["key"], "seed": 99}).encode()
@@ -168,7 +178,7 @@ def test_consistently_rewritten_key_is_refused(source_cache, tmp_path, monkeypat
 
 
 def test_truncated_archive_is_refused_and_cache_untouched(source_cache, tmp_path, monkeypatch):
-    archive, _ = export_zoo(tmp_path / "out")
+    archive, _, _ = export_zoo(tmp_path / "out")
     truncated = tmp_path / "truncated.tar.gz"
     truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
     target = use_cache(monkeypatch, tmp_path / "cache-b")
@@ -184,7 +194,7 @@ def test_truncated_archive_is_refused_and_cache_untouched(source_cache, tmp_path
 
 @pytest.mark.parametrize("name", ["../evil.txt", "/tmp/evil.txt", "models/../../evil.txt"])
 def test_path_traversal_member_is_refused(source_cache, tmp_path, monkeypatch, name):
-    archive, _ = export_zoo(tmp_path / "out")
+    archive, _, _ = export_zoo(tmp_path / "out")
     bad = rewrite(archive, tmp_path / "bad.tar.gz", lambda i, d: (i, d), extra=(regular(name, b"owned"),))
     target = use_cache(monkeypatch, tmp_path / "deep" / "cache-b")
     with pytest.raises(ZooArchiveError, match="unsafe member path"):
@@ -194,7 +204,7 @@ def test_path_traversal_member_is_refused(source_cache, tmp_path, monkeypatch, n
 
 
 def test_link_member_is_refused(source_cache, tmp_path, monkeypatch):
-    archive, manifest = export_zoo(tmp_path / "out")
+    archive, manifest, _ = export_zoo(tmp_path / "out")
     entry = manifest["models"][0]
     link = tarfile.TarInfo(f"{entry['namespace']}/{entry['key_hash']}/tokenizer.json")
     link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
@@ -206,7 +216,7 @@ def test_link_member_is_refused(source_cache, tmp_path, monkeypatch):
 
 
 def test_intact_existing_model_is_kept_and_damaged_one_replaced(source_cache, tmp_path, monkeypatch):
-    archive, manifest = export_zoo(tmp_path / "out")
+    archive, manifest, _ = export_zoo(tmp_path / "out")
     target = use_cache(monkeypatch, tmp_path / "cache-b")
     mad_key = next(e["key"] for e in manifest["models"] if e["key"]["task"] == "mad")
     poser_key = next(e["key"] for e in manifest["models"] if e["key"]["task"] == "poser")
