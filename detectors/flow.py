@@ -12,15 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from sklearn.decomposition import PCA
 
 from harness.interfaces import ConfigError
 from harness.items import InputItems
 
 from .layerwise import LayerwiseDetector, check_layer_index, resolve_layer
 from .statistics import Mahalanobis
+
+if TYPE_CHECKING:  # torch and sklearn load when a flow is fitted, not when the plugin registers
+    import torch
 
 FLOW_BASES = ("normal", "laplace")
 
@@ -66,13 +69,16 @@ class FlowScorer:
         self.lr = lr
         self.seed = seed
 
-    def _prepare(self, features: np.ndarray) -> torch.Tensor:
+    def _prepare(self, features: np.ndarray) -> "torch.Tensor":
+        import torch
+
         x = (np.asarray(features, dtype=np.float64) - self.location_) / self.scale_
         if self.pca_ is not None:
             x = self.pca_.transform(x)
         return torch.as_tensor(x, dtype=torch.float32)
 
-    def _make_flow(self, k: int) -> torch.nn.Module:
+    def _make_flow(self, k: int) -> "torch.nn.Module":
+        import torch
         import zuko
 
         flow = zuko.flows.NSF(k, transforms=self.transforms, hidden_features=(self.hidden, self.hidden))
@@ -83,6 +89,9 @@ class FlowScorer:
         return flow
 
     def fit(self, features: np.ndarray) -> "FlowScorer":
+        import torch
+        from sklearn.decomposition import PCA
+
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or x.shape[0] < 2:
             raise ValueError(f"need an (n >= 2, d) array of trusted features, got shape {x.shape}")
@@ -111,15 +120,19 @@ class FlowScorer:
             self.latent_scorer_ = Mahalanobis().fit(self.latents(x))
         return self
 
-    @torch.no_grad()
     def latents(self, features: np.ndarray) -> np.ndarray:
         """(m, d) -> (m, k) flow latents z = f(x) of the standardised, projected features."""
-        return self.flow_().transform(self._prepare(features)).double().numpy()
+        import torch
 
-    @torch.no_grad()
+        with torch.no_grad():
+            return self.flow_().transform(self._prepare(features)).double().numpy()
+
     def log_prob(self, features: np.ndarray) -> np.ndarray:
         """(m, d) -> (m,) log-density (nats) of the standardised, projected features under the flow."""
-        return self.flow_().log_prob(self._prepare(features)).double().numpy()
+        import torch
+
+        with torch.no_grad():
+            return self.flow_().log_prob(self._prepare(features)).double().numpy()
 
     def score(self, features: np.ndarray) -> np.ndarray:
         if self.score_kind == "mahalanobis":

@@ -12,16 +12,18 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from harness.interfaces import ConfigError
 from harness.items import InputItems
 
 from .activations import ActivationsLOF, ActivationsMahalanobis
 from .layerwise import LayerwiseDetector
+
+if TYPE_CHECKING:  # scikit-learn loads when a probe is fitted, not when the plugin registers
+    from sklearn.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,10 @@ def fit_probe(activations: np.ndarray, logodds: np.ndarray, C: float, seed: int)
     classifier is undefined; the probe then falls back to ridge regression of the log-odds
     (alpha = 1 / C), whose prediction plays the role of the logit.
     """
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     x = np.asarray(activations, dtype=np.float64)
     logodds = np.asarray(logodds, dtype=np.float64)
     answers = logodds > 0

@@ -9,8 +9,6 @@ from __future__ import annotations
 from typing import Protocol
 
 import numpy as np
-from sklearn.covariance import ledoit_wolf
-from sklearn.neighbors import LocalOutlierFactor
 
 COVARIANCE_ESTIMATORS = ("ledoit_wolf", "pinv")
 
@@ -41,6 +39,8 @@ class Mahalanobis:
             raise ValueError(f"need an (n >= 2, d) array of trusted features, got shape {x.shape}")
         self.location_ = x.mean(axis=0)
         if self.covariance == "ledoit_wolf":
+            from sklearn.covariance import ledoit_wolf
+
             self.covariance_, self.shrinkage_ = ledoit_wolf(x)
             self.precision_ = np.linalg.pinv(self.covariance_, hermitian=True)
         else:
@@ -84,6 +84,8 @@ class LocalOutlierFactorScorer:
 
     def fit(self, features: np.ndarray) -> "LocalOutlierFactorScorer":
         x = np.asarray(features, dtype=np.float64)
+        from sklearn.neighbors import LocalOutlierFactor
+
         self.lof_ = LocalOutlierFactor(
             n_neighbors=min(self.n_neighbors, x.shape[0] - 1), novelty=True, metric=self.metric
         ).fit(x)

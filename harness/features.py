@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
 from harness.cache import arrays_at, cache_root, stable_hash
 from harness.zoo.store import ModelHandle
-from harness.zoo.tokenizer import answer_token_ids, encode_batch
+
+# torch, transformers and the tokenizer helpers are imported where the model runs, so that
+# loading the plugins (``harness list``) does not pay for them
 
 EXTRACTOR_VERSION = "1"
 
@@ -119,9 +119,19 @@ class FeatureExtractor:
         arrays = arrays_at(self.cache_path(prompts), compute, self.use_cache)
         return LastTokenFeatures(arrays["hidden"], arrays["logodds"])
 
-    @torch.inference_mode()
     def compute(self, prompts: Sequence[str]) -> LastTokenFeatures:
         """Run the model over ``prompts`` in batches; no cache."""
+        import torch
+
+        with torch.inference_mode():
+            return self._compute(prompts)
+
+    def _compute(self, prompts: Sequence[str]) -> LastTokenFeatures:
+        import torch
+        from tqdm.auto import tqdm
+
+        from harness.zoo.tokenizer import answer_token_ids, encode_batch
+
         model, tokenizer = self.handle.model, self.handle.tokenizer
         negative, positive = answer_token_ids(tokenizer, self.answers)
         hidden: Optional[np.ndarray] = None
@@ -160,6 +170,11 @@ class FeatureExtractor:
         backward pass of the batch's summed log-odds gives every item's own gradient.
         Parameter gradients are never accumulated (``torch.autograd.grad`` on the hidden states only).
         """
+        import torch
+        from tqdm.auto import tqdm
+
+        from harness.zoo.tokenizer import answer_token_ids, encode_batch
+
         model, tokenizer = self.handle.model, self.handle.tokenizer
         negative, positive = answer_token_ids(tokenizer, self.answers)
         attributions: Optional[np.ndarray] = None

@@ -222,11 +222,7 @@ def models_fingerprint(models: dict[str, str]) -> str:
 def _reference_differences(task_name: str, built: list[tuple[TaskConfig, Episode]]) -> list[str]:
     """Lines for episodes whose models differ from those the committed leaderboard used."""
     from harness.leaderboard import MODELS_FILE
-
-    try:  # TODO(lead): drop this guard once harness/zoo/reference.py has landed
-        from harness.zoo.reference import load_reference, reference_differences
-    except ImportError:
-        return []
+    from harness.zoo.reference import load_reference, reference_differences
 
     reference = load_reference(MODELS_FILE)
     if not reference:

@@ -14,11 +14,11 @@ not passed. GPT-2 has learned absolute positions: callers must pass
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel
-from transformers import PreTrainedTokenizerBase
+if TYPE_CHECKING:  # torch and transformers load when a model is built, not when a recipe is read
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 ARCHITECTURES = ("llama", "gpt2")
 
@@ -39,12 +39,10 @@ class TinyModelConfig:
     max_position: int = 64
     tie_embeddings: bool = False
 
-    def to_dict(self) -> dict:
-        """Plain-dict form (for logging / metadata)."""
-        return asdict(self)
-
 
 def _hf_config(config: TinyModelConfig, tokenizer: PreTrainedTokenizerBase):
+    from transformers import GPT2Config, LlamaConfig
+
     if config.d_model % config.n_heads:
         raise ValueError(f"d_model={config.d_model} not divisible by n_heads={config.n_heads}")
     ids = dict(
@@ -90,6 +88,9 @@ def build_model(config: TinyModelConfig, tokenizer: PreTrainedTokenizerBase, see
     states (with ``output_hidden_states=True``) are ``n_layers + 1`` tensors of shape
     (batch, seq, d_model). The same ``seed`` gives bitwise-identical weights.
     """
+    import torch
+    from transformers import GPT2LMHeadModel, LlamaForCausalLM
+
     hf_config = _hf_config(config, tokenizer)
     model_cls = LlamaForCausalLM if config.arch == "llama" else GPT2LMHeadModel
     with torch.random.fork_rng(devices=[]):

@@ -67,5 +67,5 @@ def test_the_runner_scores_it(plugin, tmp_path):
     registry.add_plugin(Tasks(), name="tasks")
     registry.add_plugin(plugin, name="example_detector")
     [result] = run(registry, "logodds_shift", ["logodds_zscore"], RunOptions(results_dir=tmp_path))
-    assert result.status == "ok" and result.record["detector_plugin"] == "example_detector"
+    assert result.status == "ok" and result.record["detector_plugin"]["plugin"] == "example_detector"
     assert result.record["metrics"]["auroc"] > 0.95
