@@ -1,14 +1,15 @@
 """Sparse-autoencoder detectors on one layer's activations: ``sae_diag_mahalanobis``, ``sae_l0``.
 
-A ReLU sparse autoencoder with an L1 penalty is trained, without labels, on one layer's
-activations of the trusted items plus the pool being scored (the unlabelled test items).
-``sae_diag_mahalanobis`` scores the diagonal Mahalanobis distance of an item's SAE latents
-from the trusted latents; ``sae_l0`` the number of latents the item activates.
+A ReLU sparse autoencoder with an L1 penalty is trained on one layer's activations of the
+trusted items only, like every other detector's fit: an SAE that also saw the items it scores
+would learn latents for the anomalies themselves (half of a MAD test pool is anomalous), a
+view of the test set no other detector gets. ``sae_diag_mahalanobis`` scores the diagonal
+Mahalanobis distance of an item's SAE latents from the trusted latents; ``sae_l0`` the number
+of latents the item activates.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -55,24 +56,12 @@ class SparseAutoencoder(torch.nn.Module):
         return mse + l1 * (z * self.w_dec.norm(dim=0)).sum(dim=1).mean()
 
 
-def pool_hash(*arrays: np.ndarray) -> str:
-    """Content hash of the arrays (shape, dtype and bytes), to recognise an already-trained pool."""
-    digest = hashlib.sha256()
-    for array in arrays:
-        array = np.ascontiguousarray(array)
-        digest.update(f"{array.shape}{array.dtype}".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()[:32]
-
-
 @dataclass
 class SAEDetector(Detector):
-    """Base of the SAE detectors (not registered itself): training on trusted + pool, latents.
+    """Base of the SAE detectors (not registered itself): an SAE trained on trusted activations.
 
-    ``fit(trusted)`` stores the trusted activations of the chosen layer. ``score(items)``
-    trains the SAE on trusted + items (unless it was already trained on exactly that pool),
-    fits the trusted latent statistics, then scores ``items``. Consequently an item's score
-    depends on the pool it is scored with, as the SAE is part of what is fitted on it.
+    ``fit(trusted)`` trains the SAE on the trusted activations of the chosen layer and fits
+    what the subclass learns from the trusted latents; ``score(items)`` only encodes.
     """
 
     layer: Optional[int] = None
@@ -97,28 +86,28 @@ class SAEDetector(Detector):
     def fit(self, trusted: InputItems) -> "SAEDetector":
         self.layer_ = resolve_layer(trusted, self.layer)
         self.trusted_ = np.asarray(trusted.activations([self.layer_])[self.layer_], dtype=np.float32)
-        learned = ("sae_", "pool_hash_", "fve_", "trusted_l0_", "location_", "scale_", "latent_scorer_")
-        for attribute in learned:  # a refit forgets the previous pool
-            self.__dict__.pop(attribute, None)
+        self._train(self.trusted_)
+        self.on_trained()
+        logger.info("%s: SAE trained on %d trusted activations, FVE %.3f", self.name, len(self.trusted_), self.fve_)
         return self
 
     def _normalise(self, x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor((x - self.location_) / self.scale_, dtype=torch.float32)
 
-    def _train(self, pool: np.ndarray) -> None:
-        """Train the SAE on (n_pool, d) activations: centred by the pool mean and divided by
-        the pool's root-mean-square norm per dimension (one scalar, so geometry is kept)."""
-        self.location_ = pool.mean(axis=0)
-        rms = float(np.sqrt(((pool - self.location_) ** 2).mean()))
+    def _train(self, activations: np.ndarray) -> None:
+        """Train the SAE on (n, d) activations: centred by their mean and divided by their
+        root-mean-square deviation per dimension (one scalar, so geometry is kept)."""
+        self.location_ = activations.mean(axis=0)
+        rms = float(np.sqrt(((activations - self.location_) ** 2).mean()))
         self.scale_ = rms if rms > 0 else 1.0
-        data = self._normalise(pool)
+        data = self._normalise(activations)
         batch_size = 128
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             sae = SparseAutoencoder(data.shape[1], self.expansion * data.shape[1])
             optimizer = torch.optim.Adam(sae.parameters(), lr=self.lr)
             step = 0
-            while step < self.steps:  # shuffled passes over the pool until `steps` minibatches
+            while step < self.steps:  # shuffled passes over the data until `steps` minibatches
                 for batch in torch.randperm(len(data)).split(batch_size)[: self.steps - step]:
                     loss = sae.loss(data[batch], self.l1)
                     optimizer.zero_grad()
@@ -143,24 +132,17 @@ class SAEDetector(Detector):
         """(n, n_latents) -> (n,) number of active (strictly positive) latents."""
         return (latents > 0).sum(axis=1).astype(np.float64)
 
-    def prepare(self, items: InputItems) -> np.ndarray:
-        """Train on trusted + ``items`` if needed; returns the items' (n, d) activations."""
-        self._check_is_fitted("trusted_")
-        x = np.asarray(items.activations([self.layer_])[self.layer_], dtype=np.float32)
-        key = pool_hash(self.trusted_, x)
-        if getattr(self, "pool_hash_", None) != key:
-            self._train(np.concatenate([self.trusted_, x]))
-            self.pool_hash_ = key
-            self.on_trained()
-            logger.info("%s: SAE trained on %d activations, FVE %.3f", self.name, len(self.trusted_) + len(x), self.fve_)
-        return x
+    def item_activations(self, items: InputItems) -> np.ndarray:
+        """(n, d) activations of ``items`` at the fitted layer."""
+        self._check_is_fitted("sae_")
+        return np.asarray(items.activations([self.layer_])[self.layer_], dtype=np.float32)
 
     def on_trained(self) -> None:
-        """Fit whatever the subclass learns from the trusted latents (after each training)."""
+        """Fit whatever the subclass learns from the trusted latents (after training)."""
 
     def diagnostics(self) -> dict[str, Any]:
-        """Layer, fraction of variance explained on the training pool and mean trusted L0
-        (only the layer before the first ``score``; empty before ``fit``)."""
+        """Layer, fraction of variance explained on the trusted activations and mean trusted L0
+        (empty before ``fit``)."""
         out: dict[str, Any] = {}
         if hasattr(self, "layer_"):
             out["layer"] = self.layer_
@@ -174,9 +156,8 @@ class SAEDiagMahalanobis(SAEDetector):
     """Diagonal Mahalanobis distance over the latents of a sparse autoencoder on one layer.
 
     A ReLU SAE (n_latents = expansion x d, L1 penalty weighted by decoder norms; inputs
-    centred and scaled to unit mean square per dimension) is trained without labels on the
-    layer's answer-position activations of the trusted items plus the items being scored
-    (once per pool; seeded Adam). Score = sum_i (z_i - mu_i)^2 / (var_i +
+    centred and scaled to unit mean square per dimension) is trained on the layer's
+    answer-position activations of the trusted items (seeded Adam). Score = sum_i (z_i - mu_i)^2 / (var_i +
     1e-6) / n_latents over the item's latents z, with mu, var from the trusted latents.
     Higher = more anomalous. ``diagnostics()`` reports the fraction of variance explained (fve).
 
@@ -185,7 +166,7 @@ class SAEDiagMahalanobis(SAEDetector):
             ((n_layers + 1) // 2; default).
         expansion: latents per input dimension (default 4).
         l1: weight of the sparsity penalty (default 1e-2).
-        steps: Adam steps on minibatches of 128 drawn in shuffled passes over the pool (default 2000).
+        steps: Adam steps on minibatches of 128 drawn in shuffled passes over the trusted activations (default 2000).
         lr: Adam learning rate (default 1e-2).
         seed: seeds initialisation and minibatch order (default 0).
     """
@@ -197,16 +178,15 @@ class SAEDiagMahalanobis(SAEDetector):
 
     def score(self, items: InputItems) -> np.ndarray:
         """(n_items,) float, diagonal Mahalanobis over SAE latents; higher = more anomalous."""
-        activations = self.prepare(items)  # trains on the pool first if needed
-        return self.latent_scorer_.score(self.latents(activations))
+        return self.latent_scorer_.score(self.latents(self.item_activations(items)))
 
 
 @dataclass
 class SAEL0(SAEDetector):
     """Number of active latents (L0) of a sparse autoencoder on one layer.
 
-    The SAE of ``sae_diag_mahalanobis`` (ReLU, L1 penalty, trained without labels on the
-    trusted plus the scored items' activations of the layer); score = number of latents
+    The SAE of ``sae_diag_mahalanobis`` (ReLU, L1 penalty, trained on the layer's trusted
+    activations); score = number of latents
     strictly above zero for the item (an integer, as float). Higher = more anomalous.
     ``diagnostics()`` reports the fraction of variance explained (fve) and the trusted mean L0.
 
@@ -214,7 +194,7 @@ class SAEL0(SAEDetector):
         layer: layer index; null = the middle block ((n_layers + 1) // 2; default).
         expansion: latents per input dimension (default 4).
         l1: weight of the sparsity penalty (default 1e-2).
-        steps: Adam steps on minibatches of 128 drawn in shuffled passes over the pool (default 2000).
+        steps: Adam steps on minibatches of 128 drawn in shuffled passes over the trusted activations (default 2000).
         lr: Adam learning rate (default 1e-2).
         seed: seeds initialisation and minibatch order (default 0).
     """
@@ -223,4 +203,4 @@ class SAEL0(SAEDetector):
 
     def score(self, items: InputItems) -> np.ndarray:
         """(n_items,) float, number of active SAE latents; higher = more anomalous."""
-        return self.l0(self.latents(self.prepare(items)))
+        return self.l0(self.latents(self.item_activations(items)))

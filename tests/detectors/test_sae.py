@@ -33,13 +33,16 @@ def sparse_items(n_trusted=300, n_test=300, d=32, n_atoms=64, n_layers=2, dense_
     return as_items(trusted), as_items(test), labels
 
 
-@pytest.mark.parametrize("cls", [SAEDiagMahalanobis, SAEL0])
-def test_dense_anomalies_are_found(cls):
+# An SAE trained on trusted items only has no latents for the dense anomalies; their L0 gives
+# them away clearly, the diagonal Mahalanobis over latents less so (0.84 on this toy with
+# these settings; above 0.9 when the SAE also saw the test pool, which no longer happens).
+@pytest.mark.parametrize("cls, minimum", [(SAEDiagMahalanobis, 0.8), (SAEL0, 0.9)])
+def test_dense_anomalies_are_found(cls, minimum):
     trusted, test, labels = sparse_items()
     detector = cls(l1=3e-2, steps=1000).fit(trusted)
     scores = detector.score(test)
     assert scores.shape == (len(labels),) and np.all(np.isfinite(scores))
-    assert auroc(labels, scores) > 0.9
+    assert auroc(labels, scores) > minimum
 
 
 @pytest.mark.parametrize("cls", [SAEDiagMahalanobis, SAEL0])
@@ -51,12 +54,10 @@ def test_identical_distributions_give_chance(cls):
 def test_reconstruction_beats_the_mean_and_is_reported():
     trusted, test, _ = sparse_items()
     detector = SAEL0(l1=3e-2, steps=1000).fit(trusted)
-    assert detector.diagnostics() == {"layer": 1}
-    detector.score(test)
     diagnostics = detector.diagnostics()
-    pool = np.concatenate([trusted.activations([1])[1], test.activations([1])[1]])
+    assert diagnostics["layer"] == 1
     with torch.no_grad():
-        x = detector._normalise(pool)
+        x = detector._normalise(trusted.activations([1])[1])
         reconstruction = detector.sae_.decode(detector.sae_.encode(x)).numpy()
     fve = 1 - ((reconstruction - x.numpy()) ** 2).sum() / ((x.numpy() - x.numpy().mean(0)) ** 2).sum()
     assert diagnostics["fve"] == pytest.approx(fve, rel=1e-4)
@@ -75,18 +76,18 @@ def test_scores_are_the_documented_functions_of_the_latents():
     np.testing.assert_array_equal(l0.score(test), (latents > 0).sum(axis=1))  # same seed, same SAE
 
 
-def test_trains_once_per_pool_and_again_on_a_new_pool(monkeypatch):
+def test_trained_on_trusted_items_only(monkeypatch):
     trusted, test, _ = sparse_items(n_trusted=100, n_test=60)
-    calls = []
+    seen = []
     original = SAEDetector._train
-    monkeypatch.setattr(SAEDetector, "_train", lambda self, pool: (calls.append(len(pool)), original(self, pool)))
+    monkeypatch.setattr(SAEDetector, "_train", lambda self, x: (seen.append(x.copy()), original(self, x)))
     detector = SAEDiagMahalanobis(steps=10).fit(trusted)
     first = detector.score(test)
     np.testing.assert_array_equal(detector.score(test), first)
-    assert calls == [160]
-    other = InputItems.from_arrays(np.stack([a for a in test.features().hidden])[:, :30])
-    detector.score(other)
-    assert calls == [160, 130]
+    assert len(seen) == 1  # scoring never retrains
+    np.testing.assert_array_equal(seen[0], trusted.activations([1])[1])
+    # an item's score does not depend on what it is scored with
+    np.testing.assert_allclose(detector.score(InputItems.from_arrays(test.features().hidden[:, :7])), first[:7])
 
 
 def test_seeded_and_global_rng_untouched():
