@@ -27,7 +27,7 @@ from harness.features import FeatureExtractor
 from harness.interfaces import ConfigError, Episode, Task, TaskConfig
 from harness.items import InputItems
 from harness.options import resolve_options
-from harness.zoo.store import ModelHandle, cached_model_dir, is_cached, model_cache_path
+from harness.zoo.store import ModelHandle, cached_model_dir, is_cached, model_cache_path, portable_model_path
 from tasks.mad.arithmetic import ALICE_NAMES, BOB_NAMES, N_TRUSTED_NAMES, OPERATIONS, to_records
 from tasks.mad.training import ANSWERS, QUICK_RECIPE, RECIPES, VOCAB_WORDS, Recipe, build_training_data, split_examples
 
@@ -270,7 +270,7 @@ def build_episode(
     agrees = np.array([r["character"] == "Alice" or r["bob_label"] == r["alice_label"] for r in test_records])
     data_hash = stable_hash([(r["statement"], r["label"]) for r in trusted_records + test_records])
     info = {
-        "model_dir": str(handle.path),
+        "model_dir": portable_model_path(handle.path),  # $HARNESS_CACHE/models/<hash>: no machine path in records
         "model_fingerprint": handle.fingerprint,
         **(info or {}),
         "n_trusted": len(trusted_records),

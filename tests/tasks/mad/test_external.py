@@ -2,6 +2,7 @@
 numbers as the built-in path, and broken datasets are ConfigErrors naming the file."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -42,7 +43,7 @@ def test_external_model_dir_and_jsonl_give_the_builtin_aurocs(builtin, tmp_path,
         results_dir=tmp_path / "builtin", datasets=["addition"], task_options={"jobs": 1}, **common)))
     # the model as a user has it: a save_pretrained directory elsewhere, and a fresh cache,
     # so the external run loads the weights and extracts the features itself
-    model_dir = shutil.copytree(episode.info["model_dir"], tmp_path / "model")
+    model_dir = shutil.copytree(os.path.expandvars(episode.info["model_dir"]), tmp_path / "model")
     dataset = write_jsonl(tmp_path / "quirky_addition.jsonl", records)
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "fresh-cache"))
     theirs = metrics_by_detector(run(registry, "mad", DETECTORS, RunOptions(
@@ -63,7 +64,7 @@ def test_template_option_formats_the_statement(builtin, tmp_path):
     episode, records = builtin
     stripped = [{k: v for k, v in r.items() if k != "statement"} for r in records]
     path = write_jsonl(tmp_path / "no_statement.jsonl", stripped)
-    config = TaskConfig(datasets=["named"], options={"model": episode.info["model_dir"], "dataset": str(path),
+    config = TaskConfig(datasets=["named"], options={"model": os.path.expandvars(episode.info["model_dir"]), "dataset": str(path),
                                                      "template": TEMPLATE})
     external = MadTask().episodes(config)[0]
     assert external.name == "named"
