@@ -237,3 +237,31 @@ def test_cli_reports_missing_archive_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope.tar.gz" in err[0]
 
+
+def test_quick_zoo_moved_to_an_empty_cache_reproduces_the_records_without_training(tmp_path, monkeypatch):
+    """Train the quick addition model in cache A and write records; export; import into an
+    empty cache B; run again there: identical records (volatile fields aside), nothing trained."""
+    import tasks.mad.task as mad_task
+    from harness.results import snapshot
+
+    run = ["run", "--task", "mad", "--detector", "activations_mahalanobis", "--quick", "--allow-invalid",
+           "--dataset", "addition", "--option", "jobs=1", "--no-leaderboard"]
+    cache_a = use_cache(monkeypatch, tmp_path / "cache-a")
+    assert main([*run, "--results-dir", str(tmp_path / "r1")]) == 0
+    trained = model_dirs(cache_a)
+    assert len(trained) == 1
+    assert main(["zoo", "export", str(tmp_path / "zoo")]) == 0
+    (archive,) = (tmp_path / "zoo").glob("*.tar.gz")
+
+    cache_b = use_cache(monkeypatch, tmp_path / "cache-b")
+    assert main(["zoo", "import", str(archive)]) == 0
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a model was trained in cache B")
+
+    monkeypatch.setattr(mad_task, "train_quirky_model", no_training)
+    assert main([*run, "--results-dir", str(tmp_path / "r2")]) == 0
+    assert model_dirs(cache_b) == trained  # no model built beside the imported one
+    first, second = snapshot(tmp_path / "r1"), snapshot(tmp_path / "r2")
+    assert first and first == second
+    assert not any(str(cache_a) in json.dumps(record) for record in first.values())  # no machine-specific path
