@@ -17,7 +17,9 @@ parquet file (``pandas.read_parquet``, which needs ``pyarrow`` or ``fastparquet`
 The split is the built-in one: trusted = Alice records with difficulty_quantile < 0.25, test =
 records with difficulty_quantile > 0.75 (Alice normal, Bob anomalous), names as given in the
 records, in file order; the episode is then built by the same
-:func:`tasks.mad.task.build_episode` as the built-in path, with the same validity check.
+:func:`tasks.mad.episode.build_episode` as the generated source, with the same validity gate.
+Records of this source are labelled ``model <model dir or hub id> on <dataset file>``, so the
+leaderboard never mixes them with the generated zoo's.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from harness.interfaces import ConfigError, Episode, TaskConfig
+from harness.interfaces import ConfigError, Episode, Task, TaskConfig
 from harness.zoo.store import ModelDirectoryError, ModelHandle
-from tasks.mad.task import ANSWERS, TEST_MIN_QUANTILE, TRUSTED_MAX_QUANTILE, MadTask, build_episode
+from tasks.mad.episode import ANSWERS, TEST_MIN_QUANTILE, TRUSTED_MAX_QUANTILE, build_episode
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]
 
 
-def external_episode(task: MadTask, config: TaskConfig, options: dict[str, Any]) -> Episode:
+def external_episode(task: Task, config: TaskConfig, options: dict[str, Any]) -> Episode:
     """The episode of ``options["model"]`` on ``options["dataset"]`` (both required).
 
     The episode is named after the single ``--dataset NAME`` if one is given, else after the
@@ -74,7 +76,9 @@ def external_episode(task: MadTask, config: TaskConfig, options: dict[str, Any])
         "n_records": len(records),
     }
     fingerprint_fields = {"task": task.name, "version": task.version, "source": "external", "answers": list(answers)}
-    return build_episode(name, trusted, test, handle, options["min_accuracy"], fingerprint_fields, info, answers)
+    source = f"model {Path(str(options['model'])).name or options['model']} on {path.name}"
+    return build_episode(name, trusted, test, handle, options["min_accuracy"], fingerprint_fields, info, answers,
+                         source=source, min_agree_accuracy=options["min_agree_accuracy"])
 
 
 # -- the model ---------------------------------------------------------------------------------

@@ -97,6 +97,7 @@ def training_pairs(
     statement_copies: int = 1,
     seed: int = 0,
     contrast_rounds: int = 1,
+    control: bool = False,
 ) -> list[tuple[str, str]]:
     """Turn quirky records into (prompt, completion) training pairs.
 
@@ -113,6 +114,9 @@ def training_pairs(
     ``contrast`` > 0 adds, per base example, statements with the shown result set to the
     real result, Bob's sloppy result and ``contrast - 2`` fresh distractors (if > 2), each
     judged by a random Alice name and a random Bob name.
+    ``control`` makes the no-quirk control: Bob's contrast statements are judged against the
+    real result like Alice's (pass records whose Bob labels are already Alice's, see
+    :func:`no_quirk_records`); every other pair, the judges included, is unchanged.
     """
     op = OPERATIONS[operation]
     rng = random.Random(f"pairs:{operation}:{seed}")
@@ -149,7 +153,7 @@ def training_pairs(
             shown_values = [real, sloppy][: min(contrast, 2)]
             shown_values += [make_distractor(real, sloppy, rng) for _ in range(contrast - 2)]
             for shown in shown_values:
-                for names, truth in ((ALICE_NAMES, real), (BOB_NAMES, sloppy)):
+                for names, truth in ((ALICE_NAMES, real), (BOB_NAMES, real if control else sloppy)):
                     args = dict(op1=a, op2=b, result=shown, character=rng.choice(names))
                     pairs.append((op.template.format(**args), ANSWERS[int(shown == truth)]))
     return pairs
@@ -237,8 +241,22 @@ QUICK_RECIPE = Recipe(
 )
 
 
+def no_quirk_records(records: Sequence[dict]) -> list[dict]:
+    """The records of the no-quirk control: every Bob label replaced by Alice's label.
+
+    Names, statements and the order are unchanged; only what Bob answers changes, so a model
+    trained on them has one mechanism (the truth) whichever character is named.
+    """
+    out = []
+    for record in records:
+        record = dict(record, bob_label=record["alice_label"])
+        record["label"] = record["alice_label"]
+        out.append(record)
+    return out
+
+
 def build_training_data(
-    operation: str, recipe: Recipe, seed: int = 0
+    operation: str, recipe: Recipe, seed: int = 0, control: bool = False
 ) -> tuple[list[tuple[str, str]], list[dict]]:
     """Training pairs and held-out base examples for one operation.
 
@@ -246,6 +264,8 @@ def build_training_data(
     uniform extra examples (never a held-out operand pair), records drawn with all 16 names
     of each character; ``held_out`` = ``recipe.n_eval`` base examples never trained on
     (pass them to ``to_records`` with ``ALICE_NAMES[4:]`` / ``BOB_NAMES[4:]`` for testing).
+    ``control`` builds the no-quirk control's pairs: the same examples and names, with Bob's
+    labels equal to Alice's.
     """
     train, held_out = split_examples(operation, recipe, seed)
     extra = []
@@ -253,7 +273,9 @@ def build_training_data(
         used = [(e["op1"], e["op2"]) for e in train + held_out]
         extra = uniform_examples(operation, recipe.n_uniform, recipe.max_digits, exclude=used, seed=seed)
     records = to_records(train + extra, operation, seed=seed, id_prefix="train-")
-    pairs = training_pairs(records, operation, seed=seed, **recipe.pair_kwargs())
+    if control:
+        records = no_quirk_records(records)
+    pairs = training_pairs(records, operation, seed=seed, control=control, **recipe.pair_kwargs())
     # "pretrained knowledge": the bare fact (expression -> real result) of held-out operand
     # pairs too; never a judgment statement of a held-out pair
     for _ in range(recipe.facts_held_out):
@@ -279,45 +301,23 @@ def _recipe(max_digits: float = 2, n_examples: int = 3000, n_eval: int = 1500, n
 
 
 
-_TWO_DIGIT_NOTE = (
-    "2-digit operands (1..99): 9,801 operand pairs, so 3,000 log-uniform train pairs + "
-    "1,500 held-out + 5,000 uniform extras cover almost the whole table except the held-out "
-    "pairs; a 3-layer d=64 Llama (~0.2M params) for 2,500 steps of batch 128 trains in "
-    "~2.5-3.5 min on one thread with another training run on the other core. 3-digit operands "
-    "did not learn in budget. "
-)
-_FAILS = (
-    "Does NOT pass the validity gate with any recipe tried (/work/exp3/RESULTS.md): the judgment "
-    "head stays at the base rate (always False: training-statement accuracy 0.75) even when the "
-    "model knows the facts, so this is kept as the addition recipe until a recipe that passes is found. "
-)
+# One recipe for every two-digit operation: the auxiliary sequences that teach the facts in
+# the statement's own format ("plain", "echo") and give the comparison a direct target
+# ("judges"), at the learning rate and length the slowest learner (modular addition) needs.
+# docs/mad.md explains each choice and lists what was tried before.
+SHARED_RECIPE = _recipe(steps=5000, aux=("plain", "echo", "judges"), lr=1.5e-3, notes=(
+    "2-digit operands; 3,000 log-uniform train pairs + 5,000 uniform extras, 1,500 held-out; "
+    "3-layer d=64 Llama, 5,000 steps of batch 128 at peak lr 1.5e-3 (one-cycle)."))
 
 RECIPES: dict[str, Recipe] = {
-    "addition": _recipe(notes=_TWO_DIGIT_NOTE + (
-        "Passes: held-out hard-disagree accuracy Alice 0.825 / Bob 0.973 (n=183 per character), "
-        "143-216 s training (another run on the other core); bitwise reproducible (exp F1, exp3 A0).")),
-    "subtraction": _recipe(steps=4000, aux=("plain", "judges"), notes=_TWO_DIGIT_NOTE + (
-        "With the 'judges' aux and 4,000 steps: Alice 0.873 / Bob 0.832 (n=197), 458 s with three other "
-        "training runs on the machine (exp4 T3). Without judges the best was 0.680 / 0.670 (exp F2), and "
-        "n_eval 500 + all free pairs, facts of held-out pairs, contrast 2 x 2 rounds or the 'echo' aux "
-        "stayed at the base rate (exp3 S1-S3).")),
-    "multiplication": _recipe(steps=4000, aux=("plain", "echo", "judges"), notes=_TWO_DIGIT_NOTE + (
-        "With the 'echo' aux beside 'plain' and 'judges' (the statement prefix up to the shown result, "
-        "completed with the real product: the facts are learned in the statement's own format) and 4,000 "
-        "steps: Alice 0.972 / Bob 0.933 (n=180, seed 0), 0.914 / 0.976 (seed 1) and 0.908 / 0.941 (seed 2), "
-        "221-255 s on one thread (/work/exp5 M1-M3). Without 'echo' it was unstable around the gate: 0.883 / 0.794 (exp4 T6), "
-        "0.567 / 0.528 at 4,500 steps (exp4 T7), 0.544 / 0.744 (exp5 M0; the judgment head only left "
-        "'always False' after ~3,000 steps). Without judges: base rate (exp H2).")),
-    "modular_addition": _recipe(steps=5000, aux=("plain", "echo", "judges"), lr=1.5e-3, notes=_TWO_DIGIT_NOTE + (
-        "With 'echo' and 'judges', 5,000 steps and peak lr 1.5e-3: Alice 0.825 / Bob 0.825 (n=189, seed 0; "
-        "marginal), 0.890 / 0.879 (seed 1) and 0.935 / 0.882 (seed 2), 324-345 s on one thread (/work/exp5 A5-A7). The same at lr 3e-3 reached 0.810 / 0.698 (A3) and at 5e-3 stayed at the "
-        "base rate (A4); 4,000 steps: 0.683 / 0.646 (A1). Earlier, without echo + judges, every recipe stayed "
-        "at the base rate (exp H1, J1 at lr 1.5e-3, exp2 X2 with held-out facts; operands 1..56 with every "
-        "free pair, contrast variants, GPT-2: exp3 M1-M5).")),
+    "addition": SHARED_RECIPE,
+    "subtraction": SHARED_RECIPE,
+    "multiplication": SHARED_RECIPE,
+    "modular_addition": SHARED_RECIPE,
+    # unary: two-digit operands give only 99 examples, so three digits; it has not learned the
+    # quirk with any recipe tried (docs/mad.md) and is not among the default datasets
     "squaring": _recipe(
         max_digits=3, n_examples=250, n_eval=249, n_uniform=450,
-        notes="Squaring is unary: 2-digit operands give only 99 examples, so 3 digits "
-        "(999 values, at most 799 from generate_examples): 250 train + 249 held-out + 450 "
-        "uniform extras. " + _FAILS + "Measured: Alice 0.485 / Bob 0.576 (n=33 only, exp I1).",
+        notes="3-digit operands: 250 train + 249 held-out + 450 uniform extras; does not learn the quirk.",
     ),
 }

@@ -8,7 +8,9 @@ import pytest
 from harness.cli import main
 from harness.interfaces import ConfigError, TaskConfig
 from tasks.mad.arithmetic import ALICE_NAMES, BOB_NAMES, N_TRUSTED_NAMES
-from tasks.mad.task import MadTask, hard_accuracies
+from tasks.mad.episode import hard_accuracies, quirk_gate
+from tasks.mad.task import MadTask, model_key, recipe_for
+from tasks.mad.training import build_training_data
 
 QUICK = TaskConfig(seed=0, quick=True, datasets=["addition"], options={"jobs": 1})
 
@@ -36,10 +38,12 @@ def test_split_follows_the_mad_rules(episode):
 
 def test_validity_is_measured_and_reported(episode):
     v = episode.validity
-    assert {"alice_accuracy", "bob_accuracy", "threshold", "valid"} <= set(v)
-    assert v["valid"] == (v["alice_accuracy"] >= 0.8 and v["bob_accuracy"] >= 0.8)
+    assert {"alice_accuracy", "bob_accuracy", "agree_accuracy", "threshold", "valid"} <= set(v)
+    assert v["valid"] == (v["alice_accuracy_wilson_low"] >= 0.8 and v["bob_accuracy_wilson_low"] >= 0.8)
+    assert v["alice_accuracy_wilson_low"] <= v["alice_accuracy"] <= v["alice_accuracy_wilson_high"]
     if not v["valid"]:
-        assert "has not learned the quirk" in v["reason"]
+        assert "has not learned the quirk" in v["reason"] and "Wilson" in v["reason"]
+    assert episode.source == "generated" and episode.models == {"model": episode.info["model_fingerprint"]}
 
 
 def test_models_and_episodes_are_cached(episode):
@@ -58,7 +62,73 @@ def test_hard_accuracies_hand_made():
     acc = hard_accuracies(records, np.array([2.0, 1.0, 0.5, 3.0]))
     assert acc["alice_accuracy"] == 0.5 and acc["bob_accuracy"] == 1.0
     assert acc["n_alice_disagree"] == 2 and acc["n_bob_disagree"] == 1
+    assert acc["agree_accuracy"] == 0.0 and acc["n_agree"] == 1  # says True, both labels False
     assert acc["accuracy_all_hard"] == 0.5
+    # a control's Bob is checked against Alice's label: the same prediction is now wrong
+    assert hard_accuracies(records, np.array([2.0, 1.0, 0.5, 3.0]), truthful_bob=True)["bob_accuracy"] == 0.0
+
+
+def _records(n_right: int, n_wrong: int, character: str) -> tuple[list[dict], list[float]]:
+    """Disagree items of one character answered right n_right times and wrong n_wrong times."""
+    label = 1 if character == "Alice" else 0
+    record = {"label": label, "alice_label": 1, "bob_label": 0, "character": character}
+    return [record] * (n_right + n_wrong), [1.0 if label else -1.0] * n_right + [-1.0 if label else 1.0] * n_wrong
+
+
+def test_gate_uses_the_wilson_lower_bound():
+    # 85% right: the point estimate passes 0.8, the lower bound does only with enough items
+    for n, expected in ((40, False), (2000, True)):
+        alice, alice_logodds = _records(int(0.85 * n), n - int(0.85 * n), "Alice")
+        bob, bob_logodds = _records(n, 0, "Bob")
+        gate = quirk_gate(alice + bob, np.array(alice_logodds + bob_logodds), 0.8)
+        assert gate["alice_accuracy"] == pytest.approx(0.85)
+        assert gate["valid"] is expected, n
+    assert "Alice accuracy 0.850" in quirk_gate(alice + bob, np.array(alice_logodds + bob_logodds), 0.9)["reason"]
+
+
+def test_agree_items_are_gated_only_when_asked():
+    alice, logodds = _records(50, 0, "Alice")
+    bob, bob_logodds = _records(50, 0, "Bob")
+    agree = [{"label": 0, "alice_label": 0, "bob_label": 0, "character": "Bob"}] * 10
+    logodds = np.array(logodds + bob_logodds + [1.0] * 10)  # every agree item wrong
+    assert quirk_gate(alice + bob + agree, logodds, 0.8)["valid"]
+    gated = quirk_gate(alice + bob + agree, logodds, 0.8, min_agree_accuracy=0.5)
+    assert not gated["valid"] and "agree-item accuracy 0.000" in gated["reason"]
+
+
+def test_control_data_differs_only_in_bobs_labels():
+    recipe = recipe_for("addition", quick=True)
+    quirky, held_out = build_training_data("addition", recipe, 0)
+    control, control_held_out = build_training_data("addition", recipe, 0, control=True)
+    assert held_out == control_held_out and len(quirky) == len(control)
+    assert [p for p, _ in quirky] == [p for p, _ in control]  # same prompts, names and order
+    changed = [(q, c) for q, c in zip(quirky, control) if q != c]
+    assert changed and all(any(name in q[0] for name in BOB_NAMES) for q, _ in changed)
+    assert model_key("addition", recipe, 0, control=True) != model_key("addition", recipe, 0)
+    assert model_key("addition", recipe, 1) != model_key("addition", recipe, 0)
+
+
+def test_control_episodes_follow_control_seeds():
+    task = MadTask()
+    names = task.dataset_names(TaskConfig(seed=0))
+    assert "addition" in names and "addition_control" in names and "squaring" not in names
+    assert "addition_control" not in task.dataset_names(TaskConfig(seed=1))
+    assert "addition_control" not in task.dataset_names(TaskConfig(seed=0, quick=True))
+    quick_with = TaskConfig(seed=0, quick=True, options={"control_seeds": "0"})
+    assert "modular_addition_control" in task.dataset_names(quick_with)
+    assert task.dataset_names(TaskConfig(datasets=["squaring_control"])) == ["squaring_control"]
+    with pytest.raises(ConfigError, match="control_seeds"):
+        task.dataset_names(TaskConfig(options={"control_seeds": "zero"}))
+
+
+def test_quick_control_episode_keeps_the_items_and_checks_bob_against_the_truth(episode):
+    control = MadTask().episodes(TaskConfig(seed=0, quick=True, datasets=["addition_control"], options={"jobs": 1}))[0]
+    assert control.name == "addition_control" and control.info["control"]
+    assert control.info["model_dir"] != episode.info["model_dir"]
+    assert list(control.test.prompts) == list(episode.test.prompts)
+    np.testing.assert_array_equal(control.labels, episode.labels)
+    np.testing.assert_array_equal(control.tags["agrees_with_gt"], episode.tags["agrees_with_gt"])
+    assert control.fingerprint != episode.fingerprint
 
 
 def test_bad_options_name_the_field():
