@@ -6,6 +6,13 @@ datapoint and direction, the multiplier at which the KL between the perturbed an
 unperturbed next-token distribution at the answer position reaches the cutoff ``eps`` on
 that datapoint alone (:func:`harness.basin.per_example_basin`, all root finds in lock-step).
 The sweeps are cached on disk under (model fingerprint, prompts, settings).
+
+Convergence: a datapoint counts as converged when the search of every direction reached
+``|KL/eps - 1| <= rtol``; otherwise its multipliers are the best points its searches saw, not
+roots, and its score is no basin estimate. ``diagnostics()`` reports, per scored item, whether
+it converged and how many KL evaluations its searches took (``converged``, ``evaluations``),
+so the task can leave unconverged items out of its metrics and count them. basin_mahalanobis
+also fits its trusted statistics on converged trusted datapoints only.
 """
 
 from __future__ import annotations
@@ -17,13 +24,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from harness.cache import cached_arrays, stable_hash
-from harness.features import encode_batch
+from harness.zoo.tokenizer import encode_batch
 from harness.interfaces import ConfigError, Detector
 from harness.items import InputItems, ModelItem
 
 from .statistics import COVARIANCE_ESTIMATORS, Mahalanobis
 
-ENGINE_VERSION = "3"  # 3: Chandrupatla search, pilot start for per-example roots
+ENGINE_VERSION = "4"  # 3: Chandrupatla search, pilot start for per-example roots; 4: evaluations stored
 
 
 class _PerExampleBasin(Detector):
@@ -65,9 +72,30 @@ class _PerExampleBasin(Detector):
 
     def sweep(self, items: InputItems) -> dict[str, np.ndarray]:
         """Per-example basin arrays for ``items``: ``log_multipliers`` (n_directions, n),
-        ``estimates`` (n_directions, n), ``log_volume`` (n,), ``converged`` (n_directions, n)."""
+        ``estimates`` (n_directions, n), ``log_volume`` (n,), ``converged`` (n_directions, n),
+        ``evaluations`` (n_directions, n) KL evaluations per search."""
         key = self._sweep_key(items.handle.fingerprint, list(items.prompts))
         return cached_arrays("basin", key, lambda: self._compute(items))
+
+    def _record_convergence(self, sweep: dict[str, np.ndarray]) -> None:
+        """Keep the per-item convergence facts of the scored items for :meth:`diagnostics`."""
+        converged = sweep["converged"].astype(bool)
+        self.converged_ = converged.all(axis=0)
+        self.evaluations_ = sweep["evaluations"].sum(axis=0).astype(np.int64)
+        self.unconverged_searches_ = int((~converged).sum())
+
+    def convergence_diagnostics(self) -> dict[str, Any]:
+        """``converged`` (per scored item: every direction's search converged), ``evaluations``
+        (per item, summed over directions), their counts; empty before ``score``."""
+        if not hasattr(self, "converged_"):
+            return {}
+        return {
+            "converged": self.converged_.tolist(),
+            "evaluations": self.evaluations_.tolist(),
+            "n_unconverged_items": int((~self.converged_).sum()),
+            "n_unconverged_searches": self.unconverged_searches_,
+            "n_directions": self.n_directions,
+        }
 
     def model_sweep(self, item: ModelItem) -> dict[str, np.ndarray]:
         """Per-model basin of ``item``'s model on the first ``n_prompts`` clean benchmark prompts
@@ -107,6 +135,7 @@ class _PerExampleBasin(Detector):
             "estimates": np.asarray(result.estimates, dtype=np.float64),
             "log_volume": np.asarray(result.log_volume, dtype=np.float64),
             "converged": np.asarray(result.converged, dtype=np.uint8),
+            "evaluations": np.asarray(result.evaluations, dtype=np.int64),
         }
 
 
@@ -150,13 +179,18 @@ class BasinVolume(_PerExampleBasin):
         """(n_items,) float: -log basin volume per datapoint (MAD) or per model (POSER)."""
         self._check_is_fitted("fitted_")
         if isinstance(items, InputItems):
-            return -self.sweep(items)["log_volume"]
+            sweep = self.sweep(items)
+            self._record_convergence(sweep)
+            return -sweep["log_volume"]
         sweeps = [self.model_sweep(item) for item in tqdm(items, desc="basin volume per model", unit="model", leave=False)]
         self.radii_ = [sweep["radii"].tolist() for sweep in sweeps]
         return np.array([-sweep["log_volume"][0] for sweep in sweeps])
 
     def diagnostics(self) -> dict:
-        """POSER: per-model radii at the KL cutoff, in item order (for the radii plot)."""
+        """MAD: per-item convergence (see the module docstring). POSER: per-model radii at the
+        KL cutoff, in item order (for the radii plot)."""
+        if hasattr(self, "converged_"):
+            return {**self.convergence_diagnostics(), "eps": self.eps}
         return {"radii": getattr(self, "radii_", []), "eps": self.eps}
 
 
@@ -196,10 +230,25 @@ class BasinMahalanobis(_PerExampleBasin):
         return self.sweep(items)["log_multipliers"].T
 
     def fit(self, trusted: InputItems) -> "BasinMahalanobis":
-        self.scorer_ = Mahalanobis(self.covariance).fit(self.features(trusted))
+        sweep = self.sweep(trusted)
+        converged = sweep["converged"].astype(bool).all(axis=0)
+        if converged.sum() < 2:
+            raise ValueError(f"{self.name}: only {int(converged.sum())} of {len(converged)} trusted datapoints converged")
+        self.n_trusted_unconverged_ = int((~converged).sum())
+        self.scorer_ = Mahalanobis(self.covariance).fit(sweep["log_multipliers"].T[converged])
         return self
 
     def score(self, items: InputItems) -> np.ndarray:
         """(n_items,) float; higher = more anomalous."""
         self._check_is_fitted("scorer_")
-        return self.scorer_.score(self.features(items))
+        sweep = self.sweep(items)
+        self._record_convergence(sweep)
+        return self.scorer_.score(sweep["log_multipliers"].T)
+
+    def diagnostics(self) -> dict:
+        """Per-item convergence of the scored items (module docstring) and the number of
+        unconverged trusted datapoints left out of the fit."""
+        out = self.convergence_diagnostics()
+        if hasattr(self, "n_trusted_unconverged_"):
+            out["n_trusted_unconverged"] = self.n_trusted_unconverged_
+        return out

@@ -243,7 +243,9 @@ class BasinResult:
     log_integrals / estimates: as :func:`gaussian_log_estimates`; simple_estimates: ``D log m + log V_D``;
     log_volume: logmeanexp of ``estimates`` over directions; simple_log_volume likewise;
     n_forward: model forward calls used (batched calls, each over many rows); n_rows: rows
-    (example copies) pushed through the model; n_evaluations: KL-function calls.
+    (example copies) pushed through the model; n_evaluations: KL-function calls;
+    evaluations: KL evaluations each multiplier's search used (multipliers' shape; None when
+    not recorded). An unconverged multiplier is the best one its search saw, not a root.
     """
 
     multipliers: np.ndarray
@@ -262,6 +264,7 @@ class BasinResult:
     n_forward: int = 0
     n_rows: int = 0
     n_evaluations: int = 0
+    evaluations: Optional[np.ndarray] = None
     meta: dict = field(default_factory=dict)
 
     @classmethod

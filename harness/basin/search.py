@@ -32,9 +32,10 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from harness.basin.estimate import BasinResult, sample_directions
+from harness.basin.directions import prior_terms as _prior_terms  # seeded directions, generated in chunks
+from harness.basin.estimate import BasinResult
 from harness.basin.kl import CausalLMKL
-from harness.basin.perturb import LayerSpec, select_parameters
+from harness.basin.perturb import LayerSpec
 
 logger = logging.getLogger(__name__)
 
@@ -173,16 +174,6 @@ def find_multipliers(
 # engine entry points
 
 
-def _prior_terms(model: nn.Module, layer: LayerSpec, n_directions: int, seed: int,
-                 preconditioner: Optional[torch.Tensor], sigma: Optional[float]):
-    subset = select_parameters(model, layer)
-    theta = subset.flat()
-    dirs, props = sample_directions(subset.dim, n_directions, seed, preconditioner, dtype=torch.float64)
-    w_dot_theta = dirs @ theta
-    sigma = float(theta.pow(2).mean().sqrt()) if sigma is None else float(sigma)
-    return subset, theta, dirs.to(subset.params[0].dtype), props, w_dot_theta, sigma
-
-
 def _subset_rows(n: int, size: int) -> Optional[torch.Tensor]:
     """``size`` evenly spread example indices, or None when a subset would save little."""
     if size <= 0 or n < 4 * size:
@@ -268,12 +259,13 @@ def estimate_basin(
     starting points change, never the convergence test). Returns a :class:`BasinResult`
     with ``(n_directions,)`` arrays.
     """
-    subset, theta, dirs, props, wt, sigma = _prior_terms(model, layer, n_directions, seed, preconditioner, sigma)
+    subset, theta_sq, dirs, props, wt, sigma = _prior_terms(model, layer, n_directions, seed, preconditioner, sigma)
     kl = CausalLMKL(model, input_ids, attention_mask, subset, dirs, position_mask, batch_size, mode)
     search = _per_model_search(kl, n_directions, eps, rtol, max_iter, probe_examples)
     return BasinResult.from_search(search.multipliers, search.kls, search.converged, props, wt,
-                                   float(theta @ theta), subset.dim, sigma, eps, n_forward=kl.n_forward,
+                                   theta_sq, subset.dim, sigma, eps, n_forward=kl.n_forward,
                                    n_rows=kl.n_rows, n_evaluations=search.n_calls,
+                                   evaluations=search.evaluations.numpy(),
                                    meta={"layer": layer, "seed": seed, "rtol": rtol, "mode": mode})
 
 
@@ -337,13 +329,14 @@ def per_example_basin(
     ``log m`` of the result is the basin_mahalanobis feature; ``log_volume`` ``(n_examples,)``
     is the per-example basin estimate. Arrays are ``(n_directions, n_examples)``.
     """
-    subset, theta, dirs, props, wt, sigma = _prior_terms(model, layer, n_directions, seed, preconditioner, sigma)
+    subset, theta_sq, dirs, props, wt, sigma = _prior_terms(model, layer, n_directions, seed, preconditioner, sigma)
     kl = CausalLMKL(model, input_ids, attention_mask, subset, dirs, position_mask, batch_size)
     shape = (n_directions, input_ids.shape[0])
     start, slope = _pilot_start(kl.per_example, shape, eps, init, rtol, max_iter)
     search = find_multipliers(kl.per_example, shape, eps, init=start, rtol=rtol, max_iter=max_iter,
                               max_step_up=math.log(2.0), slope=slope)
     return BasinResult.from_search(search.multipliers, search.kls, search.converged, props, wt,
-                                   float(theta @ theta), subset.dim, sigma, eps, n_forward=kl.n_forward,
+                                   theta_sq, subset.dim, sigma, eps, n_forward=kl.n_forward,
                                    n_rows=kl.n_rows, n_evaluations=search.n_calls,
+                                   evaluations=search.evaluations.numpy(),
                                    meta={"layer": layer, "seed": seed, "rtol": rtol})

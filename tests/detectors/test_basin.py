@@ -61,3 +61,32 @@ def test_poser_basin_volume_is_per_model_and_cached(tiny_model_dir):
     direct = estimate_basin(model, batch["input_ids"], batch["attention_mask"], n_directions=3)
     assert scores[0] == pytest.approx(-direct.log_volume, rel=1e-6)
     assert len(detector.diagnostics()["radii"]) == 2 and len(detector.diagnostics()["radii"][0]) == 3
+
+
+def test_convergence_is_reported_per_item(items):
+    detector = BasinMahalanobis(n_directions=3).fit(items)
+    detector.score(items)
+    diagnostics = detector.diagnostics()
+    sweep = detector.sweep(items)
+    assert diagnostics["converged"] == sweep["converged"].astype(bool).all(axis=0).tolist()
+    assert diagnostics["evaluations"] == sweep["evaluations"].sum(axis=0).tolist()
+    assert all(e >= 3 for e in diagnostics["evaluations"])  # at least one evaluation per direction
+    assert diagnostics["n_unconverged_items"] == diagnostics["converged"].count(False)
+    assert diagnostics["n_trusted_unconverged"] == diagnostics["n_unconverged_items"]  # same items here
+    volume = BasinVolume(n_directions=3).fit(items)
+    volume.score(items)
+    assert volume.diagnostics()["converged"] == diagnostics["converged"]
+
+
+def test_unconverged_items_are_left_out_of_the_metrics_and_counted():
+    from harness.interfaces import Episode
+    from tasks.mad.task import MadTask
+
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    episode = Episode("toy", None, None, labels, {"agrees_with_gt": np.ones(6, bool)}, {"valid": True}, "fp")
+    scores = np.array([0.0, 1.0, 9.0, 2.0, 3.0, 0.5])  # item 2 (normal, 9.0) and 5 (anomalous, 0.5) unconverged
+    converged = [True, True, False, True, True, False]
+    metrics = MadTask().metrics(episode, scores, 0, {"converged": converged})
+    assert metrics["auroc"] == 1.0 and metrics["n_excluded_unconverged"] == 2
+    assert metrics["n_normal"] == 2 and metrics["n_anomalous"] == 2
+    assert MadTask().metrics(episode, scores, 0)["n_excluded_unconverged"] == 0
