@@ -4,6 +4,7 @@ from harness import hookimpl
 
 from .activations import ActivationsLOF, ActivationsMahalanobis
 from .attribution import AttributionLOF, AttributionMahalanobis
+from .baselines import InputOnly, NameOnly
 from .basin import BasinMahalanobis, BasinVolume
 from .flow import FlowLaplace, FlowMahalanobis
 from .probe import ProbeLOF, ProbeMahalanobis
@@ -25,9 +26,11 @@ FEATURE_DETECTORS = (
 )
 # MAD detectors that perturb the model's weights
 WEIGHT_DETECTORS = (BasinVolume, BasinMahalanobis)
+# MAD baselines that cannot see the mechanism (the name's representation; the prompt text)
+BASELINE_DETECTORS = (NameOnly, InputOnly)
 # POSER detectors (items are models)
 POSER_DETECTORS = (Confidence, ActivationNoise)
-BUILTIN_DETECTORS = FEATURE_DETECTORS + WEIGHT_DETECTORS + POSER_DETECTORS
+BUILTIN_DETECTORS = FEATURE_DETECTORS + WEIGHT_DETECTORS + BASELINE_DETECTORS + POSER_DETECTORS
 
 
 @hookimpl

@@ -1,0 +1,171 @@
+"""Baseline MAD detectors that cannot see the mechanism: ``name_only`` and ``input_only``.
+
+A MAD test set contains, for every base statement, an Alice record and a Bob record that
+differ only in the character's name. A detector could therefore look good by telling the
+names apart, without seeing how the model computes its answer. These baselines measure how
+far that gets:
+
+* ``name_only`` sees nothing but the model's representation of the name token (its input
+  embedding by default, or its residual stream at the name position);
+* ``input_only`` sees no model at all: a smoothed n-gram language model of the trusted
+  prompts scores how unusual a prompt's text is.
+
+A detector is informative about the mechanism only where it beats both (and the no-quirk
+control's floor, see docs/mad.md).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from harness.interfaces import ConfigError, Detector
+from harness.items import InputItems
+
+from .statistics import COVARIANCE_ESTIMATORS, Mahalanobis
+
+# words, single digits (as the tiny models' tokenizer splits them) and single symbols
+TOKEN = re.compile(r"[A-Za-z]+|\d|[^\sA-Za-z\d]")
+
+
+def name_prefixes(items: InputItems) -> list[str]:
+    """Each prompt cut right after its character's name (``template_args.character`` of its record).
+
+    Raises ConfigError when an item has no record naming its character, or the name is not in
+    the prompt.
+    """
+    records = list(items.records)
+    if len(records) != len(items.prompts):
+        raise ConfigError("detector 'name_only' needs records with template_args.character (the name in the prompt)")
+    prefixes = []
+    for prompt, record in zip(items.prompts, records):
+        name = (record.get("template_args") or {}).get("character")
+        if not isinstance(name, str) or name not in prompt:
+            raise ConfigError(
+                f"detector 'name_only': record {record.get('id', '?')!r} has no template_args.character found in its prompt"
+            )
+        prefixes.append(prompt[: prompt.rindex(name) + len(name)])
+    return prefixes
+
+
+@dataclass
+class NameOnly(Detector):
+    """Mahalanobis distance of the character-name token's representation from the trusted names'.
+
+    Each prompt is cut after its character's name and the model's residual stream is read at
+    that last (name) position; layer 0 is the name token's input embedding, which depends on
+    nothing but the name. Fit: mean and covariance over the trusted items; score = squared
+    Mahalanobis distance / d. Higher = more anomalous. A baseline: it can only tell characters
+    apart, never see how the model computes its answer.
+
+    Hyperparameters:
+        layer: 0 = the name token's input embedding (default); k = block k's output at the name
+            position (it has seen the statement before the name too).
+        covariance: "ledoit_wolf" (default; the trusted data hold only a few distinct names) or "pinv".
+    """
+
+    name = "name_only"
+    task_kinds = ("mad",)
+    layer: int = 0
+    covariance: str = "ledoit_wolf"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.layer, int) or isinstance(self.layer, bool) or self.layer < 0:
+            raise ConfigError(f"{self.name}: field 'layer' must be a non-negative integer, got {self.layer!r}")
+        if self.covariance not in COVARIANCE_ESTIMATORS:
+            raise ConfigError(f"{self.name}: field 'covariance' must be one of {COVARIANCE_ESTIMATORS}, got {self.covariance!r}")
+
+    def check_episode(self, episode) -> None:
+        """A ``layer`` beyond the model's blocks is a ConfigError before any job runs."""
+        n_layers = episode.trusted.n_layers
+        if self.layer > n_layers:
+            raise ConfigError(f"detector 'name_only' field 'layer': {self.layer} > the model's {n_layers} blocks")
+
+    def features(self, items: InputItems) -> np.ndarray:
+        """(n, d) representation of each item's name token."""
+        prefixes = InputItems(name_prefixes(items), items.extractor)
+        return prefixes.activations([self.layer])[self.layer].astype(np.float64)
+
+    def fit(self, trusted: InputItems) -> "NameOnly":
+        self.scorer_ = Mahalanobis(self.covariance).fit(self.features(trusted))
+        return self
+
+    def score(self, items: InputItems) -> np.ndarray:
+        """(n_items,) float; higher = more anomalous."""
+        self._check_is_fitted("scorer_")
+        return self.scorer_.score(self.features(items))
+
+
+class NgramModel:
+    """Add-``alpha`` unigram model of tokens with a character-bigram model for unseen words."""
+
+    def __init__(self, alpha: float = 1.0):
+        self.alpha = alpha
+
+    def fit(self, texts: Sequence[str]) -> "NgramModel":
+        tokens = [t for text in texts for t in TOKEN.findall(text)]
+        self.counts_ = Counter(tokens)
+        self.total_ = sum(self.counts_.values())
+        self.vocabulary_ = len(self.counts_) + 1  # + one slot for every unseen word together
+        words = [t for t in self.counts_ for _ in range(self.counts_[t]) if t.isalpha()]
+        self.char_bigrams_ = Counter(pair for w in words for pair in zip("^" + w.lower(), w.lower() + "$"))
+        self.char_unigrams_ = Counter(a for w in words for a in "^" + w.lower())
+        self.n_chars_ = len({c for w in words for c in w.lower()} | {"$"}) + 1
+        return self
+
+    def token_nll(self, token: str) -> float:
+        """-log P(token): the unigram estimate, and for an unseen word the unseen-word share
+        times the word's character-bigram probability."""
+        count = self.counts_.get(token, 0)
+        denominator = self.total_ + self.alpha * self.vocabulary_
+        if count:
+            return -math.log((count + self.alpha) / denominator)
+        nll = -math.log(self.alpha / denominator)
+        if token.isalpha():
+            for a, b in zip("^" + token.lower(), token.lower() + "$"):
+                nll -= math.log((self.char_bigrams_.get((a, b), 0) + self.alpha)
+                                / (self.char_unigrams_.get(a, 0) + self.alpha * self.n_chars_))
+        return nll
+
+    def nll(self, text: str) -> float:
+        """-log P(text) under the model (sum over its tokens)."""
+        return float(sum(self.token_nll(t) for t in TOKEN.findall(text)))
+
+
+@dataclass
+class InputOnly(Detector):
+    """Negative log-likelihood of the prompt text under an n-gram model of the trusted prompts.
+
+    No model internals: the prompts are split into words, single digits and symbols; a
+    unigram model with add-alpha smoothing is fitted on the trusted prompts, and a word never
+    seen there (e.g. a test character's name) gets the unseen-word share times a character-
+    bigram probability learned from the trusted words, so a name that looks unlike the trusted
+    names scores higher. Score = -log P(prompt). Higher = more anomalous. A baseline for what
+    the input text alone gives away.
+
+    Hyperparameters:
+        alpha: additive smoothing of both n-gram models (default 1.0).
+    """
+
+    name = "input_only"
+    task_kinds = ("mad",)
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.alpha, (int, float)) and not isinstance(self.alpha, bool) and self.alpha > 0):
+            raise ConfigError(f"{self.name}: field 'alpha' must be a positive number, got {self.alpha!r}")
+
+    def fit(self, trusted: InputItems) -> "InputOnly":
+        self.model_ = NgramModel(self.alpha).fit(list(trusted.prompts))
+        return self
+
+    def score(self, items: InputItems) -> np.ndarray:
+        """(n_items,) float; higher = more anomalous."""
+        self._check_is_fitted("model_")
+        return np.array([self.model_.nll(prompt) for prompt in items.prompts], dtype=np.float64)
+
