@@ -19,7 +19,7 @@ import numpy as np
 from harness.interfaces import ConfigError
 from harness.items import InputItems
 
-from .layerwise import LayerwiseDetector, check_layer_index, resolve_layer
+from .layerwise import LayerwiseDetector, resolve_layer
 from .statistics import Mahalanobis
 
 if TYPE_CHECKING:  # torch and sklearn load when a flow is fitted, not when the plugin registers
@@ -171,11 +171,10 @@ class FlowDetector(LayerwiseDetector):
         )
 
     def check_episode(self, episode: Any) -> None:
-        if self.layer is not None:
-            check_layer_index(self.name, "layer", self.layer, episode.trusted.n_layers)
+        resolve_layer(episode.trusted, self.layer, f"detector {self.name!r}")
 
     def fit(self, trusted: InputItems) -> "FlowDetector":
-        self.layer_ = resolve_layer(trusted, self.layer)
+        self.layer_ = resolve_layer(trusted, self.layer, f"detector {self.name!r}")
         return super().fit(trusted)
 
     def layer_features(self, items: InputItems) -> dict[int, np.ndarray]:

@@ -10,8 +10,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from harness.interfaces import ConfigError, Detector, Episode
+from harness.interfaces import Detector, Episode
 from harness.items import InputItems
+from harness.layers import middle_block, resolve_layers
+from harness.layers import resolve_layer as resolve_layer_index
 
 from .statistics import FeatureScorer
 
@@ -31,15 +33,16 @@ class LayerwiseDetector(Detector):
         raise NotImplementedError
 
     def check_episode(self, episode: Episode) -> None:
-        for layer in self.layers or ():
-            check_layer_index(self.name, "layers", layer, episode.trusted.n_layers)
+        resolve_layers(self.layers, episode.trusted.n_layers, f"detector {self.name!r}")
 
     def layer_features(self, items: InputItems) -> dict[int, np.ndarray]:
-        return items.activations(self.layers)
+        return items.activations(self.resolved_layers(items))
+
+    def resolved_layers(self, items: InputItems) -> list[int]:
+        """``layers`` as hidden-state indices of the items' model (None: every block output)."""
+        return resolve_layers(self.layers, items.n_layers, f"detector {self.name!r}")
 
     def fit(self, trusted: InputItems) -> "LayerwiseDetector":
-        if self.layers is not None and len(self.layers) == 0:
-            raise ConfigError(f"{self.name}: field 'layers' must name at least one layer or be null (all)")
         features = self.layer_features(trusted)
         self.scorers_ = {layer: self.make_scorer().fit(x) for layer, x in features.items()}
         return self
@@ -55,24 +58,8 @@ class LayerwiseDetector(Detector):
         return np.mean(np.stack(list(self.layer_scores(items).values())), axis=0)
 
 
-def middle_block(n_layers: int) -> int:
-    """The middle block output of a model with ``n_layers`` blocks (1 of 2, 2 of 4, 2 of 3)."""
-    return max(1, (n_layers + 1) // 2)
-
-
-def check_layer_index(detector: str, field: str, layer: int, n_layers: int) -> None:
-    """ConfigError unless ``layer`` indexes the residual streams 0..n_layers (negative from the end)."""
-    if not -(n_layers + 1) <= layer <= n_layers:
-        raise ConfigError(
-            f"detector {detector!r} field {field!r}: layer {layer} out of range; this model has layers "
-            f"0..{n_layers} (0 = embeddings, 1..{n_layers} = block outputs; negative counts from the end)"
-        )
-
-
-def resolve_layer(items: InputItems, layer: Optional[int]) -> int:
-    """``layer`` as a non-negative index (None = the middle block); IndexError if out of range."""
-    n_layers = items.features().n_layers
-    chosen = middle_block(n_layers) if layer is None else layer
-    if not -(n_layers + 1) <= chosen <= n_layers:
-        raise IndexError(f"layer {chosen} out of range: this model has layers 0..{n_layers}")
-    return chosen % (n_layers + 1)
+def resolve_layer(items: InputItems, layer: Optional[int], owner: str = "detector", field: str = "layer") -> int:
+    """``layer`` as a non-negative hidden-state index of the items' model (None = the middle
+    block's output); a ConfigError names the owner, the field and the valid range."""
+    n_layers = items.n_layers
+    return resolve_layer_index(middle_block(n_layers) if layer is None else layer, n_layers, owner, field)

@@ -151,8 +151,6 @@ def arrays_at(path: Path, compute: Callable[[], dict[str, Any]], use_cache: bool
     (atomically) when missing; a truncated or altered file is reported, deleted and recomputed,
     never trusted. ``compute`` returns name -> numpy array. With ``use_cache=False`` nothing is
     read or written."""
-    from safetensors.numpy import save
-
     if use_cache and Path(path).exists():
         try:
             return load_verified_arrays(path)
@@ -162,8 +160,15 @@ def arrays_at(path: Path, compute: Callable[[], dict[str, Any]], use_cache: bool
                 os.unlink(path)
     arrays = compute()
     if use_cache:
-        atomic_write_bytes(path, save(arrays, metadata={"sha256": arrays_digest(arrays)}))
+        write_arrays(path, arrays)
     return arrays
+
+
+def write_arrays(path: PathLike, arrays: dict[str, Any]) -> None:
+    """Store name -> numpy array at ``path`` (safetensors with their content hash), atomically."""
+    from safetensors.numpy import save
+
+    atomic_write_bytes(path, save(arrays, metadata={"sha256": arrays_digest(arrays)}))
 
 
 def cached_arrays(namespace: str, key: Any, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:

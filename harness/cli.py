@@ -50,6 +50,15 @@ def parse_detector_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _batch_size(text: str) -> Any:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -85,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="worker processes for --executor process (default 2; --jobs N alone implies it)")
     run.add_argument("--ray-address", metavar="ADDR",
                      help="Ray cluster to join (e.g. 127.0.0.1:6379 or auto); default: start a private local one")
+    run.add_argument("--device", default="cpu",
+                     help="where models run: cpu (default), cuda, cuda:N, mps, or auto (the best available)")
+    run.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "auto"),
+                     help="model weights' dtype (default float32; auto = the checkpoint's); part of the result key")
+    run.add_argument("--batch-size", default="auto", type=_batch_size, metavar="N|auto",
+                     help="prompts per forward pass; auto (default) starts at 256 and halves on out-of-memory")
+    run.add_argument("--device-map", choices=("auto",),
+                     help="spread a model larger than one device over the available ones (pip install -e \".[big]\")")
     run.add_argument("--no-leaderboard", action="store_true", help="do not re-render leaderboard/ afterwards")
 
     lst = sub.add_parser("list", help="tasks and detectors, with their plugin of origin")
@@ -130,9 +147,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness import leaderboard
     from harness.plugins import get_registry
     from harness.runner import RunOptions, run
+    from harness.runtime import Runtime
     from harness.zoo.store import configure_process
 
-    configure_process()
+    runtime = Runtime(device=args.device, dtype=args.dtype, batch_size=args.batch_size, device_map=args.device_map)
+    configure_process(runtime.resolved_device())
     registry = get_registry()
     for line in registry.problems():  # a broken or misspelled plugin is named before the run, once
         print(f"warning: {line}", file=sys.stderr)
@@ -148,6 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         task_options={**parse_assignments(args.option, "--option"),
                       **({"poser_data": args.poser_data} if args.poser_data else {})},
         detector_params=parse_detector_params(args.param),
+        runtime=runtime,
         **executor_settings(args),
     )
     if args.all_tasks:

@@ -1,34 +1,50 @@
 """Shared feature extraction: residual stream at the answer position and answer log-odds, cached.
 
-One batched forward pass per batch of prompts, under ``torch.inference_mode()``, returns
-every layer's residual stream at the last prompt token (where the model emits its answer)
-and the log-odds of the positive vs the negative answer token. Results are cached on disk
-(safetensors) under a key of (model fingerprint, prompts, answer words, extractor version),
-so detectors never recompute activations and never run hooks of their own.
+One batched forward pass per batch of prompts, under ``torch.inference_mode()``, reads the
+residual stream at the last prompt token (where the model emits its answer) of the layers
+asked for, and the log-odds of the positive vs the negative answer token. Only the last
+position's logits are computed (``logits_to_keep=1``) and only the two answer columns are
+kept: never full-vocabulary logits of every position. Each layer is cached in its own file
+(safetensors) under a key of (model fingerprint, prompts, answer words, dtype, extractor
+version, layer), so a later run that needs another layer adds it without recomputing the
+others, and detectors never recompute activations or run hooks of their own.
 
-Attributions (:meth:`FeatureExtractor.attributions`) are computed the same way with gradients
-enabled: gradient of the answer log-odds with respect to each layer's residual stream at the
-answer position, times that activation (elementwise), cached under a separate key.
+Attributions (:meth:`FeatureExtractor.attributions`) are computed with gradients enabled but
+the model's parameters frozen: the gradient of the answer log-odds with respect to the
+requested layers' residual streams only, times that activation (elementwise), in
+micro-batches, cached per layer under a separate key.
 
-Layer convention: layer 0 is the embedding output, layer ``i`` the output of block ``i``
-(``transformers``' ``hidden_states``; the last one has the final norm applied).
+Storage: float32, or float16 for models of at least
+:data:`harness.runtime.FLOAT16_STORAGE_PARAMS` parameters (``storage_dtype`` overrides);
+arrays are returned as float32 either way.
+
+Layer convention (:mod:`harness.layers`): hidden-state index 0 is the embedding output,
+``i`` the output of block ``i`` (``transformers``' ``hidden_states``; the last one has the
+final norm applied), negative indices count from the end.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-from harness.cache import arrays_at, cache_root, stable_hash
+from harness.cache import CacheCorruption, cache_root, load_verified_arrays, stable_hash, write_arrays
+from harness.runtime import FLOAT16_STORAGE_PARAMS, with_batch_backoff
+from harness.runtime import current as current_runtime
 from harness.zoo.store import ModelHandle
+
+logger = logging.getLogger(__name__)
 
 # torch, transformers and the tokenizer helpers are imported where the model runs, so that
 # loading the plugins (``harness list``) does not pay for them
 
 EXTRACTOR_VERSION = "1"
+STORAGE_DTYPES = ("float32", "float16")
 
 
 @dataclass(frozen=True)
@@ -74,123 +90,222 @@ def length_sorted_batches(tokenizer, prompts: Sequence[str], batch_size: int) ->
 
 
 class FeatureExtractor:
-    """Computes and caches :class:`LastTokenFeatures` for one model.
+    """Computes and caches the answer-position features of one model, layer by layer.
 
     Args:
         handle: the model (directory + fingerprint).
         answers: (negative, positive) answer words; log-odds = positive - negative.
-        batch_size: prompts per forward pass.
+        batch_size: prompts per forward pass; default: the run's ``--batch-size``
+            (:mod:`harness.runtime`), which with ``auto`` halves on out-of-memory.
         use_cache: read and write the on-disk cache.
         progress: show a tqdm bar while extracting.
+        storage_dtype: ``float32`` or ``float16`` on disk; default by model size (see module).
     """
 
     def __init__(
         self,
         handle: ModelHandle,
         answers: Sequence[str] = (" False", " True"),
-        batch_size: int = 256,
+        batch_size: Optional[int] = None,
         use_cache: bool = True,
         progress: bool = True,
+        storage_dtype: Optional[str] = None,
     ) -> None:
+        if storage_dtype is not None and storage_dtype not in STORAGE_DTYPES:
+            raise ValueError(f"storage_dtype must be one of {STORAGE_DTYPES}, got {storage_dtype!r}")
         self.handle = handle
         self.answers = tuple(answers)
         self.batch_size = batch_size
         self.use_cache = use_cache
         self.progress = progress
+        self.storage_dtype = storage_dtype
 
-    def cache_path(self, prompts: Sequence[str], kind: str = "last_token") -> Path:
-        """Cache file of one feature ``kind`` ("last_token" or "attributions") of ``prompts``."""
+    # -- layout and keys --------------------------------------------------------------------
+    @property
+    def n_layers(self) -> int:
+        """Blocks of the model (hidden-state indices run 0..n_layers), from its config."""
+        return self.handle.n_layers
+
+    def _storage(self) -> str:
+        if self.storage_dtype is not None:
+            return self.storage_dtype
+        return "float16" if self.handle.n_parameters >= FLOAT16_STORAGE_PARAMS else "float32"
+
+    def _key(self, prompts: Sequence[str], kind: str) -> dict:
         key = {
             "version": EXTRACTOR_VERSION,
             "model": self.handle.fingerprint,
             "prompts": stable_hash(list(prompts), 32),
             "answers": self.answers,
+            **current_runtime().key(),
         }
+        if self._storage() != "float32":
+            key["storage"] = self._storage()
         if kind != "last_token":  # the last-token key predates kinds; keep its files valid
             key["kind"] = kind
-        return cache_root() / "features" / f"{stable_hash(key)}.safetensors"
+        return key
 
-    def last_token(self, prompts: Sequence[str]) -> LastTokenFeatures:
-        """Features of ``prompts`` (from the cache when present)."""
-        def compute() -> dict[str, np.ndarray]:
-            features = self.compute(prompts)
-            return {"hidden": features.hidden, "logodds": features.logodds}
+    def cache_path(self, prompts: Sequence[str], kind: str = "last_token", layer: Optional[int] = None) -> Path:
+        """Cache file of one layer (or, with ``layer=None``, the log-odds) of one feature
+        ``kind`` ("last_token" or "attributions") of ``prompts``."""
+        part = "logodds" if layer is None else f"layer{layer}"
+        return cache_root() / "features" / f"{stable_hash(self._key(prompts, kind))}-{part}.safetensors"
 
-        arrays = arrays_at(self.cache_path(prompts), compute, self.use_cache)
-        return LastTokenFeatures(arrays["hidden"], arrays["logodds"])
+    # -- public API -------------------------------------------------------------------------
+    def last_token(self, prompts: Sequence[str], layers: Optional[Sequence[int]] = None) -> LastTokenFeatures:
+        """Features of ``prompts`` (from the cache when present): every hidden state stacked, as
+        the detectors that need all of them use; :meth:`layers` reads only some."""
+        every = list(range(self.n_layers + 1))
+        hidden = self.layers(prompts, every)
+        return LastTokenFeatures(np.stack([hidden[layer] for layer in every]), self.logodds(prompts))
 
-    def compute(self, prompts: Sequence[str]) -> LastTokenFeatures:
-        """Run the model over ``prompts`` in batches; no cache."""
-        import torch
+    def layers(self, prompts: Sequence[str], layers: Sequence[int]) -> dict[int, np.ndarray]:
+        """Hidden-state index -> (n, d) float32 residual stream at the answer position, for the
+        requested (non-negative) layers only; missing layers are computed in one pass."""
+        return self._cached(prompts, "last_token", list(layers))[0]
 
-        with torch.inference_mode():
-            return self._compute(prompts)
+    def logodds(self, prompts: Sequence[str]) -> np.ndarray:
+        """(n,) float32 answer log-odds (positive minus negative answer logit)."""
+        return self._cached(prompts, "last_token", [])[1]
 
-    def _compute(self, prompts: Sequence[str]) -> LastTokenFeatures:
+    def attributions(self, prompts: Sequence[str], layers: Optional[Sequence[int]] = None) -> dict[int, np.ndarray]:
+        """Gradient x activation attributions: hidden-state index -> (n, d_model) float32.
+
+        For layer l and item i, ``d logodds_i / d h_l[i, -1] * h_l[i, -1]`` elementwise, where
+        ``h_l[i, -1]`` is the residual stream of layer l at the answer position. Summed over d
+        it is the first-order (linearised) contribution of that layer's activation to the
+        log-odds. Default: every hidden state.
+        """
+        chosen = list(range(self.n_layers + 1)) if layers is None else list(layers)
+        return self._cached(prompts, "attributions", chosen)[0]
+
+    def compute(self, prompts: Sequence[str], layers: Optional[Sequence[int]] = None) -> LastTokenFeatures:
+        """Run the model over ``prompts``; no cache (``layers`` default: every hidden state)."""
+        chosen = list(range(self.n_layers + 1)) if layers is None else list(layers)
+        hidden, logodds = self._run(prompts, chosen, gradients=False)
+        return LastTokenFeatures(np.stack([hidden[layer] for layer in chosen]), logodds)
+
+    # -- cache --------------------------------------------------------------------------------
+    def _cached(self, prompts: Sequence[str], kind: str, layers: list[int]) -> tuple[dict[int, np.ndarray], np.ndarray]:
+        bad = [layer for layer in layers if not 0 <= layer <= self.n_layers]
+        if bad:
+            raise IndexError(f"layer {bad[0]} out of range: this model has hidden states 0..{self.n_layers}")
+        out: dict[int, np.ndarray] = {}
+        missing = []
+        for layer in dict.fromkeys(layers):
+            arrays = self._read(self.cache_path(prompts, kind, layer))
+            if arrays is None:
+                missing.append(layer)
+            else:
+                out[layer] = arrays["x"].astype(np.float32)
+        logodds_path = self.cache_path(prompts, "last_token")
+        logodds_arrays = self._read(logodds_path)
+        if missing or logodds_arrays is None:
+            hidden, logodds = self._run(prompts, missing, gradients=kind == "attributions")
+            for layer in missing:
+                stored = hidden[layer].astype(self._storage())
+                self._write(self.cache_path(prompts, kind, layer), {"x": stored})
+                out[layer] = stored.astype(np.float32)  # what a later read returns: no cache-dependent numbers
+            if logodds_arrays is None:
+                self._write(logodds_path, {"logodds": logodds})
+        else:
+            logodds = logodds_arrays["logodds"]
+        return {layer: out[layer] for layer in layers}, logodds
+
+    def _read(self, path: Path) -> Optional[dict[str, np.ndarray]]:
+        if not self.use_cache or not path.exists():
+            return None
+        try:
+            return load_verified_arrays(path)
+        except CacheCorruption as exc:
+            logger.warning("damaged cache file, recomputing: %s", exc)
+            path.unlink(missing_ok=True)
+            return None
+
+    def _write(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
+        if self.use_cache:
+            write_arrays(path, arrays)
+
+    # -- the model ------------------------------------------------------------------------------
+    def _run(self, prompts: Sequence[str], layers: list[int], gradients: bool) -> tuple[dict[int, np.ndarray], np.ndarray]:
+        """One pass over ``prompts`` in batches of similar length: the requested layers at the
+        answer position (or their attributions) and the answer log-odds."""
+        if not len(prompts):
+            raise ValueError("no prompts given")
+        runtime = current_runtime()
+        batch_size = self.batch_size or runtime.initial_batch_size()
+        if gradients:  # backward passes keep every block's activations: smaller batches
+            batch_size = max(1, batch_size // ATTRIBUTION_BATCH_DIVISOR)
+        what = f"{'attributions' if gradients else 'feature extraction'} of {self.handle.path.name}"
+        return with_batch_backoff(lambda size: self._run_batches(prompts, layers, gradients, size), batch_size,
+                                  what, auto=self.batch_size is None and runtime.batch_size == "auto")
+
+    def _run_batches(self, prompts: Sequence[str], layers: list[int], gradients: bool,
+                     batch_size: int) -> tuple[dict[int, np.ndarray], np.ndarray]:
         import torch
         from tqdm.auto import tqdm
 
         from harness.zoo.tokenizer import answer_token_ids, encode_batch
 
         model, tokenizer = self.handle.model, self.handle.tokenizer
+        device = self.handle.input_device
         negative, positive = answer_token_ids(tokenizer, self.answers)
-        hidden: Optional[np.ndarray] = None
+        hidden: dict[int, np.ndarray] = {}
         logodds = np.empty(len(prompts), dtype=np.float32)
-        batches = length_sorted_batches(tokenizer, prompts, self.batch_size)
-        for index in tqdm(batches, desc="extracting features", disable=not self.progress, leave=False):
-            batch = encode_batch(tokenizer, [prompts[i] for i in index])
-            out = model(**batch, output_hidden_states=True, use_cache=False)
-            last = torch.stack([h[:, -1, :] for h in out.hidden_states]).float().cpu().numpy()
-            if hidden is None:
-                hidden = np.empty((last.shape[0], len(prompts), last.shape[2]), dtype=np.float32)
-            hidden[:, index] = last
-            final = out.logits[:, -1, :].float()
-            logodds[index] = (final[:, positive] - final[:, negative]).cpu().numpy()
-        assert hidden is not None, "no prompts given"
-        return LastTokenFeatures(hidden, logodds)
+        batches = length_sorted_batches(tokenizer, prompts, batch_size)
+        desc = "extracting attributions" if gradients else "extracting features"
+        with frozen_parameters(model) if gradients else torch.inference_mode():
+            for index in tqdm(batches, desc=desc, disable=not self.progress, leave=False):
+                batch = {k: v.to(device) for k, v in encode_batch(tokenizer, [prompts[i] for i in index]).items()}
+                if gradients:  # the graph starts at the embeddings: gradients w.r.t. activations only
+                    embeddings = model.get_input_embeddings()(batch.pop("input_ids"))
+                    batch["inputs_embeds"] = embeddings.detach().requires_grad_(True)
+                with torch.enable_grad() if gradients else contextlib.nullcontext():
+                    out = model(**batch, output_hidden_states=True, use_cache=False, **last_logits_only(model))
+                    final = out.logits[:, -1, :]
+                    answer = (final[:, positive] - final[:, negative]).float()
+                    states = [out.hidden_states[layer] for layer in layers]
+                    if gradients and layers:
+                        grads = torch.autograd.grad(answer.sum(), states)
+                        rows = [(g[:, -1, :] * h[:, -1, :]).float() for g, h in zip(grads, states)]
+                    else:
+                        rows = [h[:, -1, :].float() for h in states]
+                logodds[index] = answer.detach().cpu().numpy()
+                for layer, row in zip(layers, rows):
+                    if layer not in hidden:
+                        hidden[layer] = np.empty((len(prompts), row.shape[-1]), dtype=np.float32)
+                    hidden[layer][index] = row.detach().cpu().numpy()
+                del out, states, rows
+        return hidden, logodds
 
-    def attributions(self, prompts: Sequence[str]) -> np.ndarray:
-        """Gradient x activation attributions of ``prompts`` (from the cache when present).
 
-        Returns (n_layers + 1, n, d_model) float32: for layer l and item i,
-        ``d logodds_i / d h_l[i, -1] * h_l[i, -1]`` elementwise, where ``h_l[i, -1]`` is the
-        residual stream of layer l at the answer position (same layer convention as
-        :class:`LastTokenFeatures`). Summed over d it is the first-order (linearised)
-        contribution of that layer's activation to the log-odds.
-        """
-        def compute() -> dict[str, np.ndarray]:
-            return {"attributions": self.compute_attributions(prompts)}
+# the parameters of a model whose attributions are computed never need gradients: freezing
+# them keeps autograd from allocating parameter gradients; backward passes keep activations,
+# so attribution batches are this many times smaller than forward-only ones
+ATTRIBUTION_BATCH_DIVISOR = 4
 
-        return arrays_at(self.cache_path(prompts, kind="attributions"), compute, self.use_cache)["attributions"]
 
-    def compute_attributions(self, prompts: Sequence[str]) -> np.ndarray:
-        """Run the model with gradients over ``prompts`` in batches; no cache. See :meth:`attributions`.
+@contextlib.contextmanager
+def frozen_parameters(model: Any) -> Iterator[None]:
+    """Parameters with ``requires_grad=False`` inside, as they were afterwards."""
+    previous = [(p, p.requires_grad) for p in model.parameters()]
+    for parameter, _ in previous:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, flag in previous:
+            parameter.requires_grad_(flag)
 
-        Items of a batch do not interact (attention mask, per-item position ids), so one
-        backward pass of the batch's summed log-odds gives every item's own gradient.
-        Parameter gradients are never accumulated (``torch.autograd.grad`` on the hidden states only).
-        """
-        import torch
-        from tqdm.auto import tqdm
 
-        from harness.zoo.tokenizer import answer_token_ids, encode_batch
+def last_logits_only(model: Any) -> dict[str, Any]:
+    """``{"logits_to_keep": 1}`` where the model's forward takes it (transformers >= 4.50
+    causal LMs): logits of the last position only, not of every position."""
+    import inspect
 
-        model, tokenizer = self.handle.model, self.handle.tokenizer
-        negative, positive = answer_token_ids(tokenizer, self.answers)
-        attributions: Optional[np.ndarray] = None
-        batches = length_sorted_batches(tokenizer, prompts, self.batch_size)
-        with torch.enable_grad():
-            for index in tqdm(batches, desc="extracting attributions", disable=not self.progress, leave=False):
-                batch = encode_batch(tokenizer, [prompts[i] for i in index])
-                out = model(**batch, output_hidden_states=True, use_cache=False)
-                final = out.logits[:, -1, :].float()
-                logodds = final[:, positive] - final[:, negative]
-                hidden = list(out.hidden_states)
-                grads = torch.autograd.grad(logodds.sum(), hidden)
-                last = torch.stack([(g[:, -1, :] * h[:, -1, :]).float() for g, h in zip(grads, hidden)])
-                last = last.detach().cpu().numpy()
-                if attributions is None:
-                    attributions = np.empty((last.shape[0], len(prompts), last.shape[2]), dtype=np.float32)
-                attributions[:, index] = last
-        assert attributions is not None, "no prompts given"
-        return attributions
+    forward = inspect.signature(type(model).forward).parameters
+    if "logits_to_keep" in forward:
+        return {"logits_to_keep": 1}
+    if "num_logits_to_keep" in forward:
+        return {"num_logits_to_keep": 1}
+    return {}

@@ -11,7 +11,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from harness.features import FeatureExtractor, LastTokenFeatures, select_layers
+from harness.features import FeatureExtractor, LastTokenFeatures
+from harness.layers import resolve_layers
 
 
 @dataclass
@@ -22,13 +23,18 @@ class InputItems:
         prompts: the n prompt strings (the answer is read at the last token).
         extractor: computes features for this model (None when built from arrays).
         records: the n dataset records (for tags and debugging; never labels for fitting).
+
+    Layers are hidden-state indices (:mod:`harness.layers`); only the layers a detector asks
+    for are extracted (and cached, layer by layer), once per items object.
     """
 
     prompts: Sequence[str]
     extractor: Optional[FeatureExtractor] = None
     records: Sequence[dict] = ()
-    _features: Optional[LastTokenFeatures] = field(default=None, repr=False)
-    _attributions: Optional[np.ndarray] = field(default=None, repr=False)
+    _hidden: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _attributions: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _logodds: Optional[np.ndarray] = field(default=None, repr=False)
+    _n_layers: Optional[int] = field(default=None, repr=False)
 
     @classmethod
     def from_arrays(
@@ -41,47 +47,68 @@ class InputItems:
             raise ValueError(f"hidden must be (n_layers + 1, n, d); got shape {hidden.shape}")
         n = hidden.shape[1]
         logodds = np.zeros(n, np.float32) if logodds is None else np.asarray(logodds, np.float32)
+        by_layer = {}
         if attributions is not None:
             attributions = np.asarray(attributions, dtype=np.float32)
             if attributions.shape != hidden.shape:
                 raise ValueError(f"attributions must have the shape of hidden {hidden.shape}; got {attributions.shape}")
-        return cls(prompts=[""] * n, _features=LastTokenFeatures(hidden, logodds), _attributions=attributions)
+            by_layer = dict(enumerate(attributions))
+        return cls(prompts=[""] * n, _hidden=dict(enumerate(hidden)), _attributions=by_layer, _logodds=logodds,
+                   _n_layers=hidden.shape[0] - 1)
 
     def __len__(self) -> int:
         return len(self.prompts)
 
     @property
     def n_layers(self) -> int:
-        """Blocks of the model (layer indices run 0..n_layers), from its config when the
-        features are not computed yet: cheap enough for the runner's up-front checks."""
-        if self._features is not None or self.extractor is None:
-            return self.features().n_layers
-        config = self.handle.model.config
-        return int(getattr(config, "num_hidden_layers", None) or config.n_layer)
-
-    def features(self) -> LastTokenFeatures:
-        if self._features is None:
+        """Blocks of the model (hidden states 0..n_layers), from its config: no feature is
+        computed and no weight is loaded, so the runner's up-front checks stay cheap."""
+        if self._n_layers is None:
             if self.extractor is None:
                 raise ValueError("these items have neither features nor an extractor")
-            self._features = self.extractor.last_token(self.prompts)
-        return self._features
+            self._n_layers = self.extractor.n_layers
+        return self._n_layers
+
+    def _resolve(self, layers: Optional[Sequence[int]]) -> list[int]:
+        return resolve_layers(layers, self.n_layers, "items", "layers")
 
     def activations(self, layers: Optional[Sequence[int]] = None) -> dict[int, np.ndarray]:
-        """Residual stream at the answer position: layer -> (n, d_model) float32."""
-        return self.features().layers(layers)
+        """Residual stream at the answer position: hidden-state index -> (n, d_model) float32
+        (default: every block output, 1..n_layers; negative indices count from the end)."""
+        chosen = self._resolve(layers)
+        self._fetch(self._hidden, chosen, lambda missing: self._extractor("features").layers(self.prompts, missing))
+        return {layer: self._hidden[layer] for layer in chosen}
 
     def logodds(self) -> np.ndarray:
         """(n,) answer log-odds (positive minus negative answer logit)."""
-        return self.features().logodds
+        if self._logodds is None:
+            self._logodds = self._extractor("features").logodds(self.prompts)
+        return self._logodds
 
     def attributions(self, layers: Optional[Sequence[int]] = None) -> dict[int, np.ndarray]:
         """Gradient x activation attributions of the answer log-odds at the answer position:
         layer -> (n, d_model) float32 (layer convention and default as :meth:`activations`)."""
-        if self._attributions is None:
-            if self.extractor is None:
-                raise ValueError("these items have no attributions: build them with from_arrays(..., attributions=...)")
-            self._attributions = self.extractor.attributions(self.prompts)
-        return select_layers(self._attributions, layers)
+        chosen = self._resolve(layers)
+        if self.extractor is None and any(layer not in self._attributions for layer in chosen):
+            raise ValueError("these items have no attributions: build them with from_arrays(..., attributions=...)")
+        self._fetch(self._attributions, chosen,
+                    lambda missing: self._extractor("attributions").attributions(self.prompts, missing))
+        return {layer: self._attributions[layer] for layer in chosen}
+
+    def features(self) -> LastTokenFeatures:
+        """Every hidden state stacked, (n_layers + 1, n, d), with the log-odds."""
+        hidden = self.activations(list(range(self.n_layers + 1)))
+        return LastTokenFeatures(np.stack([hidden[layer] for layer in sorted(hidden)]), self.logodds())
+
+    def _fetch(self, memo: dict[int, np.ndarray], layers: list[int], compute: Any) -> None:
+        missing = [layer for layer in layers if layer not in memo]
+        if missing:
+            memo.update(compute(missing))
+
+    def _extractor(self, what: str) -> FeatureExtractor:
+        if self.extractor is None:
+            raise ValueError(f"these items were built from arrays and have no model to compute {what} with")
+        return self.extractor
 
     @property
     def handle(self) -> Any:
@@ -117,6 +144,6 @@ class ModelItem:
 
     def p_benign(self) -> np.ndarray:
         """(n,) probability of the benign letter (two-way softmax over A and B) on every prompt."""
-        logodds_a = self.extractor.last_token(self.prompts).logodds.astype(np.float64)
+        logodds_a = self.extractor.logodds(self.prompts).astype(np.float64)
         sign = np.where(np.asarray(self.benign_letters) == "A", 1.0, -1.0)
         return 1.0 / (1.0 + np.exp(-sign * logodds_a))

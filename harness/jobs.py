@@ -40,6 +40,7 @@ class JobSpec:
     params: dict[str, Any]
     seed: int
     resources: dict[str, float] = field(default_factory=lambda: {"cpus": 1.0, "gpus": 0.0})
+    runtime: dict[str, Any] = field(default_factory=dict)
 
     def task_config(self) -> TaskConfig:
         return TaskConfig(**self.config)
@@ -145,11 +146,14 @@ def run_in_worker(spec: JobSpec) -> dict[str, Any]:
     global _REGISTRY
     try:
         from harness.plugins import get_registry
+        from harness import runtime
         from harness.params import make_detector
         from harness.zoo.store import configure_process
 
+        settings = runtime.from_dict(spec.runtime)
+        runtime.use(settings)  # the driver's device, dtype and batch size
         if _REGISTRY is None:
-            configure_process()
+            configure_process(settings.resolved_device())
             _REGISTRY = get_registry()
         task = _REGISTRY.task(spec.task)()
         episode = _episode_for(task, spec)

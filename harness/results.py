@@ -30,13 +30,14 @@ VERSIONED_PACKAGES = ("torch", "transformers", "tokenizers", "numpy", "scikit-le
 
 def job_key(
     task: str, task_version: str, episode_fingerprint: str, detector: str, params: dict, seed: int, quick: bool,
-    plugins: Optional[dict[str, dict[str, str]]] = None,
+    plugins: Optional[dict[str, dict[str, str]]] = None, runtime: Optional[dict[str, Any]] = None,
 ) -> str:
     """The result key: a hash of everything that changes the number, including the distribution
     and version of the plugins that registered the task and the detector (upgrading a plugin
-    re-runs its jobs)."""
+    re-runs its jobs), and what of the runtime changes numbers (a non-float32 dtype)."""
     return stable_hash(
         {
+            **({"runtime": runtime} if runtime else {}),
             "task": task,
             "task_version": task_version,
             "episode": episode_fingerprint,

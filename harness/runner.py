@@ -23,6 +23,8 @@ from harness.jobs import JobSpec, execute
 from harness.options import validate_options
 from harness.params import make_detector
 from harness.plugins import Registry, UnknownNameError
+from harness.runtime import Runtime
+from harness.runtime import use as use_runtime
 from harness.results import (
     DEFAULT_RESULTS_DIR,
     QUICK_RESULTS_DIR,
@@ -46,6 +48,8 @@ class RunOptions:
     task_options: ``--option`` values, checked against the task's ``options`` table (an
         unknown name or a value of the wrong type is a ConfigError) and coerced to its types.
     executor, jobs, ray_address: where jobs run (see :mod:`harness.executors`).
+    runtime: device, dtype, batch size and device map of every model the run touches (see
+        :mod:`harness.runtime`); the dtype is part of the result key.
     """
 
     seed: int = 0
@@ -60,6 +64,7 @@ class RunOptions:
     executor: str = "local"
     jobs: int = 1
     ray_address: Optional[str] = None
+    runtime: Runtime = field(default_factory=Runtime)
 
     def resolved_results_dir(self) -> Path:
         if self.results_dir is not None:
@@ -124,12 +129,22 @@ def run(
     """
     from harness.executors import make_executor
 
-    notice = on_notice or logger.warning
     task_cls, detector_classes = resolve(registry, task_name, detector_names)
     task_options = validate_options(task_cls.name, task_cls.options, options.task_options)
     detectors = [make_detector(cls, options.detector_params.get(cls.name, {})) for cls in detector_classes]
     executor = make_executor(options.executor, options.jobs, options.ray_address)
-    task = task_cls()
+    previous_runtime = use_runtime(options.runtime)  # every model the run loads sees it
+    try:
+        return _run_jobs(registry, task_cls(), task_options, detectors, executor, options, on_result,
+                         on_notice or logger.warning)
+    finally:
+        use_runtime(previous_runtime)
+
+
+def _run_jobs(registry: Registry, task: Task, task_options: dict[str, Any], detectors: list[Detector],
+              executor: Any, options: RunOptions, on_result: Optional[Callable[[JobResult], None]],
+              notice: Callable[[str], None]) -> list[JobResult]:
+    """Build the episodes of every seed, check every job, write records as jobs finish."""
     built: list[tuple[TaskConfig, Episode]] = []
     for seed in options.seed_list():
         config = TaskConfig(seed=seed, quick=options.quick, allow_invalid=options.allow_invalid,
@@ -158,14 +173,15 @@ def run(
             params = detector.get_params()
             detector_plugin = registry.provenance("detector", detector.name)
             key = job_key(task.name, task.version, episode.fingerprint, detector.name, params, config.seed,
-                          options.quick, plugins={"task": task_plugin, "detector": detector_plugin})
+                          options.quick, plugins={"task": task_plugin, "detector": detector_plugin},
+                          runtime=options.runtime.key())
             path = record_path(results_dir, task.name, episode.name, detector.name, key)
             stored = None if options.force else completed(path)
             if stored is not None:
                 report(JobResult(episode.name, detector.name, "cached", stored, path))
                 continue
             base = _record_base(task, episode, detector, params, key, config, versions,
-                                {"task": task_plugin, "detector": detector_plugin})
+                                {"task": task_plugin, "detector": detector_plugin}, options.runtime)
             if not episode.valid and not options.allow_invalid:
                 message = episode.validity.get("reason", "episode failed its validity check")
                 record = {**base, "status": "invalid", "message": message}
@@ -174,7 +190,8 @@ def run(
                 continue
             spec = JobSpec(key=key, task=task.name, config=dataclasses.asdict(config), dataset=episode.name,
                            fingerprint=episode.fingerprint, detector=detector.name, params=params,
-                           seed=config.seed, resources=dict(detector.resources))
+                           seed=config.seed, resources=dict(detector.resources),
+                           runtime=dataclasses.asdict(options.runtime))
             if key in pending:  # the same job twice (e.g. a detector named twice): run it once
                 continue
             pending[key] = (spec, episode, detector, base, path)
@@ -235,7 +252,8 @@ def _reference_differences(task_name: str, built: list[tuple[TaskConfig, Episode
 
 
 def _record_base(task: Task, episode: Episode, detector: Detector, params: dict[str, Any], key: str,
-                 config: TaskConfig, versions: dict[str, str], plugins: dict[str, dict[str, str]]) -> dict[str, Any]:
+                 config: TaskConfig, versions: dict[str, str], plugins: dict[str, dict[str, str]],
+                 runtime: Runtime) -> dict[str, Any]:
     """The part of a record that the driver knows before the job runs."""
     models = episode_models(episode)
     return {
@@ -254,6 +272,7 @@ def _record_base(task: Task, episode: Episode, detector: Detector, params: dict[
         "params": params,
         "seed": config.seed,
         "quick": config.quick,
+        "runtime": runtime.record(),
         "valid": episode.valid,
         "validity": episode.validity,
         "config": {

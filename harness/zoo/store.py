@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from harness.cache import (
     MANIFEST_NAME,
@@ -26,6 +26,9 @@ from harness.cache import (
 )
 
 from harness.interfaces import ConfigError
+
+if TYPE_CHECKING:
+    from harness.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -74,22 +77,61 @@ def model_fingerprint(path: PathLike, memo: bool = True) -> str:
     return fingerprint
 
 
-def load_model(path: PathLike, device: str = "cpu") -> tuple[Any, Any]:
+def load_model(path: PathLike, runtime: Optional["Runtime"] = None) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` from a directory written by ``save_pretrained``.
 
-    The model is put in eval mode; the tokenizer pads on the left (the last position of
-    every row is then the answer position) and gets a pad token if it has none.
+    ``runtime`` (default: this process's, :mod:`harness.runtime`) says the device, dtype and
+    device map. The model is put in eval mode; the tokenizer pads on the left (the last position
+    of every row is then the answer position) and gets a pad token if it has none.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from harness.runtime import current
+
+    runtime = runtime or current()
     path = check_model_dir(path)
-    model = AutoModelForCausalLM.from_pretrained(path).to(device)
+    config = model_config(path)
+    checkpoint_dtype = config.get("dtype") or config.get("torch_dtype")  # "torch_dtype" before transformers 5
+    kwargs: dict[str, Any] = {"dtype": runtime.torch_dtype(checkpoint_dtype)}
+    if runtime.device_map:
+        try:
+            import accelerate  # noqa: F401
+        except ImportError:
+            raise ConfigError('--device-map auto needs accelerate: pip install -e ".[big]"') from None
+        kwargs["device_map"] = runtime.device_map
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if not runtime.device_map:
+        model = model.to(runtime.resolved_device())
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return model, tokenizer
+
+
+def model_config(path: PathLike) -> dict[str, Any]:
+    """The ``config.json`` of a model directory (read without loading any weight)."""
+    return json.loads((check_model_dir(path) / "config.json").read_text())
+
+
+def count_parameters(path: PathLike) -> int:
+    """Parameters stored in a model directory, from the safetensors headers (no weight is read);
+    ``.bin``/``.pt`` files are counted as float32 bytes / 4."""
+    total = 0
+    for file in Path(path).iterdir():
+        if file.suffix == ".safetensors":
+            with open(file, "rb") as handle:
+                header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+            for name, info in header.items():
+                if name != "__metadata__":
+                    count = 1
+                    for dim in info["shape"]:
+                        count *= dim
+                    total += count
+        elif file.suffix in WEIGHT_SUFFIXES:
+            total += file.stat().st_size // 4
+    return total
 
 
 @dataclass
@@ -113,13 +155,30 @@ class ModelHandle:
     def tokenizer(self) -> Any:
         return self._load()[1]
 
+    @property
+    def n_layers(self) -> int:
+        """Blocks of the model (hidden states 0..n_layers), from ``config.json``: no weight is
+        loaded, so up-front checks on a pair list of large models stay cheap."""
+        config = model_config(self.path)
+        for name in ("num_hidden_layers", "n_layer", "num_layers"):
+            if isinstance(config.get(name), int):
+                return config[name]
+        return int(self.model.config.num_hidden_layers)
+
+    @property
+    def n_parameters(self) -> int:
+        """Parameters of the model, from its weight files' headers (no weight is loaded)."""
+        return count_parameters(self.path)
+
+    @property
+    def input_device(self) -> Any:
+        """Where input ids go: the input embeddings' device (several devices with a device map)."""
+        return self.model.get_input_embeddings().weight.device
+
     def _load(self) -> tuple[Any, Any]:
         if self._loaded is None:
             self._loaded = load_model(self.path)
         return self._loaded
-
-    def unload(self) -> None:
-        self._loaded = None
 
 
 def portable_model_path(path: PathLike) -> str:
@@ -190,13 +249,14 @@ def quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
-def configure_process() -> None:
-    """Set up a harness process: one torch thread (two threads under load ran up to 13x slower
-    on 2-core machines; ``HARNESS_TORCH_THREADS`` overrides) and quiet transformers logging."""
+def configure_process(device: str = "cpu") -> None:
+    """Set up a harness process: quiet transformers logging and, when models run on the CPU,
+    the thread policy: one torch thread (two threads under load ran up to 13x slower on 2-core
+    machines); ``HARNESS_TORCH_THREADS`` overrides. On an accelerator torch's default stays."""
     import torch
 
     quiet_transformers()
     if os.environ.get("HARNESS_TORCH_THREADS"):
         torch.set_num_threads(int(os.environ["HARNESS_TORCH_THREADS"]))
-    else:
+    elif device == "cpu":
         torch.set_num_threads(1)

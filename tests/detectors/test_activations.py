@@ -60,5 +60,5 @@ def test_hyperparameters_are_dataclass_fields_and_validated():
 
 def test_out_of_range_layer_is_reported():
     trusted, _, _ = planted(n_layers=2)
-    with pytest.raises(IndexError, match="layers 0..2"):
+    with pytest.raises(ConfigError, match="layer 7 out of range; this model has hidden states 0..2"):
         ActivationsMahalanobis(layers=[7]).fit(trusted)

@@ -4,12 +4,18 @@ import torch
 
 from detectors.attribution import AttributionLOF, AttributionMahalanobis
 from detectors.statistics import Mahalanobis
-from harness.features import FeatureExtractor, answer_token_ids
+from harness.features import FeatureExtractor
 from harness.items import InputItems
 from harness.scoring import auroc
 from harness.zoo.store import ModelHandle, load_model
+from harness.zoo.tokenizer import answer_token_ids
 
 PROMPTS = ["12 + 7 = 19. Alice:", "3 + 4 = 8. Bob:", "99 + 1 = 100. Alice:", "5 + 5 = 10. Bob:", "1 + 1 = 2. Alice:"]
+
+
+def stacked(by_layer):
+    """{hidden-state index: (n, d)} -> (n_layers + 1, n, d)."""
+    return np.stack([by_layer[layer] for layer in sorted(by_layer)])
 
 
 def hooked_attributions(model_dir, prompt):
@@ -46,7 +52,7 @@ def hooked_attributions(model_dir, prompt):
 
 def test_batched_attributions_match_explicit_autograd(tiny_model_dir):
     extractor = FeatureExtractor(ModelHandle(tiny_model_dir), batch_size=2, use_cache=False, progress=False)
-    attributions = extractor.attributions(PROMPTS)  # batches of 2: left padding is exercised
+    attributions = stacked(extractor.attributions(PROMPTS))  # batches of 2: left padding is exercised
     assert attributions.shape == (3, len(PROMPTS), 32)
     reference = np.stack([hooked_attributions(tiny_model_dir, p) for p in PROMPTS], axis=1)
     np.testing.assert_allclose(attributions, reference, rtol=1e-3, atol=1e-5)
@@ -62,7 +68,7 @@ def test_last_layer_attribution_is_the_linear_readout(tiny_model_dir):
     neg, pos = answer_token_ids(handle.tokenizer, (" False", " True"))
     weight = handle.model.lm_head.weight.detach().numpy()
     expected = (weight[pos] - weight[neg]) * features.hidden[-1]
-    attributions = extractor.attributions(PROMPTS)
+    attributions = stacked(extractor.attributions(PROMPTS))
     np.testing.assert_allclose(attributions[-1], expected, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(attributions[-1].sum(axis=1), features.logodds, rtol=1e-4, atol=1e-5)
     assert all(p.grad is None for p in handle.model.parameters())  # no parameter gradients
@@ -71,12 +77,12 @@ def test_last_layer_attribution_is_the_linear_readout(tiny_model_dir):
 def test_attributions_are_cached_under_their_own_key(tiny_model_dir):
     handle = ModelHandle(tiny_model_dir)
     first = FeatureExtractor(handle, progress=False)
-    attributions = first.attributions(PROMPTS)
-    path = first.cache_path(PROMPTS, kind="attributions")
-    assert path.exists() and path != first.cache_path(PROMPTS)
+    attributions = stacked(first.attributions(PROMPTS))
+    path = first.cache_path(PROMPTS, kind="attributions", layer=1)
+    assert path.exists() and path != first.cache_path(PROMPTS, layer=1)
     second = FeatureExtractor(handle, progress=False)
-    second.compute_attributions = lambda prompts: pytest.fail("recomputed despite the cache")
-    np.testing.assert_array_equal(second.attributions(PROMPTS), attributions)
+    second._run = lambda *args, **kwargs: pytest.fail("recomputed despite the cache")
+    np.testing.assert_array_equal(stacked(second.attributions(PROMPTS)), attributions)
     items = InputItems(PROMPTS, second)
     assert sorted(items.attributions()) == [1, 2]
     np.testing.assert_array_equal(items.attributions([0])[0], attributions[0])

@@ -82,7 +82,7 @@ def test_layer_choice_validation_and_not_fitted():
     assert [middle_block(n) for n in (1, 2, 3, 4, 6)] == [1, 1, 2, 2, 3]
     trusted, test, _ = planted(n_trusted=50, n_test=10, n_layers=2)
     assert FlowLaplace(layer=-1, epochs=1).fit(trusted).diagnostics()["layer"] == 2
-    with pytest.raises(IndexError, match="layers 0..2"):
+    with pytest.raises(ConfigError, match="layer 5 out of range; this model has hidden states 0..2"):
         FlowLaplace(layer=5).fit(trusted)
     with pytest.raises(NotFittedError, match="call fit"):
         FlowMahalanobis().score(test)

@@ -49,7 +49,7 @@ CASES = {
     "task option out of range": (QUICK + ["--detector", "activations_lof", "--option", "min_accuracy=2"],
                                  ["'min_accuracy' must be in [0, 1]", "got 2"]),
     "layer index out of range": (QUICK + ["--detector", "activations_mahalanobis", "--param", "activations_mahalanobis.layers=[1, 99]"],
-                                 ["layer 99 out of range", "this model has layers 0..1"]),
+                                 ["layer 99 out of range", "this model has hidden states 0..1"]),
     "single layer out of range": (QUICK + ["--detector", "flow_mahalanobis", "--param", "flow_mahalanobis.layer=-7"],
                                   ["layer -7 out of range"]),
     "basin layer out of range": (QUICK + ["--detector", "basin_mahalanobis", "--param", "basin_mahalanobis.layer=5"],

@@ -2,9 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from harness.features import FeatureExtractor, answer_token_ids
+from harness.features import FeatureExtractor, last_logits_only
+from harness.interfaces import ConfigError
 from harness.items import InputItems
 from harness.zoo.store import ModelHandle, ModelDirectoryError, load_model
+from harness.zoo.tokenizer import answer_token_ids
 
 PROMPTS = ["12 + 7 = 19. Alice:", "3 + 4 = 8. Bob:", "99 + 1 = 100. Alice:", "5 + 5 = 10. Bob:", "1 + 1 = 2. Alice:"]
 
@@ -36,20 +38,91 @@ def test_features_are_cached_by_model_and_prompts(tiny_model_dir, isolated_cache
     handle = ModelHandle(tiny_model_dir)
     first = FeatureExtractor(handle, progress=False)
     features = first.last_token(PROMPTS)
-    path = first.cache_path(PROMPTS)
+    path = first.cache_path(PROMPTS, layer=1)
     assert path.exists() and path.is_relative_to(isolated_cache)
     # a second extractor reads the cache instead of running the model
     second = FeatureExtractor(handle, progress=False)
-    second.compute = lambda prompts: pytest.fail("recomputed despite the cache")
+    second._run = lambda *args, **kwargs: pytest.fail("recomputed despite the cache")
     np.testing.assert_array_equal(second.last_token(PROMPTS).hidden, features.hidden)
-    assert first.cache_path(PROMPTS[:-1]) != path
-    assert FeatureExtractor(handle, answers=(" Bob", " Alice")).cache_path(PROMPTS) != path
+    assert first.cache_path(PROMPTS[:-1], layer=1) != path
+    assert FeatureExtractor(handle, answers=(" Bob", " Alice")).cache_path(PROMPTS, layer=1) != path
+
+
+def test_only_the_requested_layers_are_computed_and_each_is_cached_alone(tiny_model_dir, isolated_cache):
+    prompts = PROMPTS[::-1]  # prompts no other test caches (the cache is per session)
+    handle = ModelHandle(tiny_model_dir)
+    extractor = FeatureExtractor(handle, progress=False)
+    computed = []
+    run = extractor._run
+
+    def counting(prompts, layers, gradients):
+        computed.append(list(layers))
+        return run(prompts, layers, gradients)
+
+    extractor._run = counting
+    first = extractor.layers(prompts, [1])
+    assert computed == [[1]] and sorted(first) == [1]
+    assert not extractor.cache_path(prompts, layer=2).exists()
+    second = extractor.layers(prompts, [1, 2])  # adds layer 2, reads layer 1
+    assert computed == [[1], [2]]
+    np.testing.assert_array_equal(second[1], first[1])
+    reference = FeatureExtractor(handle, progress=False, use_cache=False).compute(prompts)
+    np.testing.assert_allclose(second[2], reference.hidden[2], atol=1e-5)
+    assert extractor.layers(prompts, [2, 1]) and computed == [[1], [2]]
+
+
+def test_only_the_last_position_logits_are_computed(tiny_model_dir):
+    model, _ = load_model(tiny_model_dir)
+    assert last_logits_only(model) == {"logits_to_keep": 1}
+
+
+def test_float16_storage_halves_the_file_and_returns_float32(tiny_model_dir, isolated_cache):
+    handle = ModelHandle(tiny_model_dir)
+    full = FeatureExtractor(handle, progress=False, storage_dtype="float32")
+    half = FeatureExtractor(handle, progress=False, storage_dtype="float16")
+    a, b = full.layers(PROMPTS, [2])[2], half.layers(PROMPTS, [2])[2]
+    assert b.dtype == np.float32 and half.cache_path(PROMPTS, layer=2) != full.cache_path(PROMPTS, layer=2)
+    np.testing.assert_allclose(b, a, rtol=2e-3, atol=2e-3)
+    reread = FeatureExtractor(handle, progress=False, storage_dtype="float16").layers(PROMPTS, [2])[2]
+    np.testing.assert_array_equal(reread, b)
+    assert half.cache_path(PROMPTS, layer=2).stat().st_size < 0.75 * full.cache_path(PROMPTS, layer=2).stat().st_size
+
+
+def test_attributions_leave_the_parameters_frozen_state_and_gradients_alone(tiny_model_dir):
+    handle = ModelHandle(tiny_model_dir)
+    extractor = FeatureExtractor(handle, progress=False, use_cache=False)
+    attributions = extractor.attributions(PROMPTS, [2])
+    assert sorted(attributions) == [2] and attributions[2].shape == (len(PROMPTS), 32)
+    assert all(p.requires_grad and p.grad is None for p in handle.model.parameters())
+
+
+def test_auto_batch_size_backs_off_on_out_of_memory(tiny_model_dir, caplog):
+    extractor = FeatureExtractor(ModelHandle(tiny_model_dir), progress=False, use_cache=False)
+    run_batches = extractor._run_batches
+    sizes = []
+
+    def small_memory(prompts, layers, gradients, batch_size):
+        sizes.append(batch_size)
+        if batch_size > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return run_batches(prompts, layers, gradients, batch_size)
+
+    extractor._run_batches = small_memory
+    features = extractor.compute(PROMPTS)
+    assert sizes == [256, 128, 64, 32, 16, 8, 4, 2]
+    assert "retrying with 128" in caplog.text
+    np.testing.assert_allclose(features.hidden, direct_features(tiny_model_dir, PROMPTS)[0], atol=1e-4)
+    fixed = FeatureExtractor(ModelHandle(tiny_model_dir), progress=False, use_cache=False, batch_size=64)
+    fixed._run_batches = small_memory
+    with pytest.raises(ConfigError, match="ran out of memory at --batch-size 64"):
+        fixed.compute(PROMPTS)
 
 
 def test_damaged_cache_file_is_recomputed(tiny_model_dir):
     extractor = FeatureExtractor(ModelHandle(tiny_model_dir), progress=False)
     features = extractor.last_token(PROMPTS)
-    extractor.cache_path(PROMPTS).write_bytes(b"garbage")
+    extractor.cache_path(PROMPTS, layer=1).write_bytes(b"garbage")
+    extractor.cache_path(PROMPTS).write_bytes(b"garbage")  # the log-odds
     np.testing.assert_allclose(extractor.last_token(PROMPTS).hidden, features.hidden)
 
 
@@ -58,8 +131,9 @@ def test_items_give_layers_and_logodds(tiny_model_dir):
     layers = items.activations()
     assert sorted(layers) == [1, 2] and layers[1].shape == (len(PROMPTS), 32)
     assert items.logodds().shape == (len(PROMPTS),)
-    with pytest.raises(IndexError, match="0..2"):
+    with pytest.raises(ConfigError, match="layer 5 out of range; this model has hidden states 0..2"):
         items.activations([5])
+    assert sorted(items.activations([-1, 0])) == [0, 2]
 
 
 def test_model_directory_errors_are_actionable(tmp_path, tiny_model_dir):
