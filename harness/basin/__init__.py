@@ -3,19 +3,24 @@
 Entry points: :func:`estimate_basin` (one model, KL averaged over the evaluation set) and
 :func:`per_example_basin` (one multiplier per (direction, example), KL on that example).
 Building blocks: :func:`find_multipliers` (safeguarded log-log root finder on any KL
-callable), :func:`log_gaussian_integral`, :class:`CausalLMKL`, :class:`HookedPerturbation`.
+callable), :func:`log_gaussian_integral`, :class:`CausalLMKL`, :class:`HookedPerturbation`,
+:class:`SeededDirections` (random directions generated from a seed in fixed RNG blocks, never
+held as an ``(n_dirs, D)`` array; :func:`sample_directions` is their dense form for small D).
+Guarantees: memory for directions is a small multiple of the perturbed block's size, whatever
+the number of directions; a direction is the same for every chunk size and device; the
+perturbed parameters are bitwise restored after every call, also when it raises.
 The method: "Estimating the Probability of Sampling a Trained Neural Network at Random"
 (arXiv 2501.18812) and its ``tyche`` library; the README's "The basin-volume engine" has the
 benchmark against a plain reference.
 """
 
+from harness.basin.directions import SeededDirections, SubsetDirections, prior_terms, sample_directions
 from harness.basin.estimate import (
     BasinResult,
     gaussian_log_estimates,
     log_gaussian_integral,
     log_unit_ball_volume,
     logmeanexp,
-    sample_directions,
     simple_log_estimates,
 )
 from harness.basin.kl import CausalLMKL
@@ -28,6 +33,8 @@ __all__ = [
     "HookedPerturbation",
     "ParameterSubset",
     "SearchResult",
+    "SeededDirections",
+    "SubsetDirections",
     "estimate_basin",
     "find_multipliers",
     "gaussian_log_estimates",
@@ -36,6 +43,7 @@ __all__ = [
     "logmeanexp",
     "per_example_basin",
     "perturbed_weights",
+    "prior_terms",
     "sample_directions",
     "select_parameters",
     "simple_log_estimates",

@@ -18,6 +18,11 @@ one prompt length where there are enough of them (:meth:`CausalLMKL._batches`): 
 padding columns dropped such a batch needs no attention mask, so it runs no padded tokens and
 takes the unmasked causal attention path (about 20% less time per row than mixed lengths).
 
+Directions come from a :class:`~harness.basin.directions.SubsetDirections` (seeded, generated
+on demand in bounded memory) or a dense ``(n_dirs, D)`` tensor. Inputs are moved to the
+model's device batch by batch; the unperturbed log-probs and the KL arithmetic stay on that
+device in float64, and the KLs returned are CPU tensors.
+
 When only the last position is evaluated (the default), the last decoder block's attention
 output projection and MLP run on the last position alone (:func:`last_position_only`): their
 outputs at earlier positions only feed positions whose logits are discarded. This is checked
@@ -28,17 +33,29 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Union
 
 import torch
 from torch import nn
 
+from harness.basin.directions import SubsetDirections, as_subset_directions
 from harness.basin.perturb import HookedPerturbation, ParameterSubset, perturbed_weights
 from harness.interventions import block_list
 
 logger = logging.getLogger(__name__)
 
-MODES = ("sequential", "stacked")
+MODES = ("auto", "sequential", "stacked")
+
+
+def resolve_mode(mode: str, model: nn.Module) -> str:
+    """``"auto"`` -> ``"stacked"`` on an accelerator (a wide batch costs little more than a narrow
+    one there), ``"sequential"`` on the CPU (where a hooked pass costs about two plain ones)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode != "auto":
+        return mode
+    device = next(model.parameters()).device
+    return "sequential" if device.type == "cpu" else "stacked"
 
 
 def _last_block_tails(model: nn.Module) -> list[nn.Module]:
@@ -87,8 +104,11 @@ class CausalLMKL:
     position_mask: optional ``(n_examples, seq)`` bool of evaluation positions (default: the
     last position of each row, the answer position of left-padded prompts); batch_size: rows
     per forward pass; mode: how :meth:`per_direction` runs many directions --
-    ``"sequential"`` (weights perturbed in place, one direction at a time, plain passes) or
-    ``"stacked"`` (several directions' copies of the batch in one hooked pass).
+    ``"sequential"`` (weights perturbed in place, one direction at a time, plain passes; the
+    weights are restored bitwise from a saved copy after each), ``"stacked"`` (the directions
+    of one lock-step round share hooked passes as rows, as per-example searches do) or
+    ``"auto"`` (stacked on an accelerator, sequential on the CPU). directions: ``(n_dirs, D)``
+    tensor or :class:`SubsetDirections`.
 
     Counters: ``n_forward`` (model calls) and ``n_rows`` (example rows processed).
     """
@@ -99,23 +119,22 @@ class CausalLMKL:
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         subset: ParameterSubset,
-        directions: torch.Tensor,
+        directions: Union[torch.Tensor, SubsetDirections],
         position_mask: Optional[torch.Tensor] = None,
         batch_size: int = 256,
         mode: str = "sequential",
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.model = model
+        self.mode = resolve_mode(mode, model)
+        self.device = next(model.parameters()).device
         self.input_ids = input_ids
         self.attention_mask = attention_mask.long()
         self.position_ids = (self.attention_mask.cumsum(-1) - 1).clamp(min=0)
         self.last_only = position_mask is None
         self.position_mask = position_mask.bool() if position_mask is not None else None
         self.subset = subset
-        self.directions = directions
+        self.directions = as_subset_directions(subset, directions)
         self.batch_size = int(batch_size)
-        self.mode = mode
         self.n_forward = 0
         self.n_rows = 0
         n = input_ids.shape[0]
@@ -193,8 +212,10 @@ class CausalLMKL:
         keep = mask.any(0).nonzero()
         first = int(keep[0]) if len(keep) else 0  # drop columns that are padding in every row
         mask = mask[:, first:]
-        kwargs = dict(input_ids=self.input_ids[rows, first:], attention_mask=None if bool(mask.all()) else mask,
-                      position_ids=self.position_ids[rows, first:], use_cache=False)
+        to = dict(device=self.device, non_blocking=True)
+        kwargs = dict(input_ids=self.input_ids[rows, first:].to(**to),
+                      attention_mask=None if bool(mask.all()) else mask.to(**to),
+                      position_ids=self.position_ids[rows, first:].to(**to), use_cache=False)
         if self.last_only:
             kwargs["logits_to_keep"] = 1
         with torch.inference_mode(), last_position_only(self._tails):
@@ -204,13 +225,14 @@ class CausalLMKL:
         if self.last_only:
             logits = logits[:, -1]
         else:
-            logits = logits[self.position_mask[rows, first:]]
+            logits = logits[self.position_mask[rows, first:].to(logits.device)]
         return torch.log_softmax(logits.double(), dim=-1)
 
     def _row_kl(self, rows: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
-        """Per-row KL (mean over that row's evaluation positions) given perturbed log-probs."""
+        """Per-row KL (mean over that row's evaluation positions) given perturbed log-probs:
+        a CPU float64 ``(len(rows),)``."""
         base = self._base_for(rows)
-        per_pos = (base.exp() * (base - logq)).sum(-1)
+        per_pos = (base.exp() * (base - logq)).sum(-1).cpu()
         if self.last_only:
             return per_pos
         owner = torch.repeat_interleave(torch.arange(len(rows)), self.position_mask[rows].sum(-1))
@@ -248,7 +270,7 @@ class CausalLMKL:
         weights = self.n_positions[rows] / self.n_positions[rows].sum()
         if self.mode == "sequential":
             for d in active.tolist():
-                with perturbed_weights(self.subset, self.directions[d], float(scales[d])):
+                with perturbed_weights(self.subset, self.directions.params(d), float(scales[d])):
                     kls = torch.empty(n, dtype=torch.float64)
                     for batch in self._batches(rows):
                         kls[batch] = self._row_kl(rows[batch], self._logprobs(rows[batch]))

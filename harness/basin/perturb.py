@@ -3,7 +3,8 @@
 Two ways to run a model at perturbed parameters:
 
 * :func:`perturbed_weights` adds ``s * w`` to the weights in place for one scale and
-  restores the saved originals bit-for-bit in ``finally``.
+  restores them bit-for-bit in ``finally`` by copying back a saved copy of the original values
+  (subtracting ``s * w`` again would leave float rounding error in the weights).
 * :class:`HookedPerturbation` leaves the weights alone and adds, with forward hooks, the
   perturbation's contribution to every module that owns a selected parameter, with a
   different scale (and direction) per batch row. Every parameter of a transformer enters its
@@ -12,19 +13,26 @@ Two ways to run a model at perturbed parameters:
   norms; so the hook adds ``s_row * (f(x; V) - f(x; 0))`` to the module's output, where
   ``x`` is the module's (already perturbed) input. One pass at about twice the cost of a
   plain pass then yields each row's output at its own perturbed parameters.
+
+Directions come as a dense ``(n_dirs, D)`` tensor or as a
+:class:`~harness.basin.directions.SubsetDirections`, which generates them from a seed on demand
+(memory a small multiple of the perturbed block's, whatever ``n_dirs``).
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from harness.interventions import block_list
+
+if TYPE_CHECKING:
+    from harness.basin.directions import SubsetDirections
 
 LayerSpec = Union[None, int, str, Sequence[str]]
 
@@ -91,17 +99,23 @@ def select_parameters(model: nn.Module, layer: LayerSpec = None) -> ParameterSub
 
 
 @contextlib.contextmanager
-def perturbed_weights(subset: ParameterSubset, direction: torch.Tensor, scale: float) -> Iterator[None]:
-    """Within the block the subset's parameters are ``θ + scale * direction`` (direction ``(D,)``).
+def perturbed_weights(subset: ParameterSubset, direction: Union[torch.Tensor, Sequence[torch.Tensor]],
+                      scale: float) -> Iterator[None]:
+    """Within the block the subset's parameters are ``θ + scale * direction``.
 
-    The original values are saved and copied back in ``finally``, so the model is never left
-    perturbed, even when the body raises.
+    direction: a ``(D,)`` tensor, or one tensor per parameter of the subset (as
+    :meth:`SubsetDirections.params` returns). A copy of the original values is saved (one
+    block's worth of memory) and copied back in ``finally``: afterwards every parameter is
+    bitwise what it was, even when the body raises.
     """
+    parts = subset.split(direction) if torch.is_tensor(direction) else list(direction)
+    if len(parts) != len(subset.params):
+        raise ValueError(f"direction has {len(parts)} parts, the subset {len(subset.params)} parameters")
     saved = [p.detach().clone() for p in subset.params]
     try:
         with torch.no_grad():
-            for p, v in zip(subset.params, subset.split(direction)):
-                p.add_(v.to(p.dtype), alpha=float(scale))
+            for p, v in zip(subset.params, parts):
+                p.add_(v.to(p.device, p.dtype).view_as(p), alpha=float(scale))
         yield
     finally:
         with torch.no_grad():
@@ -167,15 +181,17 @@ def _embedding_add(module: nn.Embedding, x: torch.Tensor, v: dict[str, torch.Ten
 
 def _is_llama_rmsnorm(module: nn.Module, own: dict[str, torch.Tensor]) -> bool:
     return (type(module).__name__.endswith("RMSNorm") and hasattr(module, "variance_epsilon")
-            and set(own) == {"weight"} and tuple(module.weight.shape) == tuple(own["weight"].shape[1:]))
+            and set(own) == {"weight"} and tuple(module.weight.shape) == tuple(own["weight"].shape))
 
 
 class HookedPerturbation:
     """Forward hooks that perturb a model row by row, without touching its weights.
 
-    ``directions``: ``(n_dirs, D)`` perturbation vectors over ``subset``. Before each forward
-    pass call :meth:`set_rows` with, per batch row, the index of its direction and its scale;
-    rows must come grouped by direction (contiguous runs). Use as a context manager: the
+    ``directions``: ``(n_dirs, D)`` perturbation vectors over ``subset``, or a
+    :class:`~harness.basin.directions.SubsetDirections` (generated on demand; a module's hook
+    then asks only for its own parameters' share). Before each forward pass call
+    :meth:`set_rows` with, per batch row, the index of its direction and its scale; rows must
+    come grouped by direction (contiguous runs). Scales are moved to the model's device. Use as a context manager: the
     hooks are removed on exit. Only modules that own a selected parameter are hooked (for a
     one-layer subset, that layer's modules). Module types with a dedicated rule: Linear,
     Embedding, LayerNorm, Llama-family RMSNorm, GPT-2 Conv1D; any other module is assumed affine
@@ -183,15 +199,19 @@ class HookedPerturbation:
     place of its parameters.
     """
 
-    def __init__(self, model: nn.Module, subset: ParameterSubset, directions: torch.Tensor) -> None:
-        if directions.ndim != 2 or directions.shape[1] != subset.dim:
+    def __init__(self, model: nn.Module, subset: ParameterSubset,
+                 directions: Union[torch.Tensor, "SubsetDirections"]) -> None:
+        from harness.basin.directions import as_subset_directions
+
+        if torch.is_tensor(directions) and (directions.ndim != 2 or directions.shape[1] != subset.dim):
             raise ValueError(f"directions must be (n_dirs, {subset.dim}), got {tuple(directions.shape)}")
         self.model = model
-        dtype = subset.params[0].dtype
-        views = {id(p): v for p, v in zip(subset.params, subset.split(directions.to(dtype)))}
-        self._owners: list[tuple[nn.Module, dict[str, torch.Tensor]]] = []
+        self.directions = as_subset_directions(subset, directions)
+        index = {id(p): k for k, p in enumerate(subset.params)}
+        # per hooked module: its own parameter names -> their index in the subset
+        self._owners: list[tuple[nn.Module, dict[str, int]]] = []
         for module in model.modules():
-            own = {name: views[id(p)] for name, p in module._parameters.items() if p is not None and id(p) in views}
+            own = {name: index[id(p)] for name, p in module._parameters.items() if p is not None and id(p) in index}
             if own:
                 self._owners.append((module, own))
         self._handles: list = []
@@ -209,8 +229,9 @@ class HookedPerturbation:
                 start = i
         if len({g[2] for g in groups}) != len(groups):
             raise ValueError("rows must be grouped by direction (each direction one contiguous run)")
+        self.directions.prefetch([g[2] for g in groups])
         self._groups = groups
-        self._scales = scales
+        self._scales = scales.to(self.directions.device)
 
     def __enter__(self) -> "HookedPerturbation":
         from transformers.pytorch_utils import Conv1D
@@ -224,7 +245,7 @@ class HookedPerturbation:
                 rule = _embedding_add
             elif isinstance(module, nn.LayerNorm):
                 rule = _layernorm_add
-            elif _is_llama_rmsnorm(module, own):
+            elif _is_llama_rmsnorm(module, {name: module._parameters[name] for name in own}):
                 rule = _rmsnorm_add
             else:
                 rule = None  # generic: affine in its own parameters
@@ -246,7 +267,7 @@ class HookedPerturbation:
             self._busy = False
         return with_v - at_zero
 
-    def _make_hook(self, rule, own: dict[str, torch.Tensor]):
+    def _make_hook(self, rule, own: dict[str, int]):
         def hook(module, args, kwargs, output):
             if self._busy or self._scales is None:
                 return None
@@ -258,7 +279,7 @@ class HookedPerturbation:
             # in place into the module's fresh output, unless autograd may need it unchanged
             out = output.clone() if torch.is_grad_enabled() or not output.is_contiguous() else output
             for start, end, d in self._groups:
-                v = {name: t[d] for name, t in own.items()}
+                v = {name: self.directions.param(d, k) for name, k in own.items()}
                 if rule is None:
                     sub_args = tuple(a[start:end] if torch.is_tensor(a) and a.shape[:1] == output.shape[:1] else a
                                      for a in args)

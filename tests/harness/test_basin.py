@@ -374,3 +374,204 @@ def test_probe_start_changes_only_the_cost():
     assert plain.converged.all() and probed.converged.all()
     np.testing.assert_allclose(probed.radii, plain.radii, rtol=1e-5)
     assert probed.n_rows < plain.n_rows  # subset rows are cheap; full-set evaluations are fewer
+
+
+# ---------------------------------------------------------------------------------------------
+# (6) seeded directions in bounded memory; bitwise restoration; the same numbers on every device
+
+
+def test_directions_are_the_same_for_every_chunk_size_unit_norm_float32():
+    from harness.basin.directions import RNG_BLOCK, SeededDirections
+
+    dim = 2 * RNG_BLOCK + 12_345  # three RNG blocks, the last one short
+    source = SeededDirections(dim, 3, seed=11)
+    for i in (0, 2):
+        full = source.vector(i)
+        assert full.dtype == torch.float32 and full.shape == (dim,)
+        assert abs(float(full.double().norm()) - 1.0) < 1e-6
+        for chunk_size in (RNG_BLOCK, 300_007, dim):
+            assert torch.equal(torch.cat([w for _, _, w in source.chunks(i, chunk_size)]), full)
+        for lo, hi in ((0, 1), (RNG_BLOCK - 5, RNG_BLOCK + 5), (1234, 2 * RNG_BLOCK + 99), (dim - 3, dim)):
+            assert torch.equal(source.slice(i, lo, hi), full[lo:hi])
+    # direction i does not depend on how many are drawn, nor on where the drawing starts
+    assert torch.equal(SeededDirections(dim, 1, seed=11).vector(0), source.vector(0))
+    assert torch.equal(SeededDirections(dim, 1, seed=11, start=2).vector(0), source.vector(2))
+    assert not torch.equal(SeededDirections(dim, 1, seed=12).vector(0), source.vector(0))
+    dense, props = sample_directions(1000, 3, seed=11)
+    assert torch.equal(dense[1], SeededDirections(1000, 3, seed=11).vector(1)) and torch.equal(props, torch.ones(3, dtype=torch.float64))
+
+
+def test_subset_directions_match_the_flat_vector_and_the_prior_terms():
+    from harness.basin.directions import SeededDirections, SubsetDirections, prior_terms
+
+    model = tiny_llama(tie=True)
+    subset, theta_sq, dirs, props, wt, sigma = prior_terms(model, None, 3, seed=4)
+    source = SeededDirections(subset.dim, 3, seed=4)
+    theta = subset.flat()
+    assert theta_sq == pytest.approx(float(theta @ theta), rel=1e-12)
+    assert sigma == pytest.approx(float(theta.pow(2).mean().sqrt()), rel=1e-12)
+    for i in range(3):
+        flat = source.vector(i)
+        assert torch.equal(dirs.vector(i), flat)
+        assert wt[i].item() == pytest.approx(float(flat.double() @ theta), rel=1e-5, abs=1e-9)
+        uncached = SubsetDirections(subset, source, cache_bytes=0)  # one parameter's share at a time
+        for k, (o, p) in enumerate(zip(subset.offsets, subset.params)):
+            assert torch.equal(uncached.param(i, k), flat[o:o + p.numel()].view(p.shape))
+        assert uncached.n_generated == 0
+    pre = torch.linspace(0.5, 2.0, subset.dim)
+    _, _, pdirs, pprops, pwt, _ = prior_terms(model, None, 2, seed=4, preconditioner=pre)
+    for i in range(2):
+        w = source.vector(i).double() * pre.double()
+        assert pprops[i].item() == pytest.approx(float(w.norm()), rel=1e-6)
+        assert pwt[i].item() == pytest.approx(float(w @ theta), rel=1e-5, abs=1e-9)
+        torch.testing.assert_close(pdirs.vector(i), w.float())
+
+
+def test_direction_cache_stays_within_its_budget_and_regenerates_the_same_values():
+    from harness.basin.directions import SeededDirections, SubsetDirections
+
+    model = tiny_llama()
+    subset = select_parameters(model, 1)
+    one = subset.dim * 4
+    dirs = SubsetDirections(subset, SeededDirections(subset.dim, 5, seed=2), cache_bytes=2 * one)
+    first = [dirs.vector(i).clone() for i in range(5)]
+    assert len(dirs._cache) == 2 and dirs.n_generated == 5
+    dirs.prefetch([0, 1, 2])  # three do not fit: left to per-parameter building
+    assert len(dirs._cache) == 2
+    assert all(torch.equal(dirs.vector(i), first[i]) for i in range(5))
+
+
+def test_direction_sampling_draws_bounded_chunks(monkeypatch):
+    from harness.basin import directions as directions_module
+    from harness.basin.directions import RNG_BLOCK, prior_terms
+    from torch import nn
+
+    sizes = []
+    randn = torch.randn
+
+    def recording_randn(*size, **kwargs):
+        sizes.append(int(np.prod(size[0] if len(size) == 1 and not isinstance(size[0], int) else size)))
+        return randn(*size, **kwargs)
+
+    monkeypatch.setattr(directions_module.torch, "randn", recording_randn)
+    model = nn.Linear(3 * RNG_BLOCK // 1024 + 1, 1024, bias=False)  # D a little over 3 RNG blocks
+    subset, _, dirs, _, _, _ = prior_terms(model, None, 4, seed=0, cache_bytes=0)
+    for i in range(4):
+        with perturbed_weights(subset, dirs.params(i), 0.1):
+            pass
+    assert sizes and max(sizes) <= RNG_BLOCK
+    assert sum(sizes) == 4 * 2 * subset.dim  # one statistics pass and one build per direction
+
+
+_MEMORY_PROBE = """
+import resource, sys, torch
+from torch import nn
+torch.set_num_threads(1)
+from harness.basin.directions import prior_terms
+from harness.basin.perturb import perturbed_weights
+n_dirs = int(sys.argv[1])
+prior_terms(nn.Linear(300, 3), None, 2, 0)  # warm-up: lazy initialisation is not the engine's memory
+model = nn.Linear(2048, 2048, bias=False)
+block = sum(p.numel() * p.element_size() for p in model.parameters())
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+subset, _, dirs, _, _, _ = prior_terms(model, None, n_dirs, 0, cache_bytes=block)
+for i in range(n_dirs):
+    with perturbed_weights(subset, dirs.params(i), 0.1):
+        pass
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+print(block, subset.dim, grown)
+"""
+
+
+def test_direction_memory_scales_with_the_block_not_with_the_number_of_directions():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, "8"], capture_output=True, text=True, check=True)
+    block, dim, grown = map(int, out.stdout.split())
+    dense = 8 * dim * 8  # the (n_dirs, D) float64 array the engine used to draw
+    assert grown <= 3 * block + (64 << 20), f"peak grew by {grown / 2**20:.0f} MiB for a {block / 2**20:.0f} MiB block"
+    assert 3 * block + (64 << 20) < dense / 2  # the bound would catch a dense draw
+
+
+def _raise_on_call(model, module, after: int):
+    calls = []
+
+    def hook(mod, args, output):
+        calls.append(1)
+        if len(calls) > after:
+            raise RuntimeError("boom")
+
+    return module.register_forward_hook(hook)
+
+
+@pytest.mark.parametrize("mode", ["sequential", "stacked", "per_example"])
+def test_parameters_restored_bitwise_after_a_call_and_after_an_exception(mode):
+    model = tiny_llama(tie=True)
+    saved = state_copy(model)
+    subset = select_parameters(model)
+    ids, mask = left_padded_batch(6, 5, seed=3)
+    dirs, _ = sample_directions(subset.dim, 2, seed=0)
+    # subtracting the perturbation again would not restore these weights: the check below can fail
+    s = 0.37
+    p0, w0 = subset.params[0].detach(), subset.split(dirs[0])[0]
+    assert not torch.equal((p0 + s * w0) - s * w0, p0)
+    kl = CausalLMKL(model, ids, mask, subset, dirs, mode="stacked" if mode == "stacked" else "sequential")
+    scales = torch.tensor([s, 2 * s], dtype=torch.float64)
+    run = (lambda: kl.per_example(scales[:, None].expand(2, 6).clone())) if mode == "per_example" \
+        else (lambda: kl.per_direction(scales))
+    assert (run() > 0).all()
+    assert_same_state(model, saved)
+    # fails inside a perturbed pass (sequential: the second direction's, while the weights are moved)
+    handle = _raise_on_call(model, model.model.layers[1].mlp, after=1 if mode == "sequential" else 0)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            run()
+    finally:
+        handle.remove()
+    assert_same_state(model, saved)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    # and through the engine's entry points, which raise from the middle of a search
+    for call in (lambda: estimate_basin(model, ids, mask, n_directions=2, mode=kl.mode),
+                 lambda: per_example_basin(model, ids, mask, n_directions=2)):
+        handle = _raise_on_call(model, model.model.layers[0].self_attn, after=4)
+        try:
+            with pytest.raises(RuntimeError, match="boom"):
+                call()
+        finally:
+            handle.remove()
+        assert_same_state(model, saved)
+        assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_auto_mode_is_sequential_on_cpu():
+    from harness.basin.kl import resolve_mode
+
+    model = tiny_llama()
+    assert resolve_mode("auto", model) == "sequential"
+    with pytest.raises(ValueError, match="mode must be one of"):
+        resolve_mode("parallel", model)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA; the CPU tests above run the same code")
+def test_gpu_same_directions_stacked_rounds_and_exact_restoration():
+    from harness.basin.directions import SeededDirections, SubsetDirections
+    from harness.basin.kl import resolve_mode
+
+    model = tiny_llama(hidden=16, layers=1, dtype=torch.float64)
+    ids, mask = left_padded_batch(20, 6, seed=2)
+    kwargs = dict(n_directions=3, eps=1e-2, seed=5, rtol=1e-6)
+    cpu_model = estimate_basin(model, ids, mask, **kwargs)
+    cpu_examples = per_example_basin(model, ids, mask, **kwargs)
+    gpu = model.to("cuda")
+    saved = state_copy(gpu)
+    assert resolve_mode("auto", gpu) == "stacked"
+    subset = select_parameters(gpu)
+    on_gpu = SubsetDirections(subset, SeededDirections(subset.dim, 2, seed=5))
+    assert on_gpu.vector(1).device.type == "cuda"
+    assert torch.equal(on_gpu.vector(1).cpu(), SeededDirections(subset.dim, 2, seed=5).vector(1).double())
+    stacked = estimate_basin(gpu, ids, mask, mode="auto", **kwargs)
+    np.testing.assert_allclose(stacked.radii, cpu_model.radii, rtol=1e-5)
+    examples = per_example_basin(gpu, ids, mask, **kwargs)
+    np.testing.assert_allclose(examples.multipliers, cpu_examples.multipliers, rtol=1e-5)
+    assert_same_state(gpu, saved)
