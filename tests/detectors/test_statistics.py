@@ -13,7 +13,11 @@ def test_mahalanobis_pinv_matches_direct_numpy():
     mu = trusted.mean(0)
     cov = np.cov(trusted, rowvar=False)
     direct = np.array([(x - mu) @ np.linalg.inv(cov) @ (x - mu) for x in test]) / 5
-    np.testing.assert_allclose(Mahalanobis("pinv").fit(trusted).score(test), direct, rtol=1e-8)
+    np.testing.assert_allclose(Mahalanobis("pinv", dtype="float64").fit(trusted).score(test), direct, rtol=1e-8)
+    # the default keeps the precision matrix in float32: the same distances to float32 accuracy
+    scorer = Mahalanobis("pinv").fit(trusted)
+    assert scorer.precision_.dtype == np.float32 and not hasattr(scorer, "covariance_")
+    np.testing.assert_allclose(scorer.score(test), direct, rtol=1e-5)
 
 
 def test_mahalanobis_ledoit_wolf_matches_direct_and_handles_n_below_d():
@@ -24,7 +28,8 @@ def test_mahalanobis_ledoit_wolf_matches_direct_and_handles_n_below_d():
     mu = trusted.mean(0)
     direct = np.array([(x - mu) @ np.linalg.solve(shrunk, x - mu) for x in test]) / 40
     scores = Mahalanobis("ledoit_wolf").fit(trusted).score(test)
-    np.testing.assert_allclose(scores, direct, rtol=1e-6)
+    np.testing.assert_allclose(scores, direct, rtol=1e-5)  # float32 precision matrix
+    np.testing.assert_allclose(Mahalanobis("ledoit_wolf", dtype="float64").fit(trusted).score(test), direct, rtol=1e-9)
     assert np.all(np.isfinite(scores))
 
 
