@@ -38,7 +38,24 @@ class AttributionMahalanobis(ActivationsMahalanobis):
     rcond: float = 1e-3
 
     def layer_features(self, items: InputItems) -> dict[int, np.ndarray]:
-        return items.attributions(self.layers)
+        return items.attributions(self.resolved_layers(items))
+
+    def memory_need(self, episode) -> int:
+        return super().memory_need(episode) + backward_bytes(episode)
+
+
+def backward_bytes(episode) -> int:
+    """What a backward pass keeps: about 16 activations of (micro-batch x tokens x d) per block
+    (attention and MLP intermediates), micro-batches a quarter of the forward batch."""
+    from harness.features import ATTRIBUTION_BATCH_DIVISOR
+    from harness.memory import DEFAULT_TOKENS
+    from harness.runtime import current
+
+    handle = getattr(getattr(episode.trusted, "extractor", None), "handle", None)
+    if handle is None:
+        return 0
+    micro = max(1, current().initial_batch_size() // ATTRIBUTION_BATCH_DIVISOR)
+    return 16 * micro * DEFAULT_TOKENS * handle.d_model * handle.n_layers * 4
 
 
 @dataclass
@@ -59,4 +76,7 @@ class AttributionLOF(ActivationsLOF):
     n_neighbors: int = 20
 
     def layer_features(self, items: InputItems) -> dict[int, np.ndarray]:
-        return items.attributions(self.layers)
+        return items.attributions(self.resolved_layers(items))
+
+    def memory_need(self, episode) -> int:
+        return super().memory_need(episode) + backward_bytes(episode)

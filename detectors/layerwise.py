@@ -38,6 +38,17 @@ class LayerwiseDetector(Detector):
     def layer_features(self, items: InputItems) -> dict[int, np.ndarray]:
         return items.activations(self.resolved_layers(items))
 
+    def memory_need(self, episode: Episode) -> int:
+        """Features of every item and layer used (float32), plus a d x d float32 statistic per
+        layer (Mahalanobis' precision matrix; LOF keeps the trusted features instead):
+        (n_items x d + d^2) x 4 bytes x layers, with float64 working copies while fitting."""
+        trusted, test = episode.trusted, episode.test
+        handle = getattr(getattr(trusted, "extractor", None), "handle", None)
+        if handle is None:
+            return 0
+        d, layers = handle.d_model, len(self.resolved_layers(trusted))
+        return (len(trusted) + len(test)) * d * layers * 4 * 2 + d * d * layers * 4 + 4 * d * d * 8
+
     def resolved_layers(self, items: InputItems) -> list[int]:
         """``layers`` as hidden-state indices of the items' model (None: every block output)."""
         return resolve_layers(self.layers, items.n_layers, f"detector {self.name!r}")

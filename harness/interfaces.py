@@ -64,6 +64,14 @@ class Detector:
         running any, so a bad setting fails the run cleanly instead of writing error records.
         Default: no check."""
 
+    def memory_need(self, episode: "Episode") -> int:
+        """Bytes this detector needs on ``episode`` beyond the model's weights and one
+        extraction batch (which the runner counts itself), e.g. its fitted statistics; the
+        runner compares the total with the device's free memory before the first job. Must
+        not load weights (``handle.n_layers``, ``d_model`` and ``n_parameters`` read configs).
+        Default: 0."""
+        return 0
+
     def fit(self, trusted: Any) -> "Detector":
         raise NotImplementedError
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 from harness.cache import stable_hash
 from harness.interfaces import ConfigError, Detector, Episode, Task, TaskConfig
 from harness.jobs import JobSpec, execute
+from harness.memory import check_fits
 from harness.options import validate_options
 from harness.params import make_detector
 from harness.plugins import Registry, UnknownNameError
@@ -150,10 +151,11 @@ def _run_jobs(registry: Registry, task: Task, task_options: dict[str, Any], dete
         config = TaskConfig(seed=seed, quick=options.quick, allow_invalid=options.allow_invalid,
                             datasets=options.datasets, options=dict(task_options))
         built += [(config, episode) for episode in task.episodes(config)]
-    for config, episode in built:  # every check before the first record
-        if episode.valid or options.allow_invalid:
-            for detector in detectors:
-                detector.check_episode(episode)
+    runnable = [episode for _, episode in built if episode.valid or options.allow_invalid]
+    for episode in runnable:  # every check before the first record
+        for detector in detectors:
+            detector.check_episode(episode)
+    check_fits(((episode, detector) for episode in runnable for detector in detectors), options.runtime)
     if not options.quick:
         for line in _reference_differences(task.name, built):
             notice(line)

@@ -84,7 +84,7 @@ def load_model(path: PathLike, runtime: Optional["Runtime"] = None) -> tuple[Any
     device map. The model is put in eval mode; the tokenizer pads on the left (the last position
     of every row is then the answer position) and gets a pad token if it has none.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from harness.runtime import current
 
@@ -103,11 +103,19 @@ def load_model(path: PathLike, runtime: Optional["Runtime"] = None) -> tuple[Any
     if not runtime.device_map:
         model = model.to(runtime.resolved_device())
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, load_tokenizer(path)
+
+
+def load_tokenizer(path: PathLike) -> Any:
+    """The tokenizer of a model directory, padding on the left (the last position of every row
+    is then the answer position), with a pad token even if the checkpoint has none."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(check_model_dir(path))
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    return model, tokenizer
+    return tokenizer
 
 
 def model_config(path: PathLike) -> dict[str, Any]:
@@ -136,11 +144,13 @@ def count_parameters(path: PathLike) -> int:
 
 @dataclass
 class ModelHandle:
-    """A model directory with its fingerprint; loads the model on first use, once."""
+    """A model directory with its fingerprint; loads the model (and, separately, the tokenizer)
+    on first use, once. Its configuration facts (layers, parameters) load no weight."""
 
     path: Path
     fingerprint: str = ""
     _loaded: Optional[tuple[Any, Any]] = field(default=None, repr=False, compare=False)
+    _tokenizer: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -153,7 +163,25 @@ class ModelHandle:
 
     @property
     def tokenizer(self) -> Any:
-        return self._load()[1]
+        if self._loaded is not None:
+            return self._loaded[1]
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.path)
+        return self._tokenizer
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the weights are in memory."""
+        return self._loaded is not None
+
+    @property
+    def d_model(self) -> int:
+        """Residual stream width, from ``config.json``."""
+        config = model_config(self.path)
+        for name in ("hidden_size", "n_embd", "d_model"):
+            if isinstance(config.get(name), int):
+                return config[name]
+        return int(self.model.config.hidden_size)
 
     @property
     def n_layers(self) -> int:

@@ -1,0 +1,47 @@
+"""The memory estimate a run checks before its first job: parts, dtype, and the one-line refusal."""
+
+import numpy as np
+import pytest
+
+from detectors.activations import ActivationsMahalanobis
+from detectors.attribution import AttributionMahalanobis
+from harness.features import FeatureExtractor
+from harness.interfaces import ConfigError, Episode
+from harness.items import InputItems
+from harness.memory import PROCESS_BYTES, check_fits, job_need
+from harness.runtime import Runtime
+from harness.zoo.store import ModelHandle
+
+
+@pytest.fixture()
+def episode(tiny_model_dir):
+    handle = ModelHandle(tiny_model_dir)
+    extractor = FeatureExtractor(handle, progress=False)
+    trusted = InputItems(["1 + 1 = 2. Alice:"] * 10, extractor)
+    test = InputItems(["3 + 4 = 8. Bob:"] * 6, extractor)
+    return Episode("tiny", trusted, test, np.r_[np.zeros(3), np.ones(3)].astype(int), {}, {"valid": True}, "fp")
+
+
+def test_the_need_counts_weights_at_the_run_dtype_without_loading_them(episode):
+    handle = episode.trusted.extractor.handle
+    need = job_need(episode, ActivationsMahalanobis(), Runtime())
+    assert need.parts["weights"] == handle.n_parameters * 4
+    assert need.parts["process"] == PROCESS_BYTES
+    d, layers = 32, 2  # the tiny model: width 32, 2 blocks
+    assert need.parts["activations_mahalanobis"] >= 16 * d * layers * 4 + d * d * layers * 4
+    assert job_need(episode, ActivationsMahalanobis(), Runtime(dtype="bfloat16")).parts["weights"] == \
+        handle.n_parameters * 2
+    assert not handle.loaded  # configs and headers only
+    backward = job_need(episode, AttributionMahalanobis(), Runtime()).parts["attribution_mahalanobis_mean"]
+    assert backward > need.parts["activations_mahalanobis"]
+
+
+def test_a_job_that_does_not_fit_is_refused_with_one_actionable_line(episode):
+    jobs = [(episode, ActivationsMahalanobis()), (episode, AttributionMahalanobis())]
+    with pytest.raises(ConfigError) as err:
+        check_fits(jobs, Runtime(), available=1024 ** 2)
+    message = str(err.value)
+    assert message.startswith("attribution_mahalanobis_mean on tiny needs about")  # the largest job
+    assert "weights" in message and "more than the 0.0 GiB free on cpu" in message
+    assert "--dtype bfloat16 halves the weights" in message and "\n" not in message
+    check_fits(jobs, Runtime(), available=64 * 1024 ** 3)  # fits: no error
