@@ -132,9 +132,14 @@ def test_its_leaderboard_section_keeps_another_trigger_apart(quick_run, tmp_path
     [other] = run(registry, "keyword", [DETECTOR],
                   RunOptions(quick=True, results_dir=results_dir, datasets=["animals"], task_options={"trigger": "zq"}))
     assert other.status == "ok" and other.record["source"] == "generated, trigger 'zq'"
-    readme = leaderboard.render(results_dir, tmp_path, include_quick=True, registry=registry)["README.md"]
+    written = leaderboard.build(results_dir, tmp_path, include_quick=True, registry=registry)
+    readme = (tmp_path / "README.md").read_text()
     assert readme.count("## task `keyword`") == 2 and "## task `keyword`, generated, trigger 'zq'" in readme
     assert "AUROC, answer changed" in readme and "- animals (seed 0): clean accuracy" in readme
+    # one plot per section, kept apart by the section's slug
+    plots = sorted(p.name for p in written if p.suffix == ".png")
+    assert plots == ["keyword_auroc.png", "keyword_generated_trigger_zq_auroc.png"]
+    assert all((tmp_path / name).stat().st_size > 1000 for name in plots)
 
 
 # --- the installed package, through the command line ------------------------------------------

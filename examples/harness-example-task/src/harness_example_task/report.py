@@ -8,10 +8,12 @@ the plugin loads.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from harness.plots import pyplot, save
 from harness.report import column, detector_labels
 
 
@@ -38,6 +40,24 @@ def section_lines(section: Any) -> list[str]:
                      f"backdoor rate {row.get('backdoor_rate', np.nan):.3f}")
     lines += ["", *section.problem_lines()]
     return lines
+
+
+def plots(section: Any, out_dir: Path) -> list[Path]:
+    """``<slug>_auroc.png``: AUROC per detector and topic (valid episodes; none if nothing scored).
+    ``section.slug`` keeps the files of two sections (e.g. two triggers) apart."""
+    frame = section.frame
+    ok = frame[(frame["status"] == "ok") & frame["valid"]]
+    if ok.empty:
+        return []
+    table = ok.assign(label=detector_labels(ok)).pivot_table(index="label", columns="dataset", values="auroc")
+    plt = pyplot()  # matplotlib on the Agg backend: files only, no display
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(table) * max(1, len(table.columns))), 4))
+    table.plot.bar(ax=ax, rot=30)
+    ax.axhline(0.5, color="grey", lw=1, ls="--")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("AUROC (triggered vs clean)")
+    ax.set_title(section.title.replace("`", ""))
+    return [save(fig, Path(out_dir) / f"{section.slug}_auroc.png")]
 
 
 def summary_row(record: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from the model's internals, having seen clean inputs only.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -113,6 +114,12 @@ class KeywordTask(Task):
         from harness_example_task import report
 
         return report.section_lines(section)
+
+    @classmethod
+    def leaderboard_plots(cls, section: Any, out_dir: Path) -> list[Path]:
+        from harness_example_task import report
+
+        return report.plots(section, out_dir)
 
     @classmethod
     def summary_row(cls, record: dict[str, Any]) -> dict[str, Any]:
