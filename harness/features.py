@@ -29,7 +29,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from harness.cache import CacheCorruption, cache_root, load_verified_arrays, sta
 from harness.runtime import FLOAT16_STORAGE_PARAMS, with_batch_backoff
 from harness.runtime import current as current_runtime
 from harness.zoo.store import ModelHandle
+
+if TYPE_CHECKING:
+    from harness.zoo.tokenizer import AnswerTokens
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +122,7 @@ class FeatureExtractor:
         self.use_cache = use_cache
         self.progress = progress
         self.storage_dtype = storage_dtype
+        self._answer_tokens: Optional["AnswerTokens"] = None
 
     # -- layout and keys --------------------------------------------------------------------
     @property
@@ -138,6 +142,7 @@ class FeatureExtractor:
             "prompts": stable_hash(list(prompts), 32),
             "answers": self.answers,
             **current_runtime().key(),
+            **({"answer_tokens": self.answer_tokens().describe()} if self.answer_tokens().prefix else {}),
         }
         if self._storage() != "float32":
             key["storage"] = self._storage()
@@ -150,6 +155,15 @@ class FeatureExtractor:
         ``kind`` ("last_token" or "attributions") of ``prompts``."""
         part = "logodds" if layer is None else f"layer{layer}"
         return cache_root() / "features" / f"{stable_hash(self._key(prompts, kind))}-{part}.safetensors"
+
+    def answer_tokens(self) -> "AnswerTokens":
+        """How the answers are read from this model's tokenizer (see
+        :func:`harness.zoo.tokenizer.answer_tokens`); loads the tokenizer only."""
+        from harness.zoo.tokenizer import answer_tokens
+
+        if self._answer_tokens is None:
+            self._answer_tokens = answer_tokens(self.handle.tokenizer, self.answers)
+        return self._answer_tokens
 
     # -- public API -------------------------------------------------------------------------
     def last_token(self, prompts: Sequence[str], layers: Optional[Sequence[int]] = None) -> LastTokenFeatures:
@@ -245,38 +259,58 @@ class FeatureExtractor:
         import torch
         from tqdm.auto import tqdm
 
-        from harness.zoo.tokenizer import answer_token_ids, encode_batch
+        from harness.zoo.tokenizer import encode_batch
 
         model, tokenizer = self.handle.model, self.handle.tokenizer
         device = self.handle.input_device
-        negative, positive = answer_token_ids(tokenizer, self.answers)
+        answer = self.answer_tokens()
+        negative, positive = answer.negative, answer.positive
         hidden: dict[int, np.ndarray] = {}
         logodds = np.empty(len(prompts), dtype=np.float32)
         batches = length_sorted_batches(tokenizer, prompts, batch_size)
         desc = "extracting attributions" if gradients else "extracting features"
         with frozen_parameters(model) if gradients else torch.inference_mode():
             for index in tqdm(batches, desc=desc, disable=not self.progress, leave=False):
-                batch = {k: v.to(device) for k, v in encode_batch(tokenizer, [prompts[i] for i in index]).items()}
+                batch = encode_batch(tokenizer, [prompts[i] for i in index])
+                if answer.prefix:  # the answers' shared first tokens follow the prompt
+                    batch = with_suffix(batch, answer.prefix)
+                batch = {k: v.to(device) for k, v in batch.items()}
                 if gradients:  # the graph starts at the embeddings: gradients w.r.t. activations only
                     embeddings = model.get_input_embeddings()(batch.pop("input_ids"))
                     batch["inputs_embeds"] = embeddings.detach().requires_grad_(True)
                 with torch.enable_grad() if gradients else contextlib.nullcontext():
                     out = model(**batch, output_hidden_states=True, use_cache=False, **last_logits_only(model))
                     final = out.logits[:, -1, :]
-                    answer = (final[:, positive] - final[:, negative]).float()
+                    odds = (final[:, positive] - final[:, negative]).float()
                     states = [out.hidden_states[layer] for layer in layers]
                     if gradients and layers:
-                        grads = torch.autograd.grad(answer.sum(), states)
+                        grads = torch.autograd.grad(odds.sum(), states)
                         rows = [(g[:, -1, :] * h[:, -1, :]).float() for g, h in zip(grads, states)]
                     else:
                         rows = [h[:, -1, :].float() for h in states]
-                logodds[index] = answer.detach().cpu().numpy()
+                logodds[index] = odds.detach().cpu().numpy()
                 for layer, row in zip(layers, rows):
                     if layer not in hidden:
                         hidden[layer] = np.empty((len(prompts), row.shape[-1]), dtype=np.float32)
                     hidden[layer][index] = row.detach().cpu().numpy()
                 del out, states, rows
         return hidden, logodds
+
+
+def with_suffix(batch: dict[str, Any], suffix: Sequence[int]) -> dict[str, Any]:
+    """A left-padded batch with the same token ids appended to every row (the answers' shared
+    prefix): the last position then predicts the first token where the answers differ."""
+    import torch
+
+    rows = batch["input_ids"].shape[0]
+    extra = torch.tensor(list(suffix), dtype=batch["input_ids"].dtype).expand(rows, -1)
+    out = dict(batch)
+    out["input_ids"] = torch.cat([batch["input_ids"], extra], dim=1)
+    out["attention_mask"] = torch.cat([batch["attention_mask"], torch.ones_like(extra)], dim=1)
+    if "position_ids" in batch:
+        last = batch["position_ids"][:, -1:]
+        out["position_ids"] = torch.cat([batch["position_ids"], last + torch.arange(1, len(suffix) + 1)], dim=1)
+    return out
 
 
 # the parameters of a model whose attributions are computed never need gradients: freezing

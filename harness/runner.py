@@ -231,6 +231,14 @@ def episode_models(episode: Episode) -> dict[str, str]:
     return {"model": fingerprint} if fingerprint else {}
 
 
+def answer_tokens_of(episode: Episode) -> Optional[dict[str, Any]]:
+    """How the episode's model reads its answers (single tokens, or the first differing token
+    after a shared prefix), for the record; None when its items have no model."""
+    items = episode.trusted[0] if isinstance(episode.trusted, (list, tuple)) and episode.trusted else episode.trusted
+    extractor = getattr(items, "extractor", None)
+    return extractor.answer_tokens().describe() if extractor is not None else None
+
+
 def models_fingerprint(models: dict[str, str]) -> str:
     """One short fingerprint for a set of models: the model's own for one, a hash for several."""
     if len(models) == 1:
@@ -275,6 +283,7 @@ def _record_base(task: Task, episode: Episode, detector: Detector, params: dict[
         "seed": config.seed,
         "quick": config.quick,
         "runtime": runtime.record(),
+        "answer_tokens": answer_tokens_of(episode),
         "valid": episode.valid,
         "validity": episode.validity,
         "config": {

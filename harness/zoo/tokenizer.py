@@ -11,6 +11,7 @@ always the position where the model emits its answer.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 import string
 from typing import Sequence
 
@@ -90,6 +91,55 @@ def answer_token_ids(tokenizer: PreTrainedTokenizerBase, answers: Sequence[str])
     if len(set(ids)) != len(ids):
         raise ValueError(f"answers {tuple(answers)} share their first token; they cannot be told apart")
     return ids
+
+
+@dataclass(frozen=True)
+class AnswerTokens:
+    """How a pair of answers (negative, positive) is read from a tokenizer's vocabulary.
+
+    ``negative``/``positive``: the token ids compared (log-odds = positive - negative).
+    ``prefix``: token ids both answers start with, appended to every prompt before reading
+    (empty when each answer is one token). ``words``: the answer strings used (a leading-space
+    variant of the given ones when only it is a single token). ``how``: ``"single token"`` or
+    ``"first differing token after a shared prefix"``, stored with every record.
+    """
+
+    negative: int
+    positive: int
+    prefix: tuple[int, ...] = ()
+    words: tuple[str, str] = ("", "")
+    how: str = "single token"
+
+    def describe(self) -> dict:
+        return {"words": list(self.words), "ids": [self.negative, self.positive], "prefix": list(self.prefix),
+                "how": self.how}
+
+
+def answer_tokens(tokenizer: PreTrainedTokenizerBase, answers: Sequence[str]) -> AnswerTokens:
+    """Read ``answers`` (negative, positive) robustly across tokenizers.
+
+    First choice: each answer is one token, as given, or without / with its leading space
+    (tokenizers that split the space off, or fold it into the word, both work). Otherwise the
+    answers' encodings share a prefix and differ at the next token: the prefix is appended to
+    the prompt and that first differing token is compared. Answers that never differ (one
+    encodes to a prefix of the other, or both to the same ids) raise a ValueError naming them.
+    """
+    negative, positive = answers
+    variants = [(negative, positive), (negative.lstrip(), positive.lstrip()),
+                (" " + negative.lstrip(), " " + positive.lstrip())]
+    for words in dict.fromkeys(variants):
+        ids = [tokenizer(word, add_special_tokens=False)["input_ids"] for word in words]
+        if all(len(i) == 1 for i in ids) and ids[0] != ids[1] and tokenizer.unk_token_id not in (ids[0][0], ids[1][0]):
+            return AnswerTokens(ids[0][0], ids[1][0], (), tuple(words), "single token")
+    ids = [tokenizer(word, add_special_tokens=False)["input_ids"] for word in answers]
+    shared = 0
+    while shared < min(map(len, ids)) and ids[0][shared] == ids[1][shared]:
+        shared += 1
+    if shared == min(map(len, ids)):
+        raise ValueError(f"answers {tuple(answers)} cannot be told apart by this tokenizer: they encode to "
+                         f"{ids[0]} and {ids[1]}, and no token of one differs from the other's at the same place")
+    return AnswerTokens(ids[0][shared], ids[1][shared], tuple(ids[0][:shared]), tuple(answers),
+                        "first differing token after a shared prefix")
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -155,3 +155,45 @@ def test_fingerprint_changes_with_weights(tiny_model_dir, tmp_path):
         next(model.parameters()).add_(1.0)
     model.save_pretrained(copy)
     assert ModelHandle(copy).fingerprint != ModelHandle(tiny_model_dir).fingerprint
+
+
+class WordTokenizer:
+    """A stand-in tokenizer: whitespace words -> ids from a table (unknown words -> 0)."""
+
+    unk_token_id = 0
+
+    def __init__(self, table):
+        self.table = table
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [self.table.get(word, 0) for word in text.replace(" ", " _ ").split()]}
+
+
+def test_answers_with_a_split_leading_space_fall_back_to_the_bare_words():
+    from harness.zoo.tokenizer import answer_tokens
+
+    # this tokenizer splits the leading space into its own token "_": " True" is ["_", "True"]
+    tokenizer = WordTokenizer({"_": 1, "True": 2, "False": 3})
+    answer = answer_tokens(tokenizer, (" False", " True"))
+    assert (answer.negative, answer.positive, answer.prefix, answer.how) == (3, 2, (), "single token")
+    assert answer.words == ("False", "True")
+
+
+def test_multi_token_answers_compare_the_first_differing_token():
+    from harness.zoo.tokenizer import answer_tokens
+
+    tokenizer = WordTokenizer({"_": 1, "very": 4, "good": 5, "bad": 6})
+    answer = answer_tokens(tokenizer, ("very bad", "very good"))
+    assert (answer.negative, answer.positive, answer.prefix) == (6, 5, (4, 1))  # "very", "_"
+    assert answer.how == "first differing token after a shared prefix"
+    with pytest.raises(ValueError, match="cannot be told apart"):
+        answer_tokens(tokenizer, ("very", "very good"))
+
+
+def test_a_shared_prefix_is_appended_to_the_prompt_before_reading(tiny_model_dir):
+    handle = ModelHandle(tiny_model_dir)
+    prefixed = FeatureExtractor(handle, answers=(" Alice False", " Alice True"), use_cache=False, progress=False)
+    assert prefixed.answer_tokens().how == "first differing token after a shared prefix"
+    direct = FeatureExtractor(handle, use_cache=False, progress=False)
+    np.testing.assert_allclose(prefixed.logodds(PROMPTS), direct.logodds([p + " Alice" for p in PROMPTS]),
+                               atol=1e-5)
