@@ -65,6 +65,7 @@ class SeededDirections:
         self.preconditioner = preconditioner
         self._norms: Optional[torch.Tensor] = None
         self._props: Optional[torch.Tensor] = None
+        self._last: Optional[tuple[int, int, torch.Tensor]] = None  # the last raw block drawn
 
     def __len__(self) -> int:
         return self.n
@@ -76,9 +77,13 @@ class SeededDirections:
     def raw_block(self, i: int, block: int) -> torch.Tensor:
         """Block ``block`` of the unnormalised Gaussian ``u_i``: float32, CPU, ``RNG_BLOCK`` long
         (shorter for the last block)."""
+        if self._last is not None and self._last[:2] == (i, block):  # slices of neighbouring parameters
+            return self._last[2]
         size = min(RNG_BLOCK, self.dim - block * RNG_BLOCK)
         gen = torch.Generator().manual_seed(block_seed(self.seed, self.start + i, block))
-        return torch.randn(size, generator=gen, dtype=torch.float32)
+        u = torch.randn(size, generator=gen, dtype=torch.float32)
+        self._last = (i, block, u)
+        return u
 
     def _statistics(self, theta: Optional[Callable[[int, int], torch.Tensor]] = None) -> Optional[torch.Tensor]:
         """One generation pass over every direction: ``||u_i||``, ``props`` and, given ``theta``
@@ -233,17 +238,18 @@ class SubsetDirections:
         return self.subset.dim
 
     def _build(self, i: int, k: Optional[int] = None) -> Union[torch.Tensor, list[torch.Tensor]]:
-        """Parameter ``k``'s slice of direction ``i`` (or all of them), built from the source."""
-        params = self.subset.params if k is None else [self.subset.params[k]]
-        offsets = self.subset.offsets if k is None else [self.subset.offsets[k]]
-        out = []
-        for p, o in zip(params, offsets):
-            buf = torch.empty(p.numel(), dtype=self.dtype, device=self.device)
-            for lo in range(0, p.numel(), RNG_BLOCK):  # bounded CPU chunks, whatever the parameter's size
-                hi = min(lo + RNG_BLOCK, p.numel())
-                buf[lo:hi] = self.source.slice(i, o + lo, o + hi)
-            out.append(buf.view(p.shape))
-        return out[0] if k is not None else out
+        """Parameter ``k``'s slice of direction ``i`` (or views of the whole direction, one per
+        parameter), built from the source one RNG block at a time."""
+        lo, hi = (0, self.dim) if k is None else (self.subset.offsets[k], self.subset.offsets[k] + self.subset.params[k].numel())
+        buf = torch.empty(hi - lo, dtype=self.dtype, device=self.device)
+        start = lo
+        while start < hi:  # bounded CPU chunks, aligned to RNG blocks, whatever the parameter's size
+            end = min((start // RNG_BLOCK + 1) * RNG_BLOCK, hi)
+            buf[start - lo:end - lo] = self.source.slice(i, start, end)
+            start = end
+        if k is not None:
+            return buf.view(self.subset.params[k].shape)
+        return self.subset.split(buf)
 
     def params(self, i: int) -> list[torch.Tensor]:
         """Direction ``i`` as one tensor per parameter (from the cache, or built and cached)."""
