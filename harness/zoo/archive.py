@@ -125,7 +125,7 @@ def fingerprints_in_records(records_dir: PathLike) -> tuple[set[str], set[str]]:
         named = {fp for entry in load_reference(records_dir) for fp in entry["model_fingerprints"].values()}
         return set(named), named
     if not records_dir.is_dir():
-        raise ZooArchiveError(f"records directory {str(records_dir)!r} does not exist")
+        raise ZooArchiveError(f"{str(records_dir)!r} does not exist (expected a records directory or a models.json file)")
     strings: set[str] = set()
     named: set[str] = set()
 
