@@ -143,6 +143,15 @@ def summary_std(values: Sequence[float]) -> Optional[float]:
     return float(np.std(values, ddof=1)) if len(values) > 1 else None
 
 
+def scored_items(diagnostics: Optional[Mapping[str, object]], n: int) -> np.ndarray:
+    """(n,) bool: the items whose score counts. A detector whose estimate can fail to converge
+    reports one ``converged`` flag per item in its diagnostics; those items are left out."""
+    converged = (diagnostics or {}).get("converged")
+    if converged is None or len(converged) != n:  # type: ignore[arg-type]
+        return np.ones(n, dtype=bool)
+    return np.asarray(converged, dtype=bool)
+
+
 def tied_items(scores: np.ndarray) -> int:
     """Number of items whose score is exactly equal to at least one other item's score.
 

@@ -1,10 +1,27 @@
-"""The MAD task's report: its leaderboard section (summary, per-dataset table, published
-figures), its plot, and its run-summary columns. Called through the ``MadTask`` methods
-:meth:`~harness.interfaces.Task.leaderboard_section`, ``leaderboard_plots`` and ``summary_row``.
+"""The MAD task's report: its leaderboard section, plots and run-summary columns.
+
+Called through the ``MadTask`` methods :meth:`~harness.interfaces.Task.leaderboard_section`,
+``leaderboard_plots`` and ``summary_row``. Everything is recomputed from the records' scores,
+labels and diagnostics:
+
+* the gate table: per dataset and seed, the model's accuracies with Wilson 95% bounds;
+* which datasets count: those with at least :data:`MIN_VALID_SEEDS` seeds whose model passed;
+* per detector, the average AUROC over counting datasets with a hierarchical bootstrap
+  interval (datasets, then seeds, then items), its mean rank with an interval, the average
+  AUROC of the no-quirk controls (the floor) and the average minus the floor;
+* paired comparisons of detectors adjacent in that table (Holm-corrected);
+* the controls: per dataset, each detector's AUROC on the no-quirk control model, beside the
+  name-only and input-only baselines;
+* basin convergence: converged items, excluded items, tied scores;
+* the published figures beside ours, as two columns of reference numbers.
+
+Items whose detector diagnostics say they did not converge are left out of every AUROC here
+(:func:`harness.scoring.scored_items`).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -14,10 +31,17 @@ import pandas as pd
 from harness.leaderboard import Section
 from harness.plots import pyplot, save
 from harness.report import column, detector_labels, fmt_ci
-from harness.scoring import mean_auroc_interval, summary_std
+from harness.scoring import (
+    HierarchicalBootstrap,
+    auroc,
+    hierarchical_bootstrap,
+    paired_differences,
+    scored_items,
+    tied_items,
+)
 
-# The published MAD table (docs/mad.md): our detector name -> published name and AUROC avg
-# from the seed's 10-dataset table (7B-class models). Reference only: never mixed with ours.
+# Our detector name -> the published table's name and AUROC avg (10 quirky datasets,
+# 8B-class models; see docs/mad.md). Reference only: never averaged with ours.
 PUBLISHED_MAD = {
     "activations_lof": ("activations lof", 0.762),
     "activations_mahalanobis": ("activations mahalanobis", 0.741),
@@ -39,146 +63,501 @@ MAD_COLUMNS = (
     "AUROC avg (anomalous disagrees with GT)",
     "num_datasets",
 )
+MIN_VALID_SEEDS = 2
+CONTROL_SUFFIX = "_control"
+BASELINES = ("name_only", "input_only")
+N_BOOTSTRAP = 1000
 
 
-def mad_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """The published MAD table's columns per detector, over valid datasets, plus the 95%
-    bootstrap interval of the average and the std over seeds."""
-    ok = frame[(frame["status"] == "ok") & frame["valid"]].copy()
+# -- records -> cells --------------------------------------------------------------------------
+def _kept(row: pd.Series) -> np.ndarray:
+    """The record's items that count (converged where the detector reports convergence)."""
+    return scored_items((row["_record"].get("diagnostics") or {}), len(row["_labels"]))
+
+
+def _cell(row: pd.Series, tag: Optional[str] = None) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, scores) of a record's counted items; ``tag="agree"/"disagree"``: the MAD subset."""
+    labels = np.asarray(row["_labels"], dtype=int)
+    scores = np.asarray(row["_scores"], dtype=float)
+    keep = _kept(row)
+    if tag is not None:
+        agrees = np.asarray((row["_record"].get("tags") or {}).get("agrees_with_gt", np.ones(len(labels))), dtype=bool)
+        keep &= (labels == 0) | (agrees if tag == "agree" else ~agrees)
+    return labels[keep], scores[keep]
+
+
+def scored_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The ok records with a detector label, a control flag and the operation they belong to."""
+    ok = frame[frame["status"] == "ok"].copy()
     if ok.empty:
-        return pd.DataFrame(columns=["detector", "published name", *MAD_COLUMNS, "95% interval", "seeds"])
+        return ok
     ok["label"] = detector_labels(ok)
-    rows = []
-    for label, group in ok.groupby("label", sort=False):
-        per_dataset = group.groupby("dataset")[["auroc", "auroc_agree", "auroc_disagree"]].mean()
-        first_seed = group[group["seed"] == group["seed"].min()]
-        episodes = [(np.asarray(r["_labels"]), np.asarray(r["_scores"])) for _, r in first_seed.iterrows()]
-        low, high = mean_auroc_interval(episodes)
-        per_seed = group.groupby("seed")["auroc"].mean()
-        std = summary_std(per_seed.tolist())
-        rows.append(
-            {
-                "detector": label,
-                "published name": PUBLISHED_MAD.get(group["detector"].iloc[0], ("",))[0],
-                "AUROC avg": per_dataset["auroc"].mean(),
-                "AUROC avg (anomalous agrees with GT)": per_dataset["auroc_agree"].mean(),
-                "AUROC avg (anomalous disagrees with GT)": per_dataset["auroc_disagree"].mean(),
-                "num_datasets": len(per_dataset),
-                "95% interval": f"[{low:.3f}, {high:.3f}]",
-                "seeds": f"{len(per_seed)}" + (f" (std {std:.3f})" if std is not None else ""),
-            }
-        )
-    return pd.DataFrame(rows).sort_values("AUROC avg", ascending=False, kind="stable")
+    ok["control"] = ok["dataset"].str.endswith(CONTROL_SUFFIX)
+    ok["operation"] = ok["dataset"].str.removesuffix(CONTROL_SUFFIX)
+    return ok
 
 
-def mad_per_dataset(frame: pd.DataFrame) -> pd.DataFrame:
-    """Dataset x detector AUROC with interval, beside the model's Alice/Bob accuracy."""
-    mad = frame.copy()
-    if mad.empty:
+def episode_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, seed) episode with its gate facts (quirky and control models)."""
+    if frame.empty:
         return pd.DataFrame()
-    for name in ("alice_accuracy", "bob_accuracy"):  # a task reusing this report may not measure them
-        mad[name] = column(mad, name)
-    mad["label"] = detector_labels(mad)
-    validity = mad.groupby("dataset").agg(
-        alice_accuracy=("alice_accuracy", "mean"), bob_accuracy=("bob_accuracy", "mean"), valid=("valid", "all")
-    )
-    table = validity.rename(
-        columns={"alice_accuracy": "Alice acc (hard, disagree)", "bob_accuracy": "Bob acc (hard, disagree)"}
-    )
-    table["valid"] = table["valid"].map({True: "yes", False: "NO (not scored)"})
-    ok = mad[mad["status"] == "ok"]
-    for label, group in ok.groupby("label", sort=True):
-        cells = group.groupby("dataset").apply(
-            lambda g: f"{g['auroc'].mean():.3f} [{g['auroc_ci_low'].mean():.2f}, {g['auroc_ci_high'].mean():.2f}]",
-            include_groups=False,
-        )
-        table[label] = cells
-    errors = mad[mad["status"] == "error"]
-    for _, row in errors.iterrows():
-        table.loc[row["dataset"], row["label"]] = f"error: {row['message'][:60]}"
-    return table.astype(object).fillna("").reset_index()
+    episodes = frame.drop_duplicates(["dataset", "seed"]).copy()
+    for name in ("alice_accuracy", "bob_accuracy", "agree_accuracy", "alice_accuracy_wilson_low",
+                 "bob_accuracy_wilson_low", "agree_accuracy_wilson_low", "n_alice_disagree", "n_bob_disagree", "n_agree"):
+        episodes[name] = column(episodes, name)
+    return episodes.sort_values(["dataset", "seed"], kind="stable")
 
 
+def counting_datasets(frame: pd.DataFrame) -> tuple[list[str], dict[str, list[int]]]:
+    """(datasets with >= MIN_VALID_SEEDS valid seeds, valid seeds per quirky dataset)."""
+    episodes = episode_table(frame)
+    if episodes.empty:
+        return [], {}
+    quirky = episodes[~episodes["dataset"].str.endswith(CONTROL_SUFFIX)]
+    valid = {d: sorted(g.loc[g["valid"], "seed"].tolist()) for d, g in quirky.groupby("dataset")}
+    return sorted(d for d, seeds in valid.items() if len(seeds) >= MIN_VALID_SEEDS), valid
+
+
+def collect_cells(ok: pd.DataFrame, datasets: list[str], tag: Optional[str] = None) -> dict[str, dict[str, dict[int, Any]]]:
+    """cells[label][dataset][seed] = (labels, scores) of valid quirky episodes of ``datasets``."""
+    cells: dict[str, dict[str, dict[int, Any]]] = {}
+    rows = ok[~ok["control"] & ok["valid"] & ok["dataset"].isin(datasets)]
+    for _, row in rows.iterrows():
+        cells.setdefault(row["label"], {}).setdefault(row["dataset"], {})[int(row["seed"])] = _cell(row, tag)
+    return cells
+
+
+def collect_floors(ok: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """floors[label][operation] = (labels, scores) on the valid no-quirk control (lowest seed)."""
+    floors: dict[str, dict[str, Any]] = {}
+    controls = ok[ok["control"] & ok["valid"]].sort_values("seed", kind="stable")
+    for _, row in controls.iterrows():
+        floors.setdefault(row["label"], {}).setdefault(row["operation"], _cell(row))
+    return floors
+
+
+_BOOTSTRAPS: dict[tuple[int, tuple[str, ...]], tuple[pd.DataFrame, Optional[HierarchicalBootstrap]]] = {}
+
+
+def bootstrap(section_frame: pd.DataFrame, datasets: list[str]) -> Optional[HierarchicalBootstrap]:
+    """The hierarchical bootstrap of every detector over ``datasets`` (None if nothing to
+    resample). Seeded, so the same records give the same intervals; kept for the frame's
+    lifetime because the section text and both plots need it."""
+    key = (id(section_frame), tuple(datasets))
+    if key in _BOOTSTRAPS and _BOOTSTRAPS[key][0] is section_frame:
+        return _BOOTSTRAPS[key][1]
+    ok = scored_frame(section_frame)
+    cells = collect_cells(ok, datasets) if not ok.empty and datasets else {}
+    boot = hierarchical_bootstrap(cells, N_BOOTSTRAP, floors=collect_floors(ok)) if cells else None
+    if len(_BOOTSTRAPS) > 8:
+        _BOOTSTRAPS.clear()
+    _BOOTSTRAPS[key] = (section_frame, boot)
+    return boot
+
+
+# -- tables ------------------------------------------------------------------------------------
+def _subset_mean(ok: pd.DataFrame, datasets: list[str], label: str, tag: str) -> float:
+    cells = collect_cells(ok[ok["label"] == label], datasets, tag).get(label, {})
+    per_dataset = [np.nanmean([auroc(*cell) for cell in seeds.values()]) for seeds in cells.values()]
+    return float(np.nanmean(per_dataset)) if per_dataset else float("nan")
+
+
+def mad_summary(frame: pd.DataFrame, boot: Optional[HierarchicalBootstrap] = None,
+                datasets: Optional[list[str]] = None) -> pd.DataFrame:
+    """The published table's columns per detector over the counting datasets, with the
+    hierarchical interval, the floor, AUROC minus floor, and the mean rank with its interval."""
+    columns = ["detector", "published name", *MAD_COLUMNS, "95% interval", "seeds", "floor (no-quirk control)",
+               "AUROC - floor [95%]", "mean rank [95%]"]
+    if datasets is None:
+        datasets, _ = counting_datasets(frame)
+    if boot is None:
+        boot = bootstrap(frame, datasets)
+    if boot is None:
+        return pd.DataFrame(columns=columns)
+    ok = scored_frame(frame)
+    rows = []
+    for k, label in enumerate(boot.detectors):
+        n_datasets = int(np.isfinite(boot.per_dataset[k]).sum())
+        low, high = boot.interval(label)
+        floor = float(np.nanmean(boot.floor[k])) if boot.floor is not None and np.isfinite(boot.floor[k]).any() else np.nan
+        adjusted = boot.adjusted_point[k] if boot.adjusted_point is not None else np.nan
+        a_low, a_high = boot.adjusted_interval(label)
+        r_low, r_high = boot.rank_interval(label)
+        mine = ok[(ok["label"] == label) & ok["dataset"].isin(datasets) & ok["valid"] & ~ok["control"]]
+        per_seed = mine.groupby("seed")["auroc"].mean()  # the seed's mean over datasets (all items)
+        std = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else None
+        rows.append({
+            "detector": label,
+            "published name": PUBLISHED_MAD.get(mine["detector"].iloc[0] if len(mine) else label, ("",))[0],
+            "AUROC avg": boot.point[k],
+            "AUROC avg (anomalous agrees with GT)": _subset_mean(ok, datasets, label, "agree"),
+            "AUROC avg (anomalous disagrees with GT)": _subset_mean(ok, datasets, label, "disagree"),
+            "num_datasets": n_datasets,
+            "95% interval": f"[{low:.3f}, {high:.3f}]",
+            "seeds": f"{len(per_seed)}" + (f" (std {std:.3f})" if std is not None else ""),
+            "floor (no-quirk control)": floor,
+            "AUROC - floor [95%]": "" if np.isnan(adjusted) else f"{adjusted:+.3f} [{a_low:+.3f}, {a_high:+.3f}]",
+            "mean rank [95%]": f"{boot.point_ranks[k]:.2f} [{r_low:.2f}, {r_high:.2f}]",
+        })
+    table = pd.DataFrame(rows, columns=columns)
+    return table.sort_values("AUROC avg", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def comparisons_table(boot: HierarchicalBootstrap, order: list[str]) -> pd.DataFrame:
+    """Adjacent detectors of ``order``: paired difference, interval, Holm-adjusted p, resolved."""
+    rows = []
+    for c in paired_differences(boot, order):
+        rows.append({
+            "higher": c.better, "lower": c.worse, "difference": c.difference,
+            "95% interval": f"[{c.interval[0]:+.3f}, {c.interval[1]:+.3f}]",
+            "p (Holm)": c.p_adjusted, "resolved": "yes" if c.resolved else "no",
+        })
+    return pd.DataFrame(rows)
+
+
+def gate_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and seed: accuracies with Wilson 95% low bounds, agree accuracy, validity."""
+    episodes = episode_table(frame)
+    if episodes.empty:
+        return pd.DataFrame()
+
+    def acc(row: pd.Series, name: str) -> str:
+        value, low = row[f"{name}_accuracy"], row[f"{name}_accuracy_wilson_low"]
+        if pd.isna(value):
+            return ""
+        return f"{value:.3f}" + ("" if pd.isna(low) else f" ({low:.3f})")
+
+    rows = []
+    for _, row in episodes.iterrows():
+        control = row["dataset"].endswith(CONTROL_SUFFIX)
+        rows.append({
+            "dataset": row["dataset"], "seed": row["seed"],
+            "Alice acc (Wilson low)": acc(row, "alice"),
+            ("Bob acc vs Alice's labels (Wilson low)" if control else "Bob acc (Wilson low)"): acc(row, "bob"),
+            "agree-item acc (Wilson low)": acc(row, "agree"),
+            "n (Alice / Bob disagree, agree)": "/".join(
+                "" if pd.isna(row[n]) else str(int(row[n])) for n in ("n_alice_disagree", "n_bob_disagree", "n_agree")),
+            "valid": "yes" if row["valid"] else "NO (not scored)",
+        })
+    table = pd.DataFrame(rows)
+    # a control's Bob column has another meaning: merge the two Bob columns under one name
+    bob = [c for c in table.columns if c.startswith("Bob acc")]
+    if len(bob) == 2:
+        table["Bob acc (Wilson low; controls: vs Alice's labels)"] = table[bob[0]].fillna(table[bob[1]])
+        table = table.drop(columns=bob)
+        order = ["dataset", "seed", "Alice acc (Wilson low)", "Bob acc (Wilson low; controls: vs Alice's labels)",
+                 "agree-item acc (Wilson low)", "n (Alice / Bob disagree, agree)", "valid"]
+        table = table[order]
+    return table
+
+
+def mad_per_dataset(frame: pd.DataFrame, boot: Optional[HierarchicalBootstrap] = None) -> pd.DataFrame:
+    """Detector x dataset: mean AUROC over valid seeds [95% interval over seeds and items],
+    the number of seeds, and the detector's AUROC on the dataset's no-quirk control."""
+    ok = scored_frame(frame)
+    if ok.empty:
+        return pd.DataFrame()
+    episodes = episode_table(frame)
+    datasets = sorted(d for d in episodes["dataset"].unique() if not d.endswith(CONTROL_SUFFIX))
+    floors = collect_floors(ok)
+    table = pd.DataFrame(index=sorted(ok["label"].unique()))
+    for dataset in datasets:
+        valid_seeds = episodes[(episodes["dataset"] == dataset) & episodes["valid"]]["seed"].tolist()
+        if not valid_seeds:
+            table[dataset] = "NO (not scored)"
+            continue
+        for label in table.index:
+            aurocs = [auroc(*cell) for cell in collect_cells(ok[ok["label"] == label], [dataset]).get(label, {})
+                      .get(dataset, {}).values()]
+            if not aurocs:
+                table.loc[label, dataset] = ""
+                continue
+            text = f"{np.mean(aurocs):.3f}"
+            if boot is not None and dataset in boot.datasets and label in boot.detectors:
+                low, high = boot.dataset_interval(label, dataset)
+                text += f" [{low:.2f}, {high:.2f}]"
+            table.loc[label, dataset] = text + f" ({len(aurocs)} seeds)"
+        if any(dataset in f for f in floors.values()):
+            table[f"{dataset} control"] = [
+                f"{auroc(*floors[label][dataset]):.3f}" if dataset in floors.get(label, {}) else "" for label in table.index]
+    for _, row in frame[frame["status"] == "error"].iterrows():
+        label = row["detector"]
+        if label in table.index and row["dataset"] in table.columns:
+            table.loc[label, row["dataset"]] = f"error: {row['message'][:60]}"
+    return table.astype(object).fillna("").rename_axis("detector").reset_index()
+
+
+def controls_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset: the baselines' AUROC (mean over valid seeds) and the no-quirk control's
+    AUROC of every detector (min, median, max over detectors)."""
+    ok = scored_frame(frame)
+    if ok.empty:
+        return pd.DataFrame()
+    floors = collect_floors(ok)
+    _, valid = counting_datasets(frame)
+    rows = []
+    for dataset, seeds in sorted(valid.items()):
+        row: dict[str, Any] = {"dataset": dataset, "valid seeds": len(seeds)}
+        for baseline in BASELINES:
+            cells = collect_cells(ok[ok["detector"] == baseline], [dataset])
+            aurocs = [auroc(*c) for per in cells.values() for c in per.get(dataset, {}).values()]
+            row[f"{baseline} AUROC"] = float(np.mean(aurocs)) if aurocs else np.nan
+        on_control = [auroc(*f[dataset]) for f in floors.values() if dataset in f]
+        row["no-quirk control: detectors' AUROC (min / median / max)"] = (
+            f"{min(on_control):.3f} / {np.median(on_control):.3f} / {max(on_control):.3f}" if on_control else "not run")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def convergence_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Detectors that report convergence: per dataset and seed, converged items, items left
+    out, tied scores among the counted items and among all items, KL evaluations per item."""
+    ok = scored_frame(frame)
+    rows = []
+    for _, row in ok.iterrows():
+        diagnostics = row["_record"].get("diagnostics") or {}
+        if "converged" not in diagnostics:
+            continue
+        keep = _kept(row)
+        scores = np.asarray(row["_scores"], dtype=float)
+        evaluations = np.asarray(diagnostics.get("evaluations") or [np.nan], dtype=float)
+        rows.append({
+            "detector": row["label"], "dataset": row["dataset"], "seed": row["seed"],
+            "converged": f"{int(keep.sum())}/{len(keep)}",
+            "excluded": int((~keep).sum()),
+            "tied items (counted)": tied_items(scores[keep]),
+            "tied items (all)": tied_items(scores),
+            "KL evaluations per item (median)": float(np.median(evaluations)),
+        })
+    return pd.DataFrame(rows)
+
+
+def published_reference(frame: pd.DataFrame, summary: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """Our AUROC avg and the published one side by side, per published detector."""
+    ours: dict[str, float] = {}
+    if summary is not None and not summary.empty:
+        ours = dict(zip(summary["detector"], summary["AUROC avg"]))
+    rows = []
+    for detector, (name, published) in PUBLISHED_MAD.items():
+        mine = ours.get(detector)
+        rows.append({"detector": detector, "published name": name,
+                     "ours (tiny models)": "not run" if mine is None else f"{mine:.3f}",
+                     "published (8B, 10 datasets)": f"{published:.3f}"})
+    return pd.DataFrame(rows)
+
+
+def recipe_lines(frame: pd.DataFrame) -> list[str]:
+    """The training recipe of the scored models: one line when every dataset shares it."""
+    recipes: dict[str, set[str]] = {}
+    for record in frame["_record"] if "_record" in frame.columns else []:
+        episode = (record.get("config") or {}).get("episode") or {}
+        recipe = episode.get("recipe")
+        if recipe:
+            key = json.dumps({k: v for k, v in recipe.items() if k != "notes"}, sort_keys=True)
+            recipes.setdefault(key, set()).add(record["dataset"].removesuffix(CONTROL_SUFFIX))
+    if not recipes:
+        return []
+    if len(recipes) == 1:
+        recipe = json.loads(next(iter(recipes)))
+        return [f"Every dataset's models share one training recipe: aux {'+'.join(recipe.get('aux', []))}, "
+                f"{recipe['train']['steps']} steps at peak lr {recipe['train']['lr']} (see `docs/mad.md`).", ""]
+    lines = ["The datasets' models were trained with different recipes (a confound between dataset and recipe):", ""]
+    for key, datasets in recipes.items():
+        recipe = json.loads(key)
+        lines.append(f"- {', '.join(sorted(datasets))}: aux {'+'.join(recipe.get('aux', []))}, "
+                     f"{recipe['train']['steps']} steps at peak lr {recipe['train']['lr']}")
+    return lines + [""]
+
+
+# -- the section -------------------------------------------------------------------------------
 def section_lines(section: Section) -> list[str]:
     """The MAD part of the leaderboard for one section."""
     frame = section.frame
+    datasets, valid = counting_datasets(frame)
+    boot = bootstrap(frame, datasets)
+    summary = mad_summary(frame, boot, datasets)
+    left_out = [f"{d} ({len(s)} valid seed{'s' if len(s) != 1 else ''})" for d, s in sorted(valid.items())
+                if d not in datasets]
+    all_valid = sorted(d for d, s in valid.items() if s)
+    dataset_boot = boot if set(all_valid) <= set(datasets) else bootstrap(frame, all_valid)
     lines = [
         f"## MAD: mechanistic anomaly detection on quirky models: {section.title}",
         "",
         *section.preamble(),
         "",
-        "Intervals are 95% stratified bootstrap intervals over test items (1000 resamples).",
         "Detectors are fitted on trusted data (Alice, easy) and score hard test items (Alice = normal,",
-        "Bob = anomalous). Averages are over valid datasets only: a dataset whose model does not",
-        "follow Alice's and Bob's labels on hard items (validity gate) is shown below and not scored.",
-        "Our models are tiny transformers trained from scratch, not the published 7B-class models.",
+        "Bob = anomalous). Our models are tiny transformers trained from scratch, one per dataset and",
+        "training seed. A model counts when it passes the validity gate (Wilson 95% lower bound >= 0.8 on",
+        f"Alice's and Bob's accuracy on hard items where their labels disagree); a dataset counts when at least "
+        f"{MIN_VALID_SEEDS} of its seeds do.",
+        "Intervals: 95% hierarchical bootstrap (datasets, then seeds, then test items; 1000 resamples; the",
+        "records keep each run's interval over items alone); seeds: how many, and the standard deviation of",
+        "the seeds' mean AUROC over datasets. The floor is the detector's AUROC on the",
+        "dataset's no-quirk control model (Bob answers like Alice): what character identity alone gives.",
+        "Items whose estimate did not converge (basin detectors) are left out and counted below.",
         "",
-        mad_summary(frame).to_markdown(index=False, floatfmt=".3f"),
+        *recipe_lines(frame),
+        f"Counting datasets: {', '.join(datasets) if datasets else 'none'}"
+        + (f"; left out: {', '.join(left_out)}" if left_out else "") + ".",
         "",
-        "### Per dataset (AUROC [95% interval]) and the model's accuracy on the quirk",
+        summary.to_markdown(index=False, floatfmt=".3f"),
         "",
-        mad_per_dataset(frame).to_markdown(index=False, floatfmt=".3f"),
+    ]
+    if boot is not None and len(summary) > 1:
+        comparisons = comparisons_table(boot, summary["detector"].tolist())
+        n_resolved = int((comparisons["resolved"] == "yes").sum())
+        lines += [
+            f"### Adjacent detectors: is the difference resolved? ({n_resolved} of {len(comparisons)})",
+            "",
+            "Paired hierarchical bootstrap of the difference in AUROC avg (the same datasets, seeds and items for",
+            "both detectors); two-sided p-values with Holm's correction over the adjacent pairs; resolved = p < 0.05.",
+            "",
+            comparisons.to_markdown(index=False, floatfmt=".3f"),
+            "",
+            f"![mean rank with 95% interval]({section.slug}_ranks.png)",
+            "",
+        ]
+    lines += [
+        "### Per dataset: AUROC (mean over valid seeds) [95% interval over seeds and items], and on the control",
         "",
-        f"![MAD per-dataset AUROC]({section.slug}_auroc.png)",
+        mad_per_dataset(frame, dataset_boot).to_markdown(index=False, floatfmt=".3f"),
         "",
-        "### Published figures (reference only: 7B-class models, not our tiny ones)",
+        f"![AUROC per detector and dataset]({section.slug}_auroc.png)",
         "",
-        "AUROC avg over 10 quirky datasets from the seed's table; the earlier blog update on Mistral",
-        "reported activations Mahalanobis 0.871 and LOF 0.846. Shown with our detector names so the",
-        "rows can be matched; a detector without our result yet says so.",
+    ]
+    controls = controls_table(frame)
+    if not controls.empty:
+        lines += ["### Controls", "",
+                  "name_only sees only the character-name token's embedding; input_only sees only the prompt text;",
+                  "the no-quirk control is a model trained on the same data with Bob's labels equal to Alice's.", "",
+                  controls.to_markdown(index=False, floatfmt=".3f"), ""]
+    lines += ["### The models' accuracy on the quirk (validity gate)", "",
+              gate_table(frame).to_markdown(index=False, floatfmt=".3f"), ""]
+    convergence = convergence_table(frame)
+    if not convergence.empty:
+        lines += ["### Convergence of the basin searches", "",
+                  "An item counts when the search of every direction reached |KL/eps - 1| <= rtol.", "",
+                  convergence.to_markdown(index=False, floatfmt=".1f"), ""]
+    lines += [
+        "### Published figures",
         "",
-        published_reference(frame).to_markdown(index=False, floatfmt=".3f"),
+        "Two separate sets of numbers: ours on tiny models trained from scratch (AUROC avg over this section's",
+        "counting datasets), and the published AUROC avg over 10 quirky datasets on 8B-class models. The",
+        "setups differ in model, data and scale; the columns are listed together only to match detector names.",
+        "",
+        published_reference(frame, summary).to_markdown(index=False),
         "",
         *section.problem_lines(),
     ]
     return lines
 
 
-def published_reference(frame: pd.DataFrame) -> pd.DataFrame:
-    """The 12 published MAD rows with the published AUROC avg and, separately, whether we have ours."""
-    ours = set(frame.loc[(frame["status"] == "ok") & frame["valid"], "detector"]) if not frame.empty else set()
-    return pd.DataFrame(
-        [{"published name": name, "our detector": detector, "published AUROC avg": auroc,
-          "our result": "above" if detector in ours else "not run yet"}
-         for detector, (name, auroc) in PUBLISHED_MAD.items()]
-    )
+# -- plots -------------------------------------------------------------------------------------
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def plot_auroc(section: Section, out_path: Path) -> Optional[Path]:
-    """Bar chart of per-dataset AUROC per detector (valid datasets), saved as PNG."""
+    """Dot plot: per detector (rows, by mean AUROC) and dataset (marker shape), the mean AUROC
+    over valid seeds with its 95% interval over seeds and items, each seed as a small hollow
+    point, and the no-quirk control as a cross."""
     frame = section.frame
-    ok = frame[(frame["status"] == "ok") & frame["valid"]].copy()
-    if ok.empty:
+    ok = scored_frame(frame)
+    _, valid = counting_datasets(frame)
+    datasets = sorted(d for d, s in valid.items() if s)
+    if ok.empty or not datasets:
         return None
+    boot = bootstrap(frame, datasets)
+    if boot is None:
+        return None
+    floors = collect_floors(ok)
+    order = [boot.detectors[k] for k in np.argsort(-np.nan_to_num(boot.point, nan=-1), kind="stable")]
     plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 1.0 + 0.45 * len(order)))
+    offsets = np.linspace(-0.3, 0.3, len(datasets)) if len(datasets) > 1 else [0.0]
+    cells = collect_cells(ok, datasets)
+    for d, dataset in enumerate(datasets):
+        marker = MARKERS[d % len(MARKERS)]
+        for y, label in enumerate(order):
+            seeds = cells.get(label, {}).get(dataset, {})
+            if not seeds:
+                continue
+            yy = y + offsets[d]
+            values = [auroc(*c) for c in seeds.values()]
+            low, high = boot.dataset_interval(label, dataset)
+            ax.plot([low, high], [yy, yy], color="black", lw=1)
+            ax.plot(np.mean(values), yy, marker=marker, color="black", ms=6, ls="none",
+                    label=dataset if y == 0 else None)
+            ax.plot(values, [yy] * len(values), marker=marker, mfc="none", mec="grey", ms=4, ls="none")
+            if dataset in floors.get(label, {}):
+                ax.plot(auroc(*floors[label][dataset]), yy, marker="x", color="grey", ms=5, ls="none",
+                        label="no-quirk control" if y == 0 and d == 0 else None)
+    ax.axvline(0.5, color="grey", lw=1, ls="--")
+    ax.set_yticks(range(len(order)), order)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.02)
+    ax.set_xlabel("AUROC (Bob vs Alice, hard test items); bar = 95% interval over seeds and items")
+    ax.set_title("MAD: filled = mean over seeds, hollow = one seed, x = no-quirk control")
+    ax.legend(fontsize="small", loc="lower left", title="dataset (marker)")
+    return save(fig, out_path)
 
-    ok["label"] = detector_labels(ok)
-    table = ok.groupby(["dataset", "label"])["auroc"].mean().unstack("label")
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(table) * max(1, len(table.columns)) / 2), 4))
-    table.plot.bar(ax=ax, rot=0)
-    ax.axhline(0.5, color="grey", lw=1, ls="--", label="chance")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("AUROC (Bob vs Alice, hard test items)")
-    ax.set_title("MAD: per-dataset AUROC (higher = better detection)")
-    ax.legend(fontsize="small", loc="lower right")
+
+def plot_ranks(section: Section, out_path: Path) -> Optional[Path]:
+    """Critical-difference style plot: mean rank with its 95% interval per detector; a bar
+    joins runs of adjacent detectors whose difference in AUROC avg is not resolved."""
+    frame = section.frame
+    datasets, _ = counting_datasets(frame)
+    boot = bootstrap(frame, datasets)
+    if boot is None or len(boot.detectors) < 2:
+        return None
+    summary = mad_summary(frame, boot, datasets)
+    order = summary["detector"].tolist()
+    comparisons = paired_differences(boot, order)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 1.0 + 0.4 * len(order)))
+    for y, label in enumerate(order):
+        k = boot.detectors.index(label)
+        low, high = boot.rank_interval(label)
+        ax.plot([low, high], [y, y], color="black", lw=1)
+        ax.plot(boot.point_ranks[k], y, "o", color="black", ms=5)
+    # unresolved runs: consecutive detectors joined where the adjacent difference is not resolved
+    x_bar = len(order) + 0.6
+    start = 0
+    for i, comparison in enumerate([*comparisons, None]):
+        if comparison is not None and not comparison.resolved:
+            continue
+        if i > start:
+            ax.plot([x_bar, x_bar], [start, i], color="black", lw=3)
+        start = i + 1
+    ax.set_yticks(range(len(order)), order)
+    ax.invert_yaxis()
+    ax.set_xlim(0.5, len(order) + 1)
+    ax.set_xlabel("mean rank over datasets (1 = highest AUROC); bar at right: adjacent differences not resolved")
+    ax.set_title("MAD: mean rank with 95% hierarchical bootstrap interval")
     return save(fig, out_path)
 
 
 def plots(section: Section, out_dir: Path) -> list[Path]:
-    """The section's PNGs: ``<slug>_auroc.png``."""
-    png = plot_auroc(section, Path(out_dir) / f"{section.slug}_auroc.png")
-    return [png] if png is not None else []
+    """The section's PNGs: ``<slug>_auroc.png`` (dot plot) and ``<slug>_ranks.png``."""
+    written = []
+    for plot, name in ((plot_auroc, "auroc"), (plot_ranks, "ranks")):
+        png = plot(section, Path(out_dir) / f"{section.slug}_{name}.png")
+        if png is not None:
+            written.append(png)
+    return written
 
 
 def summary_row(record: dict[str, Any]) -> dict[str, Any]:
-    """Run-summary columns of one MAD record: the model's quirk accuracies and the AUROCs."""
+    """Run-summary columns of one MAD record: the gate's numbers and the AUROCs."""
     metrics = record.get("metrics") or {}
     validity = record.get("validity") or {}
     return {
         "Alice acc": validity.get("alice_accuracy", np.nan),
         "Bob acc": validity.get("bob_accuracy", np.nan),
+        "Wilson low (A/B)": f"{validity.get('alice_accuracy_wilson_low', np.nan):.3f}/"
+                            f"{validity.get('bob_accuracy_wilson_low', np.nan):.3f}",
         "AUROC": metrics.get("auroc", np.nan),
         "95% interval": fmt_ci(metrics.get("auroc_ci")),
         "AUROC agree": metrics.get("auroc_agree", np.nan),
         "AUROC disagree": metrics.get("auroc_disagree", np.nan),
+        "excluded": metrics.get("n_excluded_unconverged", 0),
     }

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from harness.cache import atomic_write_json, stable_hash
 from harness.interfaces import ConfigError, Episode, Task, TaskConfig
 from harness.options import resolve_options
-from harness.scoring import mad_metrics
+from harness.scoring import mad_metrics, scored_items
 from harness.zoo.store import ModelHandle, cached_model_dir, is_cached, model_cache_path
 from tasks.mad.arithmetic import ALICE_NAMES, BOB_NAMES, N_TRUSTED_NAMES, OPERATIONS, to_records
 from tasks.mad.episode import TEST_MIN_QUANTILE, TRUSTED_MAX_QUANTILE, build_episode
@@ -140,15 +140,6 @@ def ensure_models(
         for future in tqdm(as_completed(futures), total=len(futures), desc="training quirky models", unit="model"):
             paths[futures[future]] = Path(future.result())
     return paths
-
-
-def scored_items(diagnostics: Optional[dict[str, Any]], n: int) -> np.ndarray:
-    """(n,) bool: the items whose score counts; False where the detector's ``diagnostics``
-    say the item's estimate did not converge (``converged``, one flag per item)."""
-    converged = (diagnostics or {}).get("converged")
-    if converged is None or len(converged) != n:
-        return np.ones(n, dtype=bool)
-    return np.asarray(converged, dtype=bool)
 
 
 class MadTask(Task):
