@@ -265,3 +265,12 @@ def test_quick_zoo_moved_to_an_empty_cache_reproduces_the_records_without_traini
     first, second = snapshot(tmp_path / "r1"), snapshot(tmp_path / "r2")
     assert first and first == second
     assert not any(str(cache_a) in json.dumps(record) for record in first.values())  # no machine-specific path
+
+
+def test_records_name_cache_models_relative_to_the_cache(source_cache, tmp_path):
+    from harness.zoo.store import portable_model_path
+
+    inside = next((source_cache / "models").iterdir())
+    assert portable_model_path(inside) == f"$HARNESS_CACHE/models/{inside.name}"
+    assert os.path.expandvars(portable_model_path(inside)) == str(inside)
+    assert portable_model_path(tmp_path / "my-model") == str(tmp_path / "my-model")  # a user's own directory
