@@ -280,7 +280,8 @@ def quiet_transformers() -> None:
 def configure_process(device: str = "cpu") -> None:
     """Set up a harness process: quiet transformers logging and, when models run on the CPU,
     the thread policy: one torch thread (two threads under load ran up to 13x slower on 2-core
-    machines); ``HARNESS_TORCH_THREADS`` overrides. On an accelerator torch's default stays."""
+    machines); ``HARNESS_TORCH_THREADS`` overrides (training always runs on one thread, see
+    :data:`harness.zoo.training.TRAINING_THREADS`). On an accelerator torch's default stays."""
     import torch
 
     quiet_transformers()
