@@ -12,7 +12,8 @@ Two measurements, every side run once on identical inputs, in the same process:
 2. per-example multipliers (``--mad-examples`` x ``--mad-directions``): ``per_example_basin``
    vs looping the reference over examples (target >= 30x tyche cache); the loops run on every
    example unless ``--reference-examples`` asks for a linear extrapolation from fewer.
-All sides are warmed up on a few examples first. Prints wall times, speed-ups against both
+All sides are warmed up on a few examples first. Prints CPU and wall times (the CPU time of
+this one-thread process is the fair comparison on a shared machine), speed-ups against both
 references, forward passes (model calls and rows), the agreement of the radii (target: within
 1% of the reference) and the machine's load average at the start and the end.
 
@@ -31,6 +32,7 @@ import argparse
 import os
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -81,10 +83,28 @@ def build_inputs(args) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str
     return model, ids, torch.ones_like(ids), f"random tiny Llama (hidden {args.hidden}, {args.layers} layers)"
 
 
-def timed(fn, *a, **kw):
-    start = time.perf_counter()
+class Timing(NamedTuple):
+    """CPU seconds of this process (the comparison on a shared machine: other processes' load
+    stretches wall time, not CPU time, with one torch thread) and wall seconds."""
+
+    cpu: float
+    wall: float
+
+    def __mul__(self, k: float) -> "Timing":
+        return Timing(self.cpu * k, self.wall * k)
+
+    def __str__(self) -> str:
+        return f"cpu {self.cpu:8.2f} s (wall {self.wall:8.2f} s)"
+
+    def ratio(self, other: "Timing") -> str:
+        """How many times ``other`` (the engine) is faster: CPU time, then wall time."""
+        return f"{self.cpu / other.cpu:.1f}x cpu ({self.wall / other.wall:.1f}x wall)"
+
+
+def timed(fn, *a, **kw) -> tuple[object, Timing]:
+    wall, cpu = time.perf_counter(), time.process_time()
     out = fn(*a, **kw)
-    return out, time.perf_counter() - start
+    return out, Timing(time.process_time() - cpu, time.perf_counter() - wall)
 
 
 def load() -> str:
@@ -146,10 +166,9 @@ def main() -> None:
     plain, t_plain = timed(reference_basin, model, x, m, n_directions=args.directions, **common)
     print(f"\nper-model estimate: {args.examples} prompts x {args.directions} directions")
     for label, res, t in (("tyche cache", cached, t_cached), ("tyche plain", plain, t_plain), ("engine", eng, t_eng)):
-        print(f"  {label:<12}: {t:8.3f} s  {res.n_forward:6d} forward calls ({res.n_rows} rows)  log vol {res.log_volume:.6g}"
-              + (f"  engine {t / t_eng:5.1f}x faster" if res is not eng else ""))
-    print(f"  speed-up   : {t_cached / t_eng:.1f}x vs tyche cache (target >= 3x on the trained addition model), "
-          f"{t_plain / t_eng:.1f}x vs tyche plain")
+        print(f"  {label:<12}: {t}  {res.n_forward:6d} forward calls ({res.n_rows} rows)  log vol {res.log_volume:.6g}")
+    print(f"  speed-up   : {t_cached.ratio(t_eng)} vs tyche cache (target >= 3x on the trained addition model), "
+          f"{t_plain.ratio(t_eng)} vs tyche plain")
     print(f"  agreement  : radii vs tyche cache {agreement(eng.radii, cached.radii)}; log vol diff "
           f"{abs(eng.log_volume - cached.log_volume):.3g} nats (at rtol {args.rtol}; D = {eng.dim:,}: the log-vol "
           f"error is ~D x the radii error, so the 0.1-nat check is made at tight rtol in tests/harness/test_basin.py); "
@@ -166,13 +185,13 @@ def main() -> None:
         ref, t_part = timed(reference_per_example, model, x[:n_ref], m[:n_ref], n_directions=args.mad_directions,
                             cache=cache, **common)
         refs[label] = (ref, t_part * scale)
-        how = f"EXTRAPOLATED x{scale:g} from {t_part:.3f} s on {n_ref} examples" if scale != 1 else "measured on all"
-        print(f"  {label:<12}: {t_part * scale:8.3f} s  {int(ref.n_forward * scale):7d} forward calls "
+        how = f"EXTRAPOLATED x{scale:g} from {t_part} on {n_ref} examples" if scale != 1 else "measured on all"
+        print(f"  {label:<12}: {t_part * scale}  {int(ref.n_forward * scale):7d} forward calls "
               f"({int(ref.n_rows * scale)} rows)  {how}")
-    print(f"  engine      : {t_eng:8.3f} s  {eng.n_forward:7d} forward calls ({eng.n_rows} rows, "
+    print(f"  engine      : {t_eng}  {eng.n_forward:7d} forward calls ({eng.n_rows} rows, "
           f"{eng.n_evaluations} lock-step KL calls)")
     (cached, t_cached), (plain, t_plain) = refs["tyche cache"], refs["tyche plain"]
-    print(f"  speed-up    : {t_cached / t_eng:.1f}x vs tyche cache (target >= 30x), {t_plain / t_eng:.1f}x vs tyche plain")
+    print(f"  speed-up    : {t_cached.ratio(t_eng)} vs tyche cache (target >= 30x), {t_plain.ratio(t_eng)} vs tyche plain")
     dvol = np.abs(eng.log_volume[:n_ref] - cached.log_volume)
     print(f"  agreement on {n_ref} examples: multipliers vs tyche cache {agreement(eng.multipliers[:, :n_ref], cached.multipliers)}; "
           f"per-example log vol diff median {np.median(dvol):.3g}, max {dvol.max():.3g} nats; converged "
