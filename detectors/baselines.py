@@ -26,6 +26,7 @@ import numpy as np
 
 from harness.interfaces import ConfigError, Detector
 from harness.items import InputItems
+from harness.layers import resolve_layer
 
 from .statistics import COVARIANCE_ESTIMATORS, Mahalanobis
 
@@ -75,21 +76,20 @@ class NameOnly(Detector):
     covariance: str = "ledoit_wolf"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.layer, int) or isinstance(self.layer, bool) or self.layer < 0:
-            raise ConfigError(f"{self.name}: field 'layer' must be a non-negative integer, got {self.layer!r}")
+        if not isinstance(self.layer, int) or isinstance(self.layer, bool):
+            raise ConfigError(f"{self.name}: field 'layer' must be an integer hidden-state index, got {self.layer!r}")
         if self.covariance not in COVARIANCE_ESTIMATORS:
             raise ConfigError(f"{self.name}: field 'covariance' must be one of {COVARIANCE_ESTIMATORS}, got {self.covariance!r}")
 
     def check_episode(self, episode) -> None:
-        """A ``layer`` beyond the model's blocks is a ConfigError before any job runs."""
-        n_layers = episode.trusted.n_layers
-        if self.layer > n_layers:
-            raise ConfigError(f"detector 'name_only' field 'layer': {self.layer} > the model's {n_layers} blocks")
+        """A ``layer`` the model does not have is a ConfigError before any job runs."""
+        resolve_layer(self.layer, episode.trusted.n_layers, f"detector {self.name!r}")
 
     def features(self, items: InputItems) -> np.ndarray:
         """(n, d) representation of each item's name token."""
         prefixes = InputItems(name_prefixes(items), items.extractor)
-        return prefixes.activations([self.layer])[self.layer].astype(np.float64)
+        layer = resolve_layer(self.layer, prefixes.n_layers, f"detector {self.name!r}")
+        return prefixes.activations([layer])[layer].astype(np.float64)
 
     def fit(self, trusted: InputItems) -> "NameOnly":
         self.scorer_ = Mahalanobis(self.covariance).fit(self.features(trusted))

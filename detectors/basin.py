@@ -27,10 +27,13 @@ from harness.cache import cached_arrays, stable_hash
 from harness.zoo.tokenizer import encode_batch
 from harness.interfaces import ConfigError, Detector
 from harness.items import InputItems, ModelItem
+from harness.layers import resolve_layer
 
 from .statistics import COVARIANCE_ESTIMATORS, Mahalanobis
 
-ENGINE_VERSION = "4"  # 3: Chandrupatla search, pilot start for per-example roots; 4: evaluations stored
+# 3: Chandrupatla search, pilot start for per-example roots; 4: evaluations stored;
+# 5: an int layer is a hidden-state index (harness.layers): the block whose output it is
+ENGINE_VERSION = "5"
 
 
 class _PerExampleBasin(Detector):
@@ -59,10 +62,21 @@ class _PerExampleBasin(Detector):
             return
         items = [episode.trusted] if episode.trusted is not None else list(episode.test)
         for item in items:
+            if not isinstance(self.layer, str):  # an index: the config says how many blocks
+                self.engine_layer(item.handle.n_layers)
+                continue
             try:
                 select_parameters(item.handle.model, self.layer)
             except (IndexError, ValueError) as exc:
                 raise ConfigError(f"detector {self.name!r} field 'layer': {exc}") from None
+
+    def engine_layer(self, n_layers: int) -> Optional[Union[int, str]]:
+        """``layer`` as the engine takes it: an index L (harness.layers: the block whose output
+        is hidden state L, 1..n_layers or negative) becomes the 0-based block L - 1; a module
+        name or null passes through."""
+        if isinstance(self.layer, int) and not isinstance(self.layer, bool):
+            return resolve_layer(self.layer, n_layers, f"detector {self.name!r}", block=True) - 1
+        return self.layer
 
     def _sweep_key(self, fingerprint: str, prompts: list[str], **extra: str) -> dict:
         """Cache key of a sweep: everything that changes its numbers."""
@@ -109,7 +123,8 @@ class _PerExampleBasin(Detector):
 
             batch = encode_batch(item.handle.tokenizer, prompts)
             result = estimate_basin(item.handle.model, batch["input_ids"], batch["attention_mask"],
-                                    n_directions=self.n_directions, eps=self.eps, layer=self.layer,
+                                    n_directions=self.n_directions, eps=self.eps,
+                                    layer=self.engine_layer(item.handle.n_layers),
                                     seed=self.seed, rtol=self.rtol)
             return {"log_volume": np.array([result.log_volume]), "radii": np.asarray(result.radii, np.float64),
                     "kls": np.asarray(result.kls, np.float64), "estimates": np.asarray(result.estimates, np.float64)}
@@ -126,7 +141,7 @@ class _PerExampleBasin(Detector):
             batch["attention_mask"],
             n_directions=self.n_directions,
             eps=self.eps,
-            layer=self.layer,
+            layer=self.engine_layer(items.n_layers),
             seed=self.seed,
             rtol=self.rtol,
         )
@@ -153,7 +168,8 @@ class BasinVolume(_PerExampleBasin):
     Hyperparameters:
         n_directions: random unit directions (default 25).
         eps: KL cutoff in nats (default 1e-2).
-        layer: null = all parameters; an int = the parameters of that block; a module name.
+        layer: null = all parameters; an int L = the parameters of the block whose output is
+            hidden state L (1..n_layers, negative from the end; harness.layers); a module name.
         rtol: relative tolerance of the root finder on KL/eps (default 1e-2, as tyche).
         seed: seed of the directions (default 0).
         n_prompts: POSER only: clean prompts the per-model KL is averaged over (default 64).
@@ -206,7 +222,8 @@ class BasinMahalanobis(_PerExampleBasin):
     Hyperparameters:
         n_directions: K, random unit directions (default 25).
         eps: KL cutoff in nats (default 1e-2).
-        layer: null = all parameters; an int = the parameters of that block; a module name.
+        layer: null = all parameters; an int L = the parameters of the block whose output is
+            hidden state L (1..n_layers, negative from the end; harness.layers); a module name.
         rtol: root-finder tolerance (default 1e-2).
         seed: seed of the directions (default 0).
         covariance: "ledoit_wolf" (default) or "pinv".

@@ -83,8 +83,11 @@ class SAEDetector(Detector):
         if not self.lr > 0:
             raise ConfigError(f"{self.name}: field 'lr' must be positive, got {self.lr!r}")
 
+    def check_episode(self, episode: Any) -> None:
+        resolve_layer(episode.trusted, self.layer, f"detector {self.name!r}")
+
     def fit(self, trusted: InputItems) -> "SAEDetector":
-        self.layer_ = resolve_layer(trusted, self.layer)
+        self.layer_ = resolve_layer(trusted, self.layer, f"detector {self.name!r}")
         self.trusted_ = np.asarray(trusted.activations([self.layer_])[self.layer_], dtype=np.float32)
         self._train(self.trusted_)
         self.on_trained()
@@ -162,8 +165,8 @@ class SAEDiagMahalanobis(SAEDetector):
     Higher = more anomalous. ``diagnostics()`` reports the fraction of variance explained (fve).
 
     Hyperparameters:
-        layer: layer index (1..n_layers are block outputs); null = the middle block
-            ((n_layers + 1) // 2; default).
+        layer: hidden-state index (harness.layers: 0 = embeddings, 1..n_layers = block outputs,
+            negative from the end); null = the middle block ((n_layers + 1) // 2; default).
         expansion: latents per input dimension (default 4).
         l1: weight of the sparsity penalty (default 1e-2).
         steps: Adam steps on minibatches of 128 drawn in shuffled passes over the trusted activations (default 2000).

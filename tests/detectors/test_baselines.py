@@ -76,8 +76,9 @@ def test_name_only_reads_the_name_embedding_and_finds_far_names(name_model_dir, 
 
 
 def test_name_only_settings():
-    with pytest.raises(ConfigError, match="'layer'"):
-        NameOnly(layer=-1)
+    with pytest.raises(ConfigError, match="'layer' must be an integer hidden-state index"):
+        NameOnly(layer="last")
+    assert NameOnly(layer=-1).layer == -1  # negative counts from the end, as everywhere (harness.layers)
     with pytest.raises(ConfigError, match="'covariance'"):
         NameOnly(covariance="full")
 

@@ -53,7 +53,7 @@ CASES = {
     "single layer out of range": (QUICK + ["--detector", "flow_mahalanobis", "--param", "flow_mahalanobis.layer=-7"],
                                   ["layer -7 out of range"]),
     "basin layer out of range": (QUICK + ["--detector", "basin_mahalanobis", "--param", "basin_mahalanobis.layer=5"],
-                                 ["'layer'", "layer 5 out of range", "1 blocks"]),
+                                 ["'layer'", "layer 5 out of range", "this model has blocks 1..1"]),
     "basin layer name that does not exist": (QUICK + ["--detector", "basin_mahalanobis", "--param", "basin_mahalanobis.layer=\"model.nope\""],
                                              ["no submodule named 'model.nope'"]),
     "empty dataset file": (QUICK + ["--detector", "activations_lof", "--option", "model={no_weights}", "--option", "dataset={empty}"],
