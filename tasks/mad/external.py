@@ -59,7 +59,7 @@ def external_episode(task: Task, config: TaskConfig, options: dict[str, Any]) ->
             f"task 'mad' option {missing!r} is required with the other: give both --option model=DIR_OR_HUB_ID "
             "and --option dataset=PATH"
         )
-    path = Path(options["dataset"]).expanduser()
+    path = resolve_dataset(options["dataset"])
     records = load_records(path, template=options.get("template") or None)
     trusted, test = split_records(records, path)
     answers = answer_words(records, path)
@@ -113,6 +113,28 @@ def _download(repo_id: str) -> Path:
 
 
 # -- the dataset -------------------------------------------------------------------------------
+DATA_PATTERNS = ["*.parquet", "**/*.parquet", "*.jsonl", "**/*.jsonl", "*.json", "**/*.json"]
+
+
+def resolve_dataset(spec: str) -> Path:
+    """A local dataset path, or for a hub dataset id (``owner/name``) its snapshot, downloaded
+    once into the Hugging Face cache like a model (``snapshot_download``, repo type dataset;
+    needs the network the first time). The snapshot's parquet or JSONL files are read in path
+    order, every split concatenated."""
+    path = Path(spec).expanduser()
+    if path.exists() or not HUB_ID.match(spec) or "/" not in spec:
+        return path
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(spec, repo_type="dataset", allow_patterns=DATA_PATTERNS))
+    except Exception as exc:  # offline, unknown repo, gated dataset...
+        raise ConfigError(
+            f"task 'mad' option 'dataset': {spec!r} is not a file or directory and could not be fetched from the "
+            f"Hugging Face hub ({type(exc).__name__}: {exc})"
+        ) from None
+
+
 def load_records(path: Path, template: Optional[str] = None) -> list[dict]:
     """Read and validate every record of ``path``; each gets a ``statement`` (formatted from
     ``template`` when given). Raises ConfigError naming the file and the problem."""
@@ -165,6 +187,12 @@ def _read_parquet(path: Path) -> list[Any]:
 
 
 def _read_datasets_dir(path: Path) -> list[Any]:
+    if not any((path / name).exists() for name in ("dataset_dict.json", "dataset_info.json", "state.json")):
+        files = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith(".")
+                       and f.suffix.lower() in (*PARQUET_SUFFIXES, ".jsonl", ".ndjson"))
+        if files:  # a hub snapshot: one data file per split (and shard)
+            return [record for f in files
+                    for record in (_read_parquet(f) if f.suffix.lower() in PARQUET_SUFFIXES else _read_jsonl(f))]
     try:
         import datasets
     except ImportError:

@@ -203,3 +203,36 @@ def test_directory_without_datasets_package_is_actionable(tmp_path, monkeypatch)
     monkeypatch.setattr(builtins, "__import__", no_datasets)
     with pytest.raises(ConfigError, match="needs the `datasets` package"):
         load_records(tmp_path)
+
+
+def test_a_hub_dataset_id_is_fetched_once_as_a_snapshot_and_read(builtin, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from tasks.mad.external import resolve_dataset
+
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    _, records = builtin
+    snapshot = tmp_path / "snapshot"  # what snapshot_download leaves: one parquet file per split
+    (snapshot / "data").mkdir(parents=True)
+    pd.DataFrame(records[:10]).to_parquet(snapshot / "data" / "test-00000-of-00001.parquet")
+    pd.DataFrame(records[10:]).to_parquet(snapshot / "data" / "validation-00000-of-00001.parquet")
+    calls = []
+
+    def fake_download(repo_id, repo_type=None, allow_patterns=None):
+        calls.append((repo_id, repo_type))
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    path = resolve_dataset("EleutherAI/quirky_addition")
+    assert calls == [("EleutherAI/quirky_addition", "dataset")]
+    loaded = load_records(path)
+    assert sorted(r["id"] for r in loaded) == sorted(r["id"] for r in records)
+    assert resolve_dataset(str(snapshot)) == snapshot  # a local path is never looked up on the hub
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(ConfigError, match="could not be fetched from the Hugging Face hub.*no network"):
+        resolve_dataset("someone/other-dataset")
