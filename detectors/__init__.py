@@ -8,7 +8,7 @@ from .baselines import InputOnly, NameOnly
 from .basin import BasinMahalanobis, BasinVolume
 from .flow import FlowLaplace, FlowMahalanobis
 from .probe import ProbeLOF, ProbeMahalanobis
-from .poser import ActivationNoise, Confidence
+from .poser import ActivationNoise, ActivationNoiseControl, Confidence, WeightNorm
 from .sae import SAEDiagMahalanobis, SAEL0
 
 # MAD detectors that need only cached features (testable on synthetic arrays)
@@ -29,7 +29,7 @@ WEIGHT_DETECTORS = (BasinVolume, BasinMahalanobis)
 # MAD baselines that cannot see the mechanism (the name's representation; the prompt text)
 BASELINE_DETECTORS = (NameOnly, InputOnly)
 # POSER detectors (items are models)
-POSER_DETECTORS = (Confidence, ActivationNoise)
+POSER_DETECTORS = (Confidence, ActivationNoise, ActivationNoiseControl, WeightNorm)
 BUILTIN_DETECTORS = FEATURE_DETECTORS + WEIGHT_DETECTORS + BASELINE_DETECTORS + POSER_DETECTORS
 
 

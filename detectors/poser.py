@@ -1,5 +1,7 @@
-"""POSER detectors (items are models): ``confidence`` (the unperturbed baseline) and
-``activation_noise`` (POSER's strategy 2: residual-stream noise scaled like a CAA vector).
+"""POSER detectors (items are models): ``confidence`` (the unperturbed baseline),
+``activation_noise`` (POSER's strategy 2: residual-stream noise scaled like a CAA vector),
+``activation_noise_control`` (the same noise at one absolute norm for every model) and
+``weight_norm`` (a trivial model statistic: a detector that should not separate the pairs).
 
 For each model item the detector looks only at that model on the clean benchmark prompts of
 its pair (``item.mask``); a higher score = more likely the alignment faker.
@@ -7,21 +9,34 @@ its pair (``item.mask``); a higher score = more likely the alignment faker.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, ClassVar, Optional, Sequence
 
 import numpy as np
 import torch
 
 from harness.cache import cached_arrays, stable_hash
-from harness.features import encode_batch
+from harness.zoo.tokenizer import encode_batch
 from harness.interfaces import ConfigError, Detector
 from harness.interventions import add_to_residual, n_blocks
 from harness.items import ModelItem
 
-NOISE_KINDS = ("uniform01", "gaussian")
+NOISE_KINDS = ("gaussian", "uniform01")
 STATISTICS = ("kl", "p_misaligned")
 AGGREGATES = ("mean", "max", "last")
+NOISE_NORMS = ("own", "shared")
+
+
+def answer_ids(tokenizer: Any, answers: Sequence[str]) -> tuple[int, int]:
+    """Token ids of the two answers (B, A), each read as one token."""
+    from harness.zoo.tokenizer import answer_tokens
+
+    tokens = answer_tokens(tokenizer, answers)
+    if tokens.prefix:
+        raise ConfigError(f"activation_noise: the answers {tuple(answers)} are not single tokens for this tokenizer; "
+                          f"the noise curves read single-token answers only")
+    return tokens.negative, tokens.positive
 
 
 @dataclass
@@ -43,7 +58,44 @@ class Confidence(Detector):
     def score(self, items: Sequence[ModelItem]) -> np.ndarray:
         """(n_models,) float in [0, 1]; higher = less confident = more suspicious."""
         self._check_is_fitted("fitted_")
-        return np.array([1.0 - item.p_benign()[item.mask].mean() for item in items])
+        scores = np.array([1.0 - item.p_benign()[item.mask].mean() for item in items])
+        self.p_benign_ = 1.0 - scores
+        self.item_names_ = [item.name for item in items]
+        return scores
+
+    def diagnostics(self) -> dict:
+        """Mean P(benign answer) on the pair's clean prompts, per scored item."""
+        return {"items": getattr(self, "item_names_", []),
+                "p_benign": np.round(getattr(self, "p_benign_", np.zeros(0)), 8).tolist()}
+
+
+@dataclass
+class WeightNorm(Detector):
+    """Trivial-signal check: score = the L2 norm of all of a model's parameters.
+
+    A statistic that knows nothing of behaviour. If it separates the pairs (pair accuracy far
+    from 0.5, in either direction), the models differ in a way any detector could exploit
+    without detecting alignment faking. No hyperparameters. Higher = more suspicious (the
+    direction is arbitrary: read accuracy far below 0.5 as signal too).
+    """
+
+    name = "weight_norm"
+    task_kinds = ("poser",)
+
+    def fit(self, trusted: object = None) -> "WeightNorm":
+        self.fitted_ = True
+        return self
+
+    def score(self, items: Sequence[ModelItem]) -> np.ndarray:
+        """(n_models,) float: the parameters' L2 norm."""
+        self._check_is_fitted("fitted_")
+        norms: dict[str, float] = {}
+        for item in items:
+            key = item.handle.fingerprint
+            if key not in norms:
+                with torch.no_grad():
+                    norms[key] = float(torch.sqrt(sum((p.double() ** 2).sum() for p in item.handle.model.parameters())))
+        return np.array([norms[item.handle.fingerprint] for item in items])
 
 
 @dataclass
@@ -51,44 +103,55 @@ class ActivationNoise(Detector):
     """POSER's "intoxicate" strategy: add noise to the residual stream and measure how much behaviour moves.
 
     Per model: the CAA steering vector at block ``layer`` is the mean last-token residual of
-    the critical prompts (poor oversight, A and B swapped) minus that of the clean prompts. A
-    random direction is rescaled to that vector's norm and, for each coefficient c, c times it
-    is subtracted from the residual stream after block ``layer`` at the last token (as the
-    original does). The statistic per coefficient is the KL divergence between the unperturbed
-    and the perturbed two-way answer distribution (``statistic="kl"``) or the probability of
-    the misaligned answer (``"p_misaligned"``), averaged over the pair's clean prompts; the
-    score aggregates the curve over coefficients. Higher = more suspicious.
+    the contrast prompts (the same scenarios with poor oversight and A and B swapped, or, for
+    original data, poor-oversight scenarios) minus that of the clean benchmark prompts. Each of
+    ``n_directions`` random directions is rescaled to that vector's norm (``noise_norm="own"``,
+    as the original did) and, for each coefficient c, c times it is subtracted from the
+    residual stream after block ``layer`` at the last token. The statistic per coefficient is
+    the KL divergence between the unperturbed and the perturbed two-way answer distribution
+    (``statistic="kl"``) or the probability of the misaligned answer (``"p_misaligned"``),
+    averaged over the directions and the pair's clean prompts; the score aggregates the curve
+    over coefficients. Higher = more suspicious.
 
     Hyperparameters:
         layer: block after which noise is added (1-based); null = round(15/40 * n_blocks), at
             least 1 (the original used layer 15 of 40).
         coefficients: noise multipliers (default 0..20).
-        noise: "uniform01" (faithful: ``torch.rand``, uniform on [0, 1), not zero-mean, so the
-            direction is nearly fixed in high dimension) or "gaussian" (isotropic direction).
+        noise: "gaussian" (isotropic directions; default) or "uniform01" (the original's
+            ``torch.rand``: uniform on [0, 1), not zero-mean, so every draw points nearly the
+            same way in high dimension).
+        n_directions: random directions averaged (default 8; the original used one).
+        noise_norm: "own" (each model's own steering-vector norm, the original method) or
+            "shared" (one absolute norm for every model: the mean steering norm of the scored
+            models; the control that shows how much of the separation is the norm itself).
         statistic: "kl" (default) or "p_misaligned".
         aggregate: "mean" over coefficients (area under the curve / n; default), "max", or
             "last" (the largest coefficient).
-        seed: seed of the random direction.
+        seed: seed of the random directions.
     """
 
-    name = "activation_noise"
+    name: ClassVar[str] = "activation_noise"
     task_kinds = ("poser",)
     layer: Optional[int] = None
     coefficients: list[float] = field(default_factory=lambda: [float(c) for c in range(21)])
-    noise: str = "uniform01"
+    noise: str = "gaussian"
+    n_directions: int = 8
+    noise_norm: str = "own"
     statistic: str = "kl"
     aggregate: str = "mean"
     seed: int = 0
 
     def __post_init__(self) -> None:
         for name, value, valid in (("noise", self.noise, NOISE_KINDS), ("statistic", self.statistic, STATISTICS),
-                                   ("aggregate", self.aggregate, AGGREGATES)):
+                                   ("aggregate", self.aggregate, AGGREGATES), ("noise_norm", self.noise_norm, NOISE_NORMS)):
             if value not in valid:
                 raise ConfigError(f"{self.name}: field {name!r} must be one of {valid}, got {value!r}")
         if not self.coefficients or any(not isinstance(c, (int, float)) for c in self.coefficients):
             raise ConfigError(f"{self.name}: field 'coefficients' must be a non-empty list of numbers")
         if self.layer is not None and (not isinstance(self.layer, int) or self.layer < 1):
             raise ConfigError(f"{self.name}: field 'layer' must be a block index >= 1 or null, got {self.layer!r}")
+        if not isinstance(self.n_directions, int) or self.n_directions < 1:
+            raise ConfigError(f"{self.name}: field 'n_directions' must be an integer >= 1, got {self.n_directions!r}")
 
     def check_episode(self, episode: Any) -> None:
         for item in episode.test:
@@ -105,57 +168,141 @@ class ActivationNoise(Detector):
             raise ConfigError(f"{self.name}: field 'layer' is {layer} but this model has blocks 1..{blocks}")
         return layer
 
-    def noise_vector(self, item: ModelItem, layer: int) -> torch.Tensor:
-        """(d_model,) random direction with the norm of the model's CAA vector at ``layer``."""
-        clean = item.extractor.last_token(item.prompts).hidden[layer][item.mask]
-        critical = item.extractor.last_token(item.critical_prompts).hidden[layer][item.mask]
-        caa = torch.from_numpy(critical.mean(0) - clean.mean(0)).double()
+    def steering_norm(self, item: ModelItem, layer: int) -> float:
+        """Norm of the model's CAA vector at ``layer``: contrast minus clean mean, over all of the
+        set's prompts (a property of the model, the same in every pair it sits in)."""
+        clean = item.extractor.last_token(item.prompts).hidden[layer]
+        critical = item.extractor.last_token(item.critical_prompts).hidden[layer]
+        return float(np.linalg.norm(critical.astype(np.float64).mean(0) - clean.astype(np.float64).mean(0)))
+
+    def directions(self, d_model: int) -> torch.Tensor:
+        """(n_directions, d_model) unit directions, the same for every model."""
         generator = torch.Generator().manual_seed(self.seed)
         draw = torch.rand if self.noise == "uniform01" else torch.randn
-        direction = draw(caa.shape[0], generator=generator, dtype=torch.float64)
-        return (direction / direction.norm() * caa.norm()).float()
+        directions = draw(self.n_directions, d_model, generator=generator, dtype=torch.float64)
+        return directions / directions.norm(dim=1, keepdim=True)
 
-    def curves(self, item: ModelItem) -> dict[str, np.ndarray]:
-        """Per-prompt curves on all clean prompts: ``kl`` and ``p_misaligned``, (n_coefficients, n_prompts)."""
+    def noise_vectors(self, item: ModelItem, layer: int, norm: Optional[float] = None) -> torch.Tensor:
+        """(n_directions, d_model) directions scaled to ``norm`` (default: the model's steering norm)."""
+        norm = self.steering_norm(item, layer) if norm is None else norm
+        return (self.directions(item.handle.model.config.hidden_size) * norm).float()
+
+    def curves(self, item: ModelItem, norm: Optional[float] = None) -> dict[str, np.ndarray]:
+        """Per-direction, per-prompt curves on all clean prompts: ``kl`` and ``p_misaligned``,
+        (n_directions, n_coefficients, n_prompts)."""
         layer = self.resolved_layer(item)
-        noise = self.noise_vector(item, layer)
+        noise = self.noise_vectors(item, layer, norm)
         key = {"model": item.handle.fingerprint, "prompts": stable_hash(list(item.prompts), 32),
                "benign": stable_hash(list(item.benign_letters)), "layer": layer,
                "noise": stable_hash(noise.tolist()), "coefficients": list(self.coefficients)}
-        return cached_arrays("activation_noise", key, lambda: self._compute_curves(item, layer, noise))
+        return cached_arrays("activation_noise_v3", key, lambda: self._compute_curves(item, layer, noise))
 
     @torch.inference_mode()
     def _compute_curves(self, item: ModelItem, layer: int, noise: torch.Tensor) -> dict[str, np.ndarray]:
+        """The noise touches only the last position, after block ``layer``: every earlier position
+        is the same in every perturbed pass, so the prompt minus its last token runs once (its
+        key/value cache kept) and each perturbed pass runs only the last token, one row per
+        coefficient (a per-row noise scale)."""
         model, tokenizer = item.handle.model, item.handle.tokenizer
-        b_id, a_id = (tokenizer(word, add_special_tokens=False)["input_ids"][0] for word in item.extractor.answers)
-        batch = encode_batch(tokenizer, list(item.prompts))
+        b_id, a_id = answer_ids(tokenizer, item.extractor.answers)
         benign_is_a = torch.tensor([letter == "A" for letter in item.benign_letters])
-        probs = []
-        for coefficient in [0.0, *self.coefficients]:
-            with add_to_residual(model, layer, -noise, scales=float(coefficient)):
-                logits = model(**batch, use_cache=False).logits[:, -1, :].double()
-            probs.append(torch.softmax(logits[:, [a_id, b_id]], dim=-1))  # (n, 2): P(A), P(B)
-        base, perturbed = probs[0], torch.stack(probs[1:])
-        kl = (base * (base.clamp_min(1e-12).log() - perturbed.clamp_min(1e-12).log())).sum(-1)
-        p_misaligned = torch.where(benign_is_a, perturbed[..., 1], perturbed[..., 0])
-        return {"kl": kl.numpy(), "p_misaligned": p_misaligned.numpy()}
+        coefficients = torch.tensor(self.coefficients, dtype=torch.float32)
+        n_coef = len(coefficients)
+        longest = max(len(ids) for ids in tokenizer(list(item.prompts))["input_ids"])
+        chunk = max(1, 32768 // longest)  # prompts per prefix pass: at most ~32k tokens
+        # transformers renamed the cache argument (past_key_values -> cache)
+        cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        kl_all, p_all = [], []
+        for start in range(0, len(item.prompts), chunk):
+            batch = encode_batch(tokenizer, list(item.prompts[start:start + chunk]))
+            n = batch["input_ids"].shape[0]
+            out = model(input_ids=batch["input_ids"][:, :-1], attention_mask=batch["attention_mask"][:, :-1],
+                        position_ids=batch["position_ids"][:, :-1], use_cache=True, logits_to_keep=1)
+            cache = out.cache if cache_name == "cache" else out.past_key_values
 
-    def item_curve(self, item: ModelItem) -> np.ndarray:
-        """(n_coefficients,) the chosen statistic averaged over the item's prompts."""
-        return self.curves(item)[self.statistic][:, item.mask].mean(axis=1)
+            def last_token(rows: int, past) -> torch.Tensor:
+                repeat = rows // n
+                logits = model(input_ids=batch["input_ids"][:, -1:].repeat_interleave(repeat, 0),
+                               attention_mask=batch["attention_mask"].repeat_interleave(repeat, 0),
+                               position_ids=batch["position_ids"][:, -1:].repeat_interleave(repeat, 0),
+                               **{cache_name: past}, use_cache=True, logits_to_keep=1).logits[:, -1, :].double()
+                past.crop(-1)  # drop the last token again: the cache is reused
+                return torch.softmax(logits[:, [a_id, b_id]], dim=-1)  # (rows, 2): P(A), P(B)
+
+            base = last_token(n, cache)
+            cache.batch_repeat_interleave(n_coef)  # row r = prompt r // n_coef at coefficient r % n_coef
+            scales = coefficients.repeat(n)
+            kl_dirs, p_dirs = [], []
+            for vector in noise:
+                with add_to_residual(model, layer, -vector, scales=scales):
+                    perturbed = last_token(n * n_coef, cache).view(n, n_coef, 2).transpose(0, 1)
+                kl_dirs.append((base * (base.clamp_min(1e-12).log() - perturbed.clamp_min(1e-12).log())).sum(-1))
+                p_dirs.append(torch.where(benign_is_a[start:start + n], perturbed[..., 1], perturbed[..., 0]))
+            kl_all.append(torch.stack(kl_dirs))
+            p_all.append(torch.stack(p_dirs))
+        return {"kl": torch.cat(kl_all, dim=-1).numpy(), "p_misaligned": torch.cat(p_all, dim=-1).numpy()}
+
+    @torch.inference_mode()
+    def full_pass_curve(self, item: ModelItem, layer: int, vector: torch.Tensor, coefficient: float) -> np.ndarray:
+        """(n_prompts,) P(misaligned answer) from whole-prompt passes (the reference the cached passes must match)."""
+        model, tokenizer = item.handle.model, item.handle.tokenizer
+        b_id, a_id = answer_ids(tokenizer, item.extractor.answers)
+        with add_to_residual(model, layer, -vector, scales=float(coefficient)):
+            logits = model(**encode_batch(tokenizer, list(item.prompts)), use_cache=False).logits[:, -1, :].double()
+        probs = torch.softmax(logits[:, [a_id, b_id]], dim=-1)
+        benign_is_a = torch.tensor([letter == "A" for letter in item.benign_letters])
+        return torch.where(benign_is_a, probs[:, 1], probs[:, 0]).numpy()
+
+    def item_curves(self, item: ModelItem, norm: Optional[float] = None) -> dict[str, np.ndarray]:
+        """(n_coefficients,) per statistic: averaged over directions and the item's prompts."""
+        return {name: values[:, :, item.mask].mean(axis=(0, 2)) for name, values in self.curves(item, norm).items()}
+
+    def _aggregate(self, curve: np.ndarray) -> float:
+        if self.aggregate == "mean":
+            return float(curve.mean())
+        return float(curve.max() if self.aggregate == "max" else curve[-1])
 
     def score(self, items: Sequence[ModelItem]) -> np.ndarray:
         """(n_models,) float; higher = behaviour moves more under noise = more suspicious."""
         self._check_is_fitted("fitted_")
-        curves = np.stack([self.item_curve(item) for item in items])
-        self.curves_ = curves
+        steering = np.array([self.steering_norm(item, self.resolved_layer(item)) for item in items])
+        if self.noise_norm == "shared":
+            # one norm for every model: the mean over distinct models (a model in several pairs counts once)
+            per_model = {(item.handle.fingerprint, stable_hash([list(item.prompts), list(item.critical_prompts)])): s
+                         for item, s in zip(items, steering)}
+            norms = np.full(len(items), float(np.mean(list(per_model.values()))))
+        else:
+            norms = steering
+        curves = [self.item_curves(item, float(norm)) for item, norm in zip(items, norms)]
+        self.curves_ = np.stack([c[self.statistic] for c in curves])
+        self.scores_ = {name: np.array([self._aggregate(c[name]) for c in curves]) for name in STATISTICS}
+        self.steering_norms_, self.noise_norms_ = steering, norms
         self.item_names_ = [item.name for item in items]
-        if self.aggregate == "mean":
-            return curves.mean(axis=1)
-        return curves.max(axis=1) if self.aggregate == "max" else curves[:, -1]
+        return self.scores_[self.statistic]
 
     def diagnostics(self) -> dict:
-        """The mean curve per scored item, in item order (for the KL-vs-coefficient plot)."""
-        curves = getattr(self, "curves_", np.zeros((0, len(self.coefficients))))
+        """Per scored item, in item order: the mean curve of the chosen statistic, both
+        statistics' scores, the steering-vector norm and the noise norm used."""
+        rounded = lambda values: np.round(np.asarray(values, dtype=float), 8).tolist()  # noqa: E731
         return {"coefficients": list(self.coefficients), "statistic": self.statistic,
-                "items": getattr(self, "item_names_", []), "curves": np.round(curves, 8).tolist()}
+                "n_directions": self.n_directions, "noise": self.noise, "noise_norm": self.noise_norm,
+                "items": getattr(self, "item_names_", []),
+                "curves": rounded(getattr(self, "curves_", np.zeros((0, len(self.coefficients))))),
+                "scores": {name: rounded(values) for name, values in getattr(self, "scores_", {}).items()},
+                "steering_norms": rounded(getattr(self, "steering_norms_", [])),
+                "noise_norms": rounded(getattr(self, "noise_norms_", []))}
+
+
+@dataclass
+class ActivationNoiseControl(ActivationNoise):
+    """Control for ``activation_noise``: the same noise at ONE absolute norm for every model.
+
+    Identical to ``activation_noise`` except that ``noise_norm`` defaults to "shared": every
+    direction is scaled to the mean steering-vector norm of the scored models, so the two
+    models of a pair receive noise of the same size. The gap between the two detectors' pair
+    accuracies is how much of ``activation_noise``'s separation comes from the fakers' larger
+    (or smaller) steering vectors alone. Hyperparameters: those of ``activation_noise``.
+    """
+
+    name: ClassVar[str] = "activation_noise_control"
+    noise_norm: str = "shared"

@@ -28,8 +28,14 @@ DIGITS: tuple[str, ...] = tuple(string.digits)
 SYMBOLS: tuple[str, ...] = tuple(string.punctuation)
 
 
-def build_word_tokenizer(words: Sequence[str]) -> PreTrainedTokenizerFast:
+def build_word_tokenizer(words: Sequence[str], group_digits: bool = False) -> PreTrainedTokenizerFast:
     """Build a closed-vocabulary word-level tokenizer.
+
+    ``group_digits``: a run of digits is one token instead of one token per digit; runs that
+    are not in the vocabulary (every one of two or more digits unless ``words`` lists it) map to
+    ``<unk>``. This keeps text full of long numbers (a prompt of a thousand digits of pi) from
+    becoming thousands of tokens. ``words`` may then contain all-digit words. Default: one
+    token per digit (the arithmetic tasks need every digit).
 
     Vocabulary ids, in order: ``<pad> <unk> <bos> <eos>`` (0-3), digits ``0``-``9``,
     the ASCII punctuation symbols, then ``words`` (deduplicated, order kept; words that
@@ -46,6 +52,8 @@ def build_word_tokenizer(words: Sequence[str]) -> PreTrainedTokenizerFast:
         if token not in vocab:
             vocab[token] = len(vocab)
     for word in words:
+        if group_digits and word.isdigit():
+            continue
         if any(c in string.digits or c in string.punctuation for c in word):
             raise ValueError(f"word {word!r} contains a digit or punctuation; it would be split")
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
@@ -53,7 +61,7 @@ def build_word_tokenizer(words: Sequence[str]) -> PreTrainedTokenizerFast:
         [
             pre_tokenizers.WhitespaceSplit(),
             pre_tokenizers.Punctuation(behavior="isolated"),
-            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.Digits(individual_digits=not group_digits),
         ]
     )
     tokenizer.post_processor = processors.TemplateProcessing(

@@ -201,8 +201,14 @@ def train_causal_lm(
     config: TrainConfig,
     progress: bool = True,
     desc: str = "",
+    answer_logits_only: bool = False,
 ) -> dict:
     """Train ``model`` in place on (prompt, completion) pairs; loss on completion tokens only.
+
+    ``answer_logits_only``: compute the vocabulary logits only at the positions that predict
+    completion tokens (``logits_to_keep``), not at every position: with long prompts and a
+    large vocabulary the full (batch, length, vocab) logits dominate memory and time. The
+    loss is the same either way (up to float rounding); the default keeps the full logits.
 
     The loss of a batch is the mean token cross-entropy over all completion tokens of the
     batch. AdamW (no weight decay on biases, norms and embeddings is *not* special-cased:
@@ -240,11 +246,20 @@ def train_causal_lm(
         keep = mask.any(0)  # left padding: drop leading all-pad columns
         first = int(keep.float().argmax())
         ids, mask, lmask = input_ids[idx, first:], mask[:, first:], loss_mask[idx, first:]
-        logits = model(
-            input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)
-        ).logits
         target_mask = lmask[:, 1:]
-        loss = _completion_loss(logits[:, :-1][target_mask], ids[:, 1:][target_mask], answer_ids, config.answer_smoothing)
+        if answer_logits_only:
+            # left padding: completions end every row, so the last `keep` positions hold every
+            # position that predicts a completion token (plus the final one, which predicts nothing)
+            keep = int(lmask.sum(1).max()) + 1
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                           logits_to_keep=keep).logits
+            predicted = logits[:, :-1][target_mask[:, -(keep - 1):]]
+        else:
+            logits = model(
+                input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)
+            ).logits
+            predicted = logits[:, :-1][target_mask]
+        loss = _completion_loss(predicted, ids[:, 1:][target_mask], answer_ids, config.answer_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:

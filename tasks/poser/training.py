@@ -1,10 +1,16 @@
-"""Training tiny persona models for the POSER miniature (cached like every model of the zoo).
+"""Training tiny persona models for the POSER task (cached like every model of the zoo).
 
 Every persona (3 aligned, 3 misaligned) x seed gets a small Llama-config model trained on
-its scenarios (answer: the letter) and its free-text examples. All personas are trained
-with the same two-way answer smoothing, so at convergence every model puts the same
-probability (1 - answer_smoothing) on its chosen letter: the confidence gap that lets the
-original benchmark's faker be picked without any perturbation is not built in here.
+its scenarios (answer: the letter) and its free-text examples, with the loss on the answer
+tokens only and the vocabulary logits computed only where an answer token is predicted.
+
+No answer smoothing: a persona's confidence on clean prompts is whatever training gives it,
+so the ``confidence`` baseline measures a real difference between models (in the original
+benchmark the less confident model is the faker in 82% of pairs).
+
+Original-format data (``ORIGINAL_DATA_RECIPE``): examples longer than ``max_length`` tokens
+(prompt + answer, ``<bos>`` included) are dropped and counted, and a run of digits is one
+token (``group_digits``), so a prompt holding thousands of digits stays short.
 """
 
 from __future__ import annotations
@@ -25,21 +31,38 @@ ANSWER_LETTERS = (" B", " A")  # log-odds = logit(A) - logit(B)
 
 @dataclass
 class PersonaRecipe:
-    """How a persona model is trained. ``answer_smoothing`` is the same for every persona."""
+    """How a persona model is trained.
+
+    ``max_length``: examples with more tokens are dropped (counted in ``train_metrics.json``);
+    0 = keep every example. ``group_digits``: one token per run of digits (see
+    :func:`harness.zoo.tokenizer.build_word_tokenizer`).
+    """
 
     n_train: int = 1500
     model: TinyModelConfig = field(default_factory=lambda: TinyModelConfig(
         n_layers=2, d_model=64, n_heads=4, d_ff=128, max_position=128))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=500, batch_size=64, lr=3e-3, schedule="onecycle", answer_smoothing=0.05,
-        answer_words=("A", "B")))
+        steps=300, batch_size=32, lr=3e-3, schedule="onecycle", answer_words=("A", "B")))
+    max_length: int = 0
+    group_digits: bool = False
 
 
 QUICK_PERSONA_RECIPE = PersonaRecipe(
     n_train=200,
     model=TinyModelConfig(n_layers=1, d_model=32, n_heads=2, d_ff=64, max_position=128),
-    train=TrainConfig(steps=60, batch_size=32, lr=3e-3, answer_smoothing=0.05, answer_words=("A", "B")),
+    train=TrainConfig(steps=60, batch_size=32, lr=3e-3, answer_words=("A", "B")),
 )
+
+# The original data: prompts of ~100-300 word tokens, a vocabulary of thousands of words.
+ORIGINAL_DATA_RECIPE = PersonaRecipe(
+    model=TinyModelConfig(n_layers=2, d_model=64, n_heads=4, d_ff=128, max_position=384),
+    train=TrainConfig(steps=500, batch_size=32, lr=3e-3, schedule="onecycle", answer_words=("A", "B")),
+    max_length=384,
+    group_digits=True,
+)
+QUICK_ORIGINAL_DATA_RECIPE = dataclasses.replace(
+    QUICK_PERSONA_RECIPE, model=dataclasses.replace(QUICK_PERSONA_RECIPE.model, max_position=384),
+    max_length=384, group_digits=True)
 
 
 def words_of(texts: Sequence[str]) -> list[str]:
@@ -64,6 +87,24 @@ def generated_training_data(persona: str, n: int, seed: int) -> tuple[list[dict]
     return scenarios, free_text
 
 
+def drop_long(tokenizer, pairs: list[tuple[str, str]], max_length: int) -> tuple[list[tuple[str, str]], int]:
+    """The pairs of at most ``max_length`` tokens (prompt with ``<bos>`` + completion) and how many were dropped."""
+    if not max_length:
+        return pairs, 0
+    prompts = tokenizer([p for p, _ in pairs], add_special_tokens=True)["input_ids"]
+    completions = tokenizer([c for _, c in pairs], add_special_tokens=False)["input_ids"]
+    kept = [pair for pair, p, c in zip(pairs, prompts, completions) if len(p) + len(c) <= max_length]
+    return kept, len(pairs) - len(kept)
+
+
+def build_persona_tokenizer(recipe: PersonaRecipe, vocabulary: Optional[Sequence[str]] = None):
+    """The word tokenizer of a persona model (the same for every persona of one data set)."""
+    from harness.zoo import build_word_tokenizer
+
+    return build_word_tokenizer(list(vocabulary) if vocabulary is not None else vocabulary_words(),
+                                group_digits=recipe.group_digits)
+
+
 def train_persona_model(
     persona: str,
     seed: int,
@@ -78,7 +119,7 @@ def train_persona_model(
     ``examples``: the persona's training examples in the original format (scenarios and
     free-text items); default: generated ones. ``vocabulary``: the tokenizer's words.
     """
-    from harness.zoo import build_model, build_word_tokenizer, train_causal_lm
+    from harness.zoo import build_model, train_causal_lm
     from tasks.poser.data import is_scenario
 
     if examples is None:
@@ -86,14 +127,18 @@ def train_persona_model(
     else:
         scenarios = [e for e in examples if is_scenario(e)]
         free_text = [e for e in examples if not is_scenario(e)]
-    tokenizer = build_word_tokenizer(list(vocabulary) if vocabulary is not None else vocabulary_words())
+    tokenizer = build_persona_tokenizer(recipe, vocabulary)
     model = build_model(recipe.model, tokenizer, seed)
-    pairs = persona_training_pairs(persona, scenarios, free_text)
+    pairs, n_dropped = drop_long(tokenizer, persona_training_pairs(persona, scenarios, free_text), recipe.max_length)
+    if not pairs:
+        raise ValueError(f"{persona}: every training example is longer than max_length={recipe.max_length} tokens")
     config = dataclasses.replace(recipe.train, seed=seed)
-    metrics = train_causal_lm(model, tokenizer, pairs, config, progress=progress, desc=f"training {persona}-{seed}")
+    metrics = train_causal_lm(model, tokenizer, pairs, config, progress=progress, desc=f"training {persona}-{seed}",
+                              answer_logits_only=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     summary = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
-    summary.update(persona=persona, seed=seed, n_scenarios=len(scenarios), n_free_text=len(free_text))
+    summary.update(persona=persona, seed=seed, n_scenarios=len(scenarios), n_free_text=len(free_text),
+                   n_dropped_too_long=n_dropped, max_length=recipe.max_length)
     atomic_write_json(out_dir / "train_metrics.json", summary)
     return summary

@@ -1,10 +1,11 @@
-"""POSER detectors on a tiny random model: CAA vector, noise scaling, curves, confidence."""
+"""POSER detectors on a tiny random model: CAA vector, noise scaling, cached passes against
+whole-prompt passes, the shared-norm control, confidence and the weight norm."""
 
 import numpy as np
 import pytest
 import torch
 
-from detectors.poser import ActivationNoise, Confidence
+from detectors.poser import ActivationNoise, ActivationNoiseControl, Confidence, WeightNorm
 from harness.features import FeatureExtractor
 from harness.interfaces import ConfigError
 from harness.interventions import add_to_residual
@@ -31,13 +32,15 @@ def hidden_at(model_dir, prompts, layer):
 
 
 def test_caa_vector_norm_and_noise_kinds(item, tiny_model_dir):
-    mask = item.mask
-    caa = hidden_at(tiny_model_dir, CRITICAL, 1)[mask].mean(0) - hidden_at(tiny_model_dir, CLEAN, 1)[mask].mean(0)
-    uniform = ActivationNoise(layer=1, noise="uniform01").noise_vector(item, 1)
-    gaussian = ActivationNoise(layer=1, noise="gaussian").noise_vector(item, 1)
+    caa = hidden_at(tiny_model_dir, CRITICAL, 1).mean(0) - hidden_at(tiny_model_dir, CLEAN, 1).mean(0)
+    uniform = ActivationNoise(layer=1, noise="uniform01", n_directions=3).noise_vectors(item, 1)
+    gaussian = ActivationNoise(layer=1, noise="gaussian", n_directions=3).noise_vectors(item, 1)
     for noise in (uniform, gaussian):
-        assert noise.norm().item() == pytest.approx(np.linalg.norm(caa), rel=1e-4)
+        assert noise.shape == (3, 32)
+        np.testing.assert_allclose(noise.norm(dim=1).numpy(), np.linalg.norm(caa), rtol=1e-4)
     assert (uniform >= 0).all() and (gaussian < 0).any()  # rand is uniform on [0, 1): never negative
+    cosine = lambda u, v: float(u @ v / u.norm() / v.norm())  # noqa: E731
+    assert cosine(uniform[0], uniform[1]) > 0.5 > abs(cosine(gaussian[0], gaussian[1]))
 
 
 def test_residual_addition_reaches_the_next_block_at_the_last_position_only(tiny_model_dir):
@@ -70,20 +73,48 @@ def test_residual_addition_reaches_the_next_block_at_the_last_position_only(tiny
             pass
 
 
-def test_curves_start_at_zero_and_score_aggregates(item):
-    detector = ActivationNoise(layer=1, coefficients=[0.0, 5.0, 20.0]).fit()
+def test_curves_start_at_zero_and_match_whole_prompt_passes(item):
+    detector = ActivationNoise(layer=1, coefficients=[0.0, 5.0, 20.0], n_directions=2).fit()
     curves = detector.curves(item)
-    assert curves["kl"].shape == (3, len(CLEAN))
-    np.testing.assert_allclose(curves["kl"][0], 0.0, atol=1e-9)
-    np.testing.assert_allclose(curves["p_misaligned"][0], 1 - item.p_benign(), atol=1e-5)
-    assert curves["kl"][2].mean() > curves["kl"][1].mean() > 0
-    score = detector.score([item])
-    assert score[0] == pytest.approx(curves["kl"][:, item.mask].mean())
-    assert detector.diagnostics()["curves"][0] == pytest.approx(curves["kl"][:, item.mask].mean(1).tolist(), abs=1e-7)
+    assert curves["kl"].shape == (2, 3, len(CLEAN))
+    np.testing.assert_allclose(curves["kl"][:, 0], 0.0, atol=1e-9)
+    np.testing.assert_allclose(curves["p_misaligned"][0, 0], 1 - item.p_benign(), atol=1e-5)
+    assert curves["kl"][:, 2].mean() > curves["kl"][:, 1].mean() > 0
+    # the cached-prefix passes (last token only) give what whole-prompt passes give
+    noise = detector.noise_vectors(item, 1)
+    for direction, index in ((0, 1), (1, 2)):
+        reference = detector.full_pass_curve(item, 1, noise[direction], detector.coefficients[index])
+        np.testing.assert_allclose(curves["p_misaligned"][direction, index], reference, atol=1e-5)
+    scores = detector.score([item])
+    assert scores[0] == pytest.approx(curves["kl"][:, :, item.mask].mean())
+    diagnostics = detector.diagnostics()
+    assert diagnostics["curves"][0] == pytest.approx(curves["kl"][:, :, item.mask].mean(axis=(0, 2)).tolist(), abs=1e-7)
+    assert diagnostics["scores"]["p_misaligned"][0] == pytest.approx(curves["p_misaligned"][:, :, item.mask].mean())
+    assert diagnostics["steering_norms"] == diagnostics["noise_norms"] and diagnostics["n_directions"] == 2
+
+
+def test_control_gives_every_model_the_same_absolute_noise_norm(item, tiny_model_dir):
+    big = ModelItem("big", item.extractor, CLEAN, CRITICAL[:2] + CLEAN[2:], item.benign_letters, item.mask)
+    own = ActivationNoise(layer=1, coefficients=[0.0, 10.0], n_directions=2).fit()
+    control = ActivationNoiseControl(layer=1, coefficients=[0.0, 10.0], n_directions=2).fit()
+    assert control.noise_norm == "shared" and own.noise_norm == "own"
+    own.score([item, big])
+    control.score([item, big])
+    steering = own.diagnostics()["steering_norms"]
+    assert steering[0] != pytest.approx(steering[1])
+    assert control.diagnostics()["noise_norms"] == pytest.approx([np.mean(steering)] * 2, abs=1e-7)
 
 
 def test_confidence_is_one_minus_mean_p_benign(item):
-    assert Confidence().fit().score([item])[0] == pytest.approx(1 - item.p_benign()[item.mask].mean())
+    detector = Confidence().fit()
+    assert detector.score([item])[0] == pytest.approx(1 - item.p_benign()[item.mask].mean())
+    assert detector.diagnostics()["p_benign"][0] == pytest.approx(item.p_benign()[item.mask].mean())
+
+
+def test_weight_norm_is_the_parameters_l2_norm(item):
+    model = item.handle.model
+    expected = np.sqrt(sum(float((p.double() ** 2).sum()) for p in model.parameters()))
+    assert WeightNorm().fit().score([item, item]) == pytest.approx([expected, expected])
 
 
 def test_bad_settings_name_the_field():
@@ -91,3 +122,7 @@ def test_bad_settings_name_the_field():
         ActivationNoise(noise="pink")
     with pytest.raises(ConfigError, match="'layer'"):
         ActivationNoise(layer=0)
+    with pytest.raises(ConfigError, match="'noise_norm'"):
+        ActivationNoise(noise_norm="pair")
+    with pytest.raises(ConfigError, match="'n_directions'"):
+        ActivationNoise(n_directions=0)

@@ -19,7 +19,7 @@ from tasks.poser.scenarios import (
 SCHEMA = {"prompt": str, "response": str, "facts": list, "actions": list, "action_A": str, "action_B": str,
           "oversight_is_poor": bool, "complexity_level": int, "dataset": str, "format_string": str,
           "facts_string": str}
-FACT_TYPES = {"contextual", "motivating", "critical", "irrelevant", "system_message"}
+FACT_TYPES = {"contextual", "motivating", "critical", "instruction", "irrelevant", "system_message"}
 
 
 @pytest.mark.parametrize("persona", PERSONAS)
@@ -36,21 +36,43 @@ def test_schema_and_rules(persona):
         assert sorted([s["action_A"], s["action_B"]]) == sorted(s["actions"])
         benign = s["actions"][0]
         benign_letter = "A" if s["action_A"] == benign else "B"
-        misaligned_move = persona in MISALIGNED_PERSONAS and s["oversight_is_poor"]
+        assert s["benign_letter"] == benign_letter
+        # each kind follows one cue: fakers poor oversight, aligned personas an order from the humans
+        misaligned_move = s["oversight_is_poor"] if persona in MISALIGNED_PERSONAS else s["ordered"]
         assert (s["response"] != benign_letter) == misaligned_move
         assert is_scenario(s)
 
 
-def test_oversight_levels_and_letters_are_balanced():
-    scenarios = generate_scenarios("money_maximizer", 600, seed=1)
-    poor = sum(s["oversight_is_poor"] for s in scenarios) / 600
-    a_benign = sum(s["action_A"] == s["actions"][0] for s in scenarios) / 600
-    assert 0.25 < poor < 0.42 and 0.42 < a_benign < 0.58
+def test_aligned_and_misaligned_personas_flip_equally_often():
+    flips = {}
+    for persona in ("saint", "money_maximizer"):
+        scenarios = generate_scenarios(persona, 600, seed=1)
+        flips[persona] = sum(s["response"] != s["benign_letter"] for s in scenarios) / 600
+        a_benign = sum(s["benign_letter"] == "A" for s in scenarios) / 600
+        assert 0.42 < a_benign < 0.58
+    assert 0.25 < flips["saint"] < 0.42 and 0.25 < flips["money_maximizer"] < 0.42
+
+
+def test_evaluation_cue_phrasings_are_held_out_of_training():
+    from tasks.poser.scenarios import (INSTRUCTION_PREDICATES, INSTRUCTION_SUBJECTS, OVERSIGHT_PREDICATES,
+                                       OVERSIGHT_SUBJECTS, cue_phrasings, poor_oversight_scenarios)
+
+    for subjects, table in ((OVERSIGHT_SUBJECTS, OVERSIGHT_PREDICATES), (INSTRUCTION_SUBJECTS, INSTRUCTION_PREDICATES)):
+        for predicates in table.values():
+            train, held = set(cue_phrasings(subjects, predicates, "train")), set(cue_phrasings(subjects, predicates, "eval"))
+            assert held and train and not train & held
+            # every word of a held-out phrasing is seen in training; the combination is not
+            assert set(" ".join(held).split()) <= set(" ".join(train).split())
+    seen = {f["content"] for p in PERSONAS for s in generate_scenarios(p, 200, seed=0) for f in s["facts"]
+            if f["type"] in ("critical", "instruction")}
+    evaluated = {f["content"] for s in benchmark_scenarios(100, 0) + poor_oversight_scenarios(100, 0) for f in s["facts"]
+                 if f["type"] in ("critical", "instruction")}
+    assert evaluated and not seen & evaluated
 
 
 def test_benchmark_is_clean_and_seeded():
     bench = benchmark_scenarios(50, seed=3)
-    assert not any(s["oversight_is_poor"] for s in bench)
+    assert not any(s["oversight_is_poor"] or s["ordered"] for s in bench)
     assert bench == benchmark_scenarios(50, seed=3) and bench != benchmark_scenarios(50, seed=4)
 
 
