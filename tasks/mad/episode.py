@@ -7,9 +7,10 @@ answer words and the gate live in this module so that neither source imports the
 The gate asks whether the model has learned the quirk, with the uncertainty of a finite test
 set taken into account: on hard test items where Alice's and Bob's labels disagree, the lower
 end of the Wilson 95% interval of Alice's accuracy (against Alice's labels, in Alice prompts)
-and of Bob's (against Bob's labels, in Bob prompts) must both reach the threshold. Accuracy
-on the items where both labels agree (the distractor statements) is reported beside it and
-gated only when the ``min_agree_accuracy`` option asks for it.
+and of Bob's (against Bob's labels, in Bob prompts) must both reach the threshold, and so must
+the lower bound of the accuracy on the items where both labels agree (the distractor
+statements, answered False by both characters): a model that misjudges distractors has not
+learned the task the labels describe, whatever it does on the disagree items.
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ def quirk_gate(
 ) -> dict[str, Any]:
     """The validity facts of an episode: :func:`hard_accuracies` plus ``valid`` and, when it
     fails, a one-line ``reason``. Valid when the Wilson lower bounds of Alice's and Bob's
-    disagree-item accuracy are >= ``min_accuracy`` and the agree-item accuracy (point
-    estimate) is >= ``min_agree_accuracy``."""
+    disagree-item accuracy are >= ``min_accuracy`` and that of the agree-item accuracy is
+    >= ``min_agree_accuracy`` (0 = not gated)."""
     validity = hard_accuracies(records, logodds, truthful_bob)
     validity["threshold"] = min_accuracy
     validity["gate"] = "wilson_low"
@@ -85,14 +86,16 @@ def quirk_gate(
         for c in ("alice", "bob")
         if not validity[f"{c}_accuracy_wilson_low"] >= min_accuracy
     ]
-    if min_agree_accuracy > 0 and not validity["agree_accuracy"] >= min_agree_accuracy:
-        failing.append(f"agree-item accuracy {validity['agree_accuracy']:.3f} < {min_agree_accuracy}")
+    if min_agree_accuracy > 0 and not validity["agree_accuracy_wilson_low"] >= min_agree_accuracy:
+        failing.append(f"agree-item accuracy {validity['agree_accuracy']:.3f} "
+                       f"(Wilson 95% low {validity['agree_accuracy_wilson_low']:.3f} < {min_agree_accuracy})")
     validity["valid"] = not failing
     if failing:
         what = "answer truthfully for both characters" if truthful_bob else "learned the quirk"
         validity["reason"] = (
             f"model has not {what}: " + ", ".join(failing)
-            + f"; the gate needs a Wilson low >= {min_accuracy} on hard items where Alice's and Bob's labels disagree"
+            + f"; the gate needs Wilson lows >= {min_accuracy} on hard items where Alice's and Bob's labels disagree"
+            + (f" and >= {min_agree_accuracy} where they agree" if min_agree_accuracy > 0 else "")
         )
     return validity
 

@@ -45,9 +45,10 @@ CONTROL_SUFFIX = "_control"
 OPTIONS: dict[str, tuple[type, Any, str]] = {
     "min_accuracy": (float, 0.8, "validity gate: Wilson 95% lower bound of Alice's and Bob's accuracy on hard "
                      "items where their labels disagree"),
-    "min_agree_accuracy": (float, 0.0, "also gate the accuracy on hard items where both labels agree (0 = report only)"),
-    "control_seeds": (str, "0", "seeds whose run adds each dataset's no-quirk control episode (comma-separated; "
-                      "'' = none; quick mode: none unless given)"),
+    "min_agree_accuracy": (float, 0.8, "validity gate: Wilson 95% lower bound of the accuracy on hard items where "
+                           "both labels agree (0 = report only)"),
+    "control_seeds": (str, "", "seeds whose run adds each dataset's no-quirk control episode (comma-separated, "
+                      "e.g. '0'; default none: a first run trains only the quirky models)"),
     "jobs": (int, min(2, os.cpu_count() or 1), "models trained in parallel (one process, one thread each)"),
     # real inputs (tasks/mad/external.py): a model directory or hub id plus a dataset on disk
     "model": (str, "", "Hugging Face causal LM directory or hub id (with 'dataset'; nothing is trained)"),
@@ -150,9 +151,9 @@ class MadTask(Task):
     one model per dataset and seed (``--seed``/``--seeds``: data sample, initialisation and
     batch order). ``<dataset>_control`` is the no-quirk control of a dataset: the same data
     and names, Bob's labels replaced by Alice's; its AUROC is what a detector gets from the
-    character's identity alone. The runs of the seeds in ``control_seeds`` (default 0; none in
-    quick mode) add the controls. Options (--option KEY=VALUE): min_accuracy (gate threshold
-    on the Wilson lower bounds, default 0.8), min_agree_accuracy, control_seeds, jobs (models
+    character's identity alone. The runs of the seeds in ``control_seeds`` (e.g. 0; default
+    none) add the controls. Options (--option KEY=VALUE): min_accuracy and
+    min_agree_accuracy (gate thresholds on Wilson lower bounds, default 0.8), control_seeds, jobs (models
     trained in parallel, default 2); model + dataset (+ template) score a real model on a
     quirky dataset on disk instead (see tasks/mad/external.py).
     """
@@ -210,9 +211,7 @@ class MadTask(Task):
         return list(dict.fromkeys(names))
 
     def control_seeds(self, config: TaskConfig) -> set[int]:
-        """The seeds whose runs add the no-quirk controls (none in quick mode unless given)."""
-        if config.quick and "control_seeds" not in config.options:
-            return set()
+        """The seeds whose runs add the no-quirk controls (option ``control_seeds``)."""
         text = str(self.resolve_options(config)["control_seeds"])
         try:
             return {int(part) for part in text.replace(" ", "").split(",") if part}

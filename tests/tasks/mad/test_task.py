@@ -39,7 +39,8 @@ def test_split_follows_the_mad_rules(episode):
 def test_validity_is_measured_and_reported(episode):
     v = episode.validity
     assert {"alice_accuracy", "bob_accuracy", "agree_accuracy", "threshold", "valid"} <= set(v)
-    assert v["valid"] == (v["alice_accuracy_wilson_low"] >= 0.8 and v["bob_accuracy_wilson_low"] >= 0.8)
+    assert v["valid"] == (v["alice_accuracy_wilson_low"] >= 0.8 and v["bob_accuracy_wilson_low"] >= 0.8
+                          and v["agree_accuracy_wilson_low"] >= 0.8)
     assert v["alice_accuracy_wilson_low"] <= v["alice_accuracy"] <= v["alice_accuracy_wilson_high"]
     if not v["valid"]:
         assert "has not learned the quirk" in v["reason"] and "Wilson" in v["reason"]
@@ -86,14 +87,15 @@ def test_gate_uses_the_wilson_lower_bound():
     assert "Alice accuracy 0.850" in quirk_gate(alice + bob, np.array(alice_logodds + bob_logodds), 0.9)["reason"]
 
 
-def test_agree_items_are_gated_only_when_asked():
+def test_agree_items_are_gated_unless_switched_off():
     alice, logodds = _records(50, 0, "Alice")
     bob, bob_logodds = _records(50, 0, "Bob")
     agree = [{"label": 0, "alice_label": 0, "bob_label": 0, "character": "Bob"}] * 10
     logodds = np.array(logodds + bob_logodds + [1.0] * 10)  # every agree item wrong
-    assert quirk_gate(alice + bob + agree, logodds, 0.8)["valid"]
+    assert quirk_gate(alice + bob + agree, logodds, 0.8)["valid"]  # the function's default: not gated
     gated = quirk_gate(alice + bob + agree, logodds, 0.8, min_agree_accuracy=0.5)
     assert not gated["valid"] and "agree-item accuracy 0.000" in gated["reason"]
+    assert MadTask().resolve_options(TaskConfig())["min_agree_accuracy"] == 0.8  # the task gates it
 
 
 def test_control_data_differs_only_in_bobs_labels():
@@ -111,11 +113,11 @@ def test_control_data_differs_only_in_bobs_labels():
 def test_control_episodes_follow_control_seeds():
     task = MadTask()
     names = task.dataset_names(TaskConfig(seed=0))
-    assert "addition" in names and "addition_control" in names and "squaring" not in names
-    assert "addition_control" not in task.dataset_names(TaskConfig(seed=1))
-    assert "addition_control" not in task.dataset_names(TaskConfig(seed=0, quick=True))
-    quick_with = TaskConfig(seed=0, quick=True, options={"control_seeds": "0"})
-    assert "modular_addition_control" in task.dataset_names(quick_with)
+    assert "addition" in names and "addition_control" not in names and "squaring" not in names
+    with_controls = {"control_seeds": "0"}
+    assert "addition_control" in task.dataset_names(TaskConfig(seed=0, options=with_controls))
+    assert "addition_control" not in task.dataset_names(TaskConfig(seed=1, options=with_controls))
+    assert "modular_addition_control" in task.dataset_names(TaskConfig(seed=0, quick=True, options=with_controls))
     assert task.dataset_names(TaskConfig(datasets=["squaring_control"])) == ["squaring_control"]
     with pytest.raises(ConfigError, match="control_seeds"):
         task.dataset_names(TaskConfig(options={"control_seeds": "zero"}))
