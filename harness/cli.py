@@ -317,7 +317,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     registry = get_registry()
     print("tasks:")
     for (kind, name), owners in sorted(registry.clashes.items()):
-        print(f"  {name:28s} UNUSABLE: {registry.clash_message(kind, name)}")
+        if kind == "task":
+            print(f"  {name:28s} UNUSABLE: {registry.clash_message(kind, name)}")
     for name, cls in sorted(registry.tasks.items()):
         if ("task", name) in registry.clashes:
             continue
@@ -332,6 +333,9 @@ def cmd_list(args: argparse.Namespace) -> int:
                 for line in describe_options(cls.options).splitlines():
                     print(f"        {line}")
     print("detectors:")
+    for (kind, name), owners in sorted(registry.clashes.items()):
+        if kind == "detector":
+            print(f"  {name:28s} UNUSABLE: {registry.clash_message(kind, name)}")
     for name, cls in sorted(registry.detectors.items()):
         if ("detector", name) in registry.clashes:
             continue

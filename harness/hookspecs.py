@@ -27,9 +27,13 @@ def register_tasks(register: Callable[[type], None]) -> None:
 
     ``TaskClass`` must subclass :class:`harness.interfaces.Task` and set a unique class
     attribute ``name`` (lower_snake_case; what users type after ``--task``) and ``kind``
-    (``"mad"`` or ``"poser"``). The host validates each class when it is registered: a
-    class that is not a Task, has no name, or whose name is already taken by another
-    plugin is reported (naming both plugins) and not registered. Return nothing.
+    (lower_snake_case: a built-in kind, ``"mad"`` or ``"poser"``, or one the plugin brings;
+    detectors that list it in ``task_kinds`` can score it). The host validates each class when
+    it is registered: a class that is not a Task, has no name, or has a malformed name or kind
+    is reported and not registered. A name another plugin also registers is never resolved
+    silently: both registrations are kept, and using the name is an error naming both
+    distributions (``harness plugins`` and every ``harness run`` report the clash). Return
+    nothing.
     """
 
 

@@ -188,8 +188,9 @@ class Task:
         version: bump when the data or the models change, so stored results are not reused.
         options: the ``--option KEY=VALUE`` settings the task accepts, ``name -> (type,
             default, meaning)``. The runner validates every given option against this table
-            (unknown names and values of the wrong type are usage errors) and passes the
-            resolved values, defaults filled in, as ``TaskConfig.options``.
+            (unknown names and values of the wrong type are usage errors) and passes the given
+            values, coerced to their types, as ``TaskConfig.options`` (defaults not filled in:
+            :func:`harness.options.resolve_options` adds them).
     """
 
     name: ClassVar[str] = ""

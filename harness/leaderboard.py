@@ -231,7 +231,12 @@ def render(results_dir: Path, out_dir: Path, include_quick: bool = False,
     if not all_sections:
         lines.append("No results yet: run `harness run --task mad --detector activations_mahalanobis`.")
     for section in all_sections:
-        lines += task_class(registry, section.task).leaderboard_section(section)
+        cls = task_class(registry, section.task)
+        section_lines = cls.leaderboard_section(section)
+        if section.task not in registry.tasks:  # say why the table is the default one
+            section_lines[1:1] = ["", f"(Task `{section.task}`'s plugin is not installed here: its records are "
+                                      "shown in the default table.)"]
+        lines += section_lines
     frames = [s.frame.assign(section=s.slug) for s in all_sections]
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     csv_frame = frame.drop(columns=[c for c in frame.columns if c.startswith("_")])

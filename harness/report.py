@@ -122,6 +122,7 @@ def default_section(section: "Section") -> list[str]:
         lines += ["No scored results.", ""]
     else:
         ok["label"] = detector_labels(ok)
+        ok["auroc_ci_low"], ok["auroc_ci_high"] = column(ok, "auroc_ci_low"), column(ok, "auroc_ci_high")
         table = ok.groupby(["label", "dataset"]).agg(
             auroc=("auroc", "mean"), low=("auroc_ci_low", "mean"), high=("auroc_ci_high", "mean"), seeds=("seed", "nunique"))
         cells = table.apply(lambda r: f"{r['auroc']:.3f} [{r['low']:.2f}, {r['high']:.2f}]", axis=1).unstack("dataset")

@@ -150,7 +150,7 @@ def _run_jobs(registry: Registry, task: Task, task_options: dict[str, Any], dete
     for seed in options.seed_list():
         config = TaskConfig(seed=seed, quick=options.quick, allow_invalid=options.allow_invalid,
                             datasets=options.datasets, options=dict(task_options))
-        built += [(config, episode) for episode in task.episodes(config)]
+        built += [(config, check_storable(task.name, episode)) for episode in task.episodes(config)]
     runnable = [episode for _, episode in built if episode.valid or options.allow_invalid]
     for episode in runnable:  # every check before the first record
         for detector in detectors:
@@ -220,6 +220,19 @@ def _run_jobs(registry: Registry, task: Task, task_options: dict[str, Any], dete
     position = {(c.seed, e.name, d.name): i
                 for i, (c, e, d) in enumerate((c, e, d) for c, e in built for d in detectors)}
     return sorted(results, key=lambda r: position[(r.record.get("seed", 0), r.dataset, r.detector)])
+
+
+def check_storable(task_name: str, episode: Episode) -> Episode:
+    """The episode, if what records copy from it (info, validity, tags, models) is storable;
+    else a ConfigError naming the task, the episode and the field, before any job runs."""
+    from harness.jobs import json_problem
+
+    for field_name in ("info", "validity", "tags", "models"):
+        problem = json_problem(getattr(episode, field_name))
+        if problem:
+            raise ConfigError(f"task {task_name!r} episode {episode.name!r}: Episode.{field_name} holds {problem}; "
+                              "records hold JSON, numpy arrays and paths only")
+    return episode
 
 
 def episode_models(episode: Episode) -> dict[str, str]:

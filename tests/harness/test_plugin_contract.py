@@ -272,3 +272,42 @@ def test_a_plugin_may_bring_its_own_task_kind(tmp_path):
     assert {r.status for r in results} == {"ok", "invalid"}
     with pytest.raises(ConfigError, match="scores mad tasks, not task 'ranking'"):
         run(registry, "ranking", ["versioned"], RunOptions(results_dir=tmp_path))
+
+
+class SetInfoToy(ToyTask):
+    name = "set_info_toy"
+
+    def episodes(self, config):
+        episodes = super().episodes(config)
+        episodes[0].info["layers"] = {1, 2}
+        return episodes
+
+
+def test_an_episode_that_records_cannot_store_is_refused_before_any_job(tmp_path):
+    registry = Registry()
+    registry.add_plugin(_task_plugin(SetInfoToy), name="toys")
+    registry.add_plugin(_detector_plugin(Versioned), name="detectors")
+    with pytest.raises(ConfigError, match="task 'set_info_toy' episode 'shifted': Episode.info holds a builtins.set"):
+        run(registry, "set_info_toy", ["versioned"], RunOptions(results_dir=tmp_path))
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_the_default_section_needs_no_interval(tmp_path):
+    from harness import leaderboard
+
+    class PlainMetrics(ToyTask):
+        name = "plain_metrics"
+
+        def metrics(self, episode, scores, seed):
+            from harness.scoring import auroc
+
+            return {"auroc": auroc(episode.labels, scores)}
+
+    registry = Registry()
+    registry.add_plugin(_task_plugin(PlainMetrics), name="toys")
+    registry.add_plugin(_detector_plugin(Versioned), name="detectors")
+    run(registry, "plain_metrics", ["versioned"], RunOptions(results_dir=tmp_path / "records"))
+    readme = leaderboard.render(tmp_path / "records", tmp_path, registry=registry)["README.md"]
+    assert "| versioned" in readme and "[nan, nan]" in readme
+    without_plugin = leaderboard.render(tmp_path / "records", tmp_path, registry=Registry())["README.md"]
+    assert "Task `plain_metrics`'s plugin is not installed here" in without_plugin
