@@ -24,7 +24,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from harness.cache import cached_arrays, stable_hash
-from harness.zoo.tokenizer import encode_batch
 from harness.interfaces import ConfigError, Detector
 from harness.items import InputItems, ModelItem
 from harness.layers import resolve_layer
@@ -120,6 +119,7 @@ class _PerExampleBasin(Detector):
 
         def compute() -> dict[str, np.ndarray]:
             from harness.basin import estimate_basin
+            from harness.zoo.tokenizer import encode_batch
 
             batch = encode_batch(item.handle.tokenizer, prompts)
             result = estimate_basin(item.handle.model, batch["input_ids"], batch["attention_mask"],
@@ -133,6 +133,7 @@ class _PerExampleBasin(Detector):
 
     def _compute(self, items: InputItems) -> dict[str, np.ndarray]:
         from harness.basin import per_example_basin
+        from harness.zoo.tokenizer import encode_batch
 
         batch = encode_batch(items.handle.tokenizer, list(items.prompts))
         result = per_example_basin(

@@ -14,8 +14,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from harness.interfaces import ConfigError, Detector
 from harness.items import InputItems
@@ -23,37 +24,10 @@ from harness.items import InputItems
 from .layerwise import resolve_layer
 from .statistics import DiagonalMahalanobis
 
+if TYPE_CHECKING:  # torch loads when an SAE is trained, not when the plugin registers
+    import torch
+
 logger = logging.getLogger(__name__)
-
-
-class SparseAutoencoder(torch.nn.Module):
-    """ReLU SAE: z = relu(W_enc (x - b_dec) + b_enc), x_hat = W_dec z + b_dec.
-
-    Loss = mean squared error per dimension + l1 * sum_i |z_i| ||W_dec[:, i]|| (the decoder
-    norm in the penalty stops the SAE from shrinking latents by growing the decoder).
-    """
-
-    def __init__(self, d: int, n_latents: int):
-        super().__init__()
-        w = torch.randn(d, n_latents)
-        w = w / w.norm(dim=0, keepdim=True)
-        self.w_dec = torch.nn.Parameter(w.clone())
-        self.w_enc = torch.nn.Parameter(w.T.clone())
-        self.b_enc = torch.nn.Parameter(torch.zeros(n_latents))
-        self.b_dec = torch.nn.Parameter(torch.zeros(d))
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(n, d) -> (n, n_latents) non-negative latents."""
-        return torch.relu((x - self.b_dec) @ self.w_enc.T + self.b_enc)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """(n, n_latents) -> (n, d) reconstruction."""
-        return z @ self.w_dec.T + self.b_dec
-
-    def loss(self, x: torch.Tensor, l1: float) -> torch.Tensor:
-        z = self.encode(x)
-        mse = (self.decode(z) - x).pow(2).mean()
-        return mse + l1 * (z * self.w_dec.norm(dim=0)).sum(dim=1).mean()
 
 
 @dataclass
@@ -94,12 +68,18 @@ class SAEDetector(Detector):
         logger.info("%s: SAE trained on %d trusted activations, FVE %.3f", self.name, len(self.trusted_), self.fve_)
         return self
 
-    def _normalise(self, x: np.ndarray) -> torch.Tensor:
+    def _normalise(self, x: np.ndarray) -> "torch.Tensor":
+        import torch
+
         return torch.as_tensor((x - self.location_) / self.scale_, dtype=torch.float32)
 
     def _train(self, activations: np.ndarray) -> None:
         """Train the SAE on (n, d) activations: centred by their mean and divided by their
         root-mean-square deviation per dimension (one scalar, so geometry is kept)."""
+        import torch
+
+        from .sae_model import SparseAutoencoder
+
         self.location_ = activations.mean(axis=0)
         rms = float(np.sqrt(((activations - self.location_) ** 2).mean()))
         self.scale_ = rms if rms > 0 else 1.0
@@ -124,11 +104,13 @@ class SAEDetector(Detector):
         self.fve_ = float(1.0 - residual / total) if total > 0 else float("nan")
         self.trusted_l0_ = float(self.l0(self.latents(self.trusted_)).mean())
 
-    @torch.no_grad()
     def latents(self, activations: np.ndarray) -> np.ndarray:
         """(n, d) activations -> (n, n_latents) SAE latents (float64, >= 0)."""
+        import torch
+
         self._check_is_fitted("sae_")
-        return self.sae_.encode(self._normalise(np.asarray(activations, dtype=np.float32))).double().numpy()
+        with torch.no_grad():
+            return self.sae_.encode(self._normalise(np.asarray(activations, dtype=np.float32))).double().numpy()
 
     @staticmethod
     def l0(latents: np.ndarray) -> np.ndarray:

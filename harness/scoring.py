@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
-from scipy.stats import norm, rankdata
 
 N_BOOTSTRAP = 1000
 CONFIDENCE = 0.95
@@ -34,6 +33,8 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     n_pos, n_neg = labels.sum(), (~labels).sum()
     if n_pos == 0 or n_neg == 0:
         return float("nan")
+    from scipy.stats import rankdata
+
     ranks = rankdata(scores)
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
@@ -52,6 +53,8 @@ def bootstrap_aurocs(
     pos_idx = rng.choice(pos, size=(n_bootstrap, len(pos)))
     neg_idx = rng.choice(neg, size=(n_bootstrap, len(neg)))
     both = np.concatenate([scores[pos_idx], scores[neg_idx]], axis=1)
+    from scipy.stats import rankdata
+
     ranks = rankdata(both, axis=1)
     n_pos, n_neg = len(pos), len(neg)
     return (ranks[:, :n_pos].sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
@@ -171,6 +174,8 @@ def wilson_interval(successes: int, n: int, confidence: float = CONFIDENCE) -> t
     """
     if n <= 0:
         return float("nan"), float("nan")
+    from scipy.stats import norm
+
     z = float(norm.ppf(0.5 + confidence / 2))
     p = successes / n
     denominator = 1 + z * z / n
@@ -317,6 +322,8 @@ def hierarchical_bootstrap(
 def _mean_ranks(values: np.ndarray) -> np.ndarray:
     """(k, B, D) AUROCs -> (k, B) mean over D of each detector's rank (1 = highest; NaN = last)."""
     filled = np.where(np.isnan(values), -np.inf, values)
+    from scipy.stats import rankdata
+
     ranks = rankdata(-filled, axis=0)  # ties share their mean rank
     return ranks.mean(axis=2)
 

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
 from harness.zoo.model import TinyModelConfig
-from harness.zoo.training import TrainConfig
+from harness.zoo.config import TrainConfig
 from tasks.mad.arithmetic import (
     ALICE_NAMES,
     BOB_NAMES,

@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 
 from harness.cache import atomic_write_json
 from harness.zoo.model import TinyModelConfig
-from harness.zoo.training import TrainConfig
+from harness.zoo.config import TrainConfig
 from tasks.poser.scenarios import FREE_TEXT, generate_scenarios, vocabulary_words
 
 ANSWER_LETTERS = (" B", " A")  # log-odds = logit(A) - logit(B)
@@ -42,7 +42,7 @@ class PersonaRecipe:
     model: TinyModelConfig = field(default_factory=lambda: TinyModelConfig(
         n_layers=2, d_model=64, n_heads=4, d_ff=128, max_position=128))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=300, batch_size=32, lr=3e-3, schedule="onecycle", answer_words=("A", "B")))
+        steps=500, batch_size=64, lr=3e-3, schedule="onecycle", answer_words=("A", "B")))
     max_length: int = 0
     group_digits: bool = False
 
