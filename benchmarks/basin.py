@@ -141,6 +141,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for both sides (default 1: steadier timings; the machine's cores "
                              "favour the engine, whose batches parallelise, over the reference's one-row passes)")
+    parser.add_argument("--part", choices=("both", "per-model", "per-example"), default="both",
+                        help="run only one of the two measurements (default both)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds")
     args = parser.parse_args()
     if args.smoke:
@@ -160,6 +162,16 @@ def main() -> None:
     reference_basin(model, ids[:8], mask[:8], n_directions=1, **common)
 
     print(f"start: {load()}")
+    if args.part != "per-example":
+        per_model(args, model, ids, mask, common)
+        print(f"after the per-model runs: {load()}")
+    if args.part != "per-model":
+        per_example(args, model, ids, mask, common)
+    print(f"end: {load()}")
+
+
+def per_model(args, model, ids, mask, common) -> None:
+    """Measurement 1: the per-model estimate against both references."""
     x, m = ids[:args.examples], mask[:args.examples]
     eng, t_eng = timed(estimate_basin, model, x, m, n_directions=args.directions, **common)
     cached, t_cached = timed(reference_basin, model, x, m, n_directions=args.directions, cache=True, **common)
@@ -174,7 +186,10 @@ def main() -> None:
           f"error is ~D x the radii error, so the 0.1-nat check is made at tight rtol in tests/harness/test_basin.py); "
           f"converged {eng.converged.mean():.0%} / {cached.converged.mean():.0%}")
 
-    print(f"after the per-model runs: {load()}")
+
+
+def per_example(args, model, ids, mask, common) -> None:
+    """Measurement 2: per-example multipliers against both reference loops."""
     x, m = ids[:args.mad_examples], mask[:args.mad_examples]
     eng, t_eng = timed(per_example_basin, model, x, m, n_directions=args.mad_directions, **common)
     n_ref = min(args.reference_examples or args.mad_examples, args.mad_examples)
@@ -196,7 +211,6 @@ def main() -> None:
     print(f"  agreement on {n_ref} examples: multipliers vs tyche cache {agreement(eng.multipliers[:, :n_ref], cached.multipliers)}; "
           f"per-example log vol diff median {np.median(dvol):.3g}, max {dvol.max():.3g} nats; converged "
           f"{eng.converged.mean():.1%} / {cached.converged.mean():.1%}")
-    print(f"end: {load()}")
 
 if __name__ == "__main__":
     main()
