@@ -36,8 +36,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MODELS_FILE = Path("leaderboard") / "models.json"
-MODELS_NAME = "models.json"
+MODELS_NAME = "models.json"  # read back by harness.zoo.reference
 
 
 @dataclass

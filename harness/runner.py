@@ -235,15 +235,6 @@ def check_storable(task_name: str, episode: Episode) -> Episode:
     return episode
 
 
-def episode_models(episode: Episode) -> dict[str, str]:
-    """Role -> fingerprint of the models behind an episode (tasks that predate ``Episode.models``
-    state one model's fingerprint in ``info``)."""
-    if episode.models:
-        return dict(episode.models)
-    fingerprint = episode.info.get("model_fingerprint")
-    return {"model": fingerprint} if fingerprint else {}
-
-
 def answer_tokens_of(episode: Episode) -> Optional[dict[str, Any]]:
     """How the episode's model reads its answers (single tokens, or the first differing token
     after a shared prefix), for the record; None when its items have no model."""
@@ -261,10 +252,9 @@ def models_fingerprint(models: dict[str, str]) -> str:
 
 def _reference_differences(task_name: str, built: list[tuple[TaskConfig, Episode]]) -> list[str]:
     """Lines for episodes whose models differ from those the committed leaderboard used."""
-    from harness.leaderboard import MODELS_FILE
     from harness.zoo.reference import load_reference, reference_differences
 
-    reference = load_reference(MODELS_FILE)
+    reference = load_reference()
     if not reference:
         return []
     lines: list[str] = []
@@ -278,6 +268,8 @@ def _record_base(task: Task, episode: Episode, detector: Detector, params: dict[
                  config: TaskConfig, versions: dict[str, str], plugins: dict[str, dict[str, str]],
                  runtime: Runtime) -> dict[str, Any]:
     """The part of a record that the driver knows before the job runs."""
+    from harness.zoo.reference import episode_models
+
     models = episode_models(episode)
     return {
         "key": key,
