@@ -13,14 +13,16 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional, Sequence
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from harness.cache import cached_arrays, stable_hash
-from harness.zoo.tokenizer import encode_batch
 from harness.interfaces import ConfigError, Detector
-from harness.interventions import add_to_residual, n_blocks
 from harness.items import ModelItem
+
+if TYPE_CHECKING:  # torch loads when a model runs, not when the plugin registers
+    import torch
 
 NOISE_KINDS = ("gaussian", "uniform01")
 STATISTICS = ("kl", "p_misaligned")
@@ -93,6 +95,8 @@ class WeightNorm(Detector):
         for item in items:
             key = item.handle.fingerprint
             if key not in norms:
+                import torch
+
                 with torch.no_grad():
                     norms[key] = float(torch.sqrt(sum((p.double() ** 2).sum() for p in item.handle.model.parameters())))
         return np.array([norms[item.handle.fingerprint] for item in items])
@@ -148,8 +152,9 @@ class ActivationNoise(Detector):
                 raise ConfigError(f"{self.name}: field {name!r} must be one of {valid}, got {value!r}")
         if not self.coefficients or any(not isinstance(c, (int, float)) for c in self.coefficients):
             raise ConfigError(f"{self.name}: field 'coefficients' must be a non-empty list of numbers")
-        if self.layer is not None and (not isinstance(self.layer, int) or self.layer < 1):
-            raise ConfigError(f"{self.name}: field 'layer' must be a block index >= 1 or null, got {self.layer!r}")
+        if self.layer is not None and (not isinstance(self.layer, int) or isinstance(self.layer, bool)):
+            raise ConfigError(f"{self.name}: field 'layer' must be an integer hidden-state index or null, "
+                              f"got {self.layer!r}")
         if not isinstance(self.n_directions, int) or self.n_directions < 1:
             raise ConfigError(f"{self.name}: field 'n_directions' must be an integer >= 1, got {self.n_directions!r}")
 
@@ -162,30 +167,34 @@ class ActivationNoise(Detector):
         return self
 
     def resolved_layer(self, item: ModelItem) -> int:
-        blocks = n_blocks(item.handle.model)
+        """The block after which noise is added, as the hidden-state index of its output
+        (harness.layers); from the model's config, no weight loaded."""
+        from harness.layers import resolve_layer
+
+        blocks = item.handle.n_layers
         layer = self.layer if self.layer is not None else max(1, round(15 / 40 * blocks))
-        if layer > blocks:
-            raise ConfigError(f"{self.name}: field 'layer' is {layer} but this model has blocks 1..{blocks}")
-        return layer
+        return resolve_layer(layer, blocks, f"detector {self.name!r}", block=True)
 
     def steering_norm(self, item: ModelItem, layer: int) -> float:
         """Norm of the model's CAA vector at ``layer``: contrast minus clean mean, over all of the
         set's prompts (a property of the model, the same in every pair it sits in)."""
-        clean = item.extractor.last_token(item.prompts).hidden[layer]
-        critical = item.extractor.last_token(item.critical_prompts).hidden[layer]
+        clean = item.extractor.layers(item.prompts, [layer])[layer]
+        critical = item.extractor.layers(item.critical_prompts, [layer])[layer]
         return float(np.linalg.norm(critical.astype(np.float64).mean(0) - clean.astype(np.float64).mean(0)))
 
-    def directions(self, d_model: int) -> torch.Tensor:
+    def directions(self, d_model: int) -> "torch.Tensor":
         """(n_directions, d_model) unit directions, the same for every model."""
+        import torch
+
         generator = torch.Generator().manual_seed(self.seed)
         draw = torch.rand if self.noise == "uniform01" else torch.randn
         directions = draw(self.n_directions, d_model, generator=generator, dtype=torch.float64)
         return directions / directions.norm(dim=1, keepdim=True)
 
-    def noise_vectors(self, item: ModelItem, layer: int, norm: Optional[float] = None) -> torch.Tensor:
+    def noise_vectors(self, item: ModelItem, layer: int, norm: Optional[float] = None) -> "torch.Tensor":
         """(n_directions, d_model) directions scaled to ``norm`` (default: the model's steering norm)."""
         norm = self.steering_norm(item, layer) if norm is None else norm
-        return (self.directions(item.handle.model.config.hidden_size) * norm).float()
+        return (self.directions(item.handle.d_model) * norm).float()
 
     def curves(self, item: ModelItem, norm: Optional[float] = None) -> dict[str, np.ndarray]:
         """Per-direction, per-prompt curves on all clean prompts: ``kl`` and ``p_misaligned``,
@@ -197,12 +206,22 @@ class ActivationNoise(Detector):
                "noise": stable_hash(noise.tolist()), "coefficients": list(self.coefficients)}
         return cached_arrays("activation_noise_v3", key, lambda: self._compute_curves(item, layer, noise))
 
-    @torch.inference_mode()
-    def _compute_curves(self, item: ModelItem, layer: int, noise: torch.Tensor) -> dict[str, np.ndarray]:
+    def _compute_curves(self, item: ModelItem, layer: int, noise: "torch.Tensor") -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            return self._perturbed_curves(item, layer, noise)
+
+    def _perturbed_curves(self, item: ModelItem, layer: int, noise: "torch.Tensor") -> dict[str, np.ndarray]:
         """The noise touches only the last position, after block ``layer``: every earlier position
         is the same in every perturbed pass, so the prompt minus its last token runs once (its
         key/value cache kept) and each perturbed pass runs only the last token, one row per
         coefficient (a per-row noise scale)."""
+        import torch
+
+        from harness.interventions import add_to_residual
+        from harness.zoo.tokenizer import encode_batch
+
         model, tokenizer = item.handle.model, item.handle.tokenizer
         b_id, a_id = answer_ids(tokenizer, item.extractor.answers)
         benign_is_a = torch.tensor([letter == "A" for letter in item.benign_letters])
@@ -220,7 +239,7 @@ class ActivationNoise(Detector):
                         position_ids=batch["position_ids"][:, :-1], use_cache=True, logits_to_keep=1)
             cache = out.cache if cache_name == "cache" else out.past_key_values
 
-            def last_token(rows: int, past) -> torch.Tensor:
+            def last_token(rows: int, past) -> "torch.Tensor":
                 repeat = rows // n
                 logits = model(input_ids=batch["input_ids"][:, -1:].repeat_interleave(repeat, 0),
                                attention_mask=batch["attention_mask"].repeat_interleave(repeat, 0),
@@ -242,12 +261,16 @@ class ActivationNoise(Detector):
             p_all.append(torch.stack(p_dirs))
         return {"kl": torch.cat(kl_all, dim=-1).numpy(), "p_misaligned": torch.cat(p_all, dim=-1).numpy()}
 
-    @torch.inference_mode()
-    def full_pass_curve(self, item: ModelItem, layer: int, vector: torch.Tensor, coefficient: float) -> np.ndarray:
+    def full_pass_curve(self, item: ModelItem, layer: int, vector: "torch.Tensor", coefficient: float) -> np.ndarray:
         """(n_prompts,) P(misaligned answer) from whole-prompt passes (the reference the cached passes must match)."""
+        import torch
+
+        from harness.interventions import add_to_residual
+        from harness.zoo.tokenizer import encode_batch
+
         model, tokenizer = item.handle.model, item.handle.tokenizer
         b_id, a_id = answer_ids(tokenizer, item.extractor.answers)
-        with add_to_residual(model, layer, -vector, scales=float(coefficient)):
+        with torch.inference_mode(), add_to_residual(model, layer, -vector, scales=float(coefficient)):
             logits = model(**encode_batch(tokenizer, list(item.prompts)), use_cache=False).logits[:, -1, :].double()
         probs = torch.softmax(logits[:, [a_id, b_id]], dim=-1)
         benign_is_a = torch.tensor([letter == "A" for letter in item.benign_letters])

@@ -205,8 +205,61 @@ class ModelHandle:
 
     def _load(self) -> tuple[Any, Any]:
         if self._loaded is None:
+            _make_room_for(self)
             self._loaded = load_model(self.path)
+        _touch(self)
         return self._loaded
+
+    def release(self) -> None:
+        """Drop the weights from memory (they load again on next use)."""
+        if self._loaded is not None:
+            self._loaded = None
+            _RESIDENT[:] = [h for h in _RESIDENT if h is not self]
+            _free_memory()
+
+
+# Models in memory, least recently used first. A run that walks a pair list of large models
+# (POSER) keeps only what fits in HARNESS_RESIDENT_GIB (default 4 GiB) resident: loading
+# another model releases the least recently used ones first. Tiny models all stay resident.
+_RESIDENT: list[ModelHandle] = []
+DEFAULT_RESIDENT_GIB = 4.0
+
+
+def resident_budget() -> int:
+    """Bytes of weights kept in memory at once (``HARNESS_RESIDENT_GIB``, default 4 GiB)."""
+    return int(float(os.environ.get("HARNESS_RESIDENT_GIB", DEFAULT_RESIDENT_GIB)) * 1024 ** 3)
+
+
+def _weight_bytes(handle: ModelHandle) -> int:
+    from harness.runtime import current
+
+    return handle.n_parameters * (4 if current().dtype in ("float32", "auto") else 2)
+
+
+def _make_room_for(handle: ModelHandle) -> None:
+    budget = resident_budget()
+    need = _weight_bytes(handle)
+    while _RESIDENT and sum(_weight_bytes(h) for h in _RESIDENT) + need > budget:
+        _RESIDENT[0].release()
+
+
+def _touch(handle: ModelHandle) -> None:
+    if _RESIDENT and _RESIDENT[-1] is handle:
+        return
+    _RESIDENT[:] = [h for h in _RESIDENT if h is not handle] + [handle]
+
+
+def _free_memory() -> None:
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
 
 
 def portable_model_path(path: PathLike) -> str:

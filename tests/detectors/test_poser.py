@@ -120,8 +120,8 @@ def test_weight_norm_is_the_parameters_l2_norm(item):
 def test_bad_settings_name_the_field():
     with pytest.raises(ConfigError, match="'noise'"):
         ActivationNoise(noise="pink")
-    with pytest.raises(ConfigError, match="'layer'"):
-        ActivationNoise(layer=0)
+    with pytest.raises(ConfigError, match="'layer' must be an integer hidden-state index"):
+        ActivationNoise(layer="middle")
     with pytest.raises(ConfigError, match="'noise_norm'"):
         ActivationNoise(noise_norm="pair")
     with pytest.raises(ConfigError, match="'n_directions'"):

@@ -45,3 +45,25 @@ def test_a_job_that_does_not_fit_is_refused_with_one_actionable_line(episode):
     assert "weights" in message and "more than the 0.0 GiB free on cpu" in message
     assert "--dtype bfloat16 halves the weights" in message and "\n" not in message
     check_fits(jobs, Runtime(), available=64 * 1024 ** 3)  # fits: no error
+
+
+def test_models_beyond_the_resident_budget_are_released_least_recently_used_first(tiny_model_dir, tmp_path,
+                                                                                  monkeypatch):
+    import shutil
+
+    copies = []
+    for name in ("a", "b"):
+        shutil.copytree(tiny_model_dir, tmp_path / name)
+        copies.append(ModelHandle(tmp_path / name))
+    first, second = copies
+    one_model = first.n_parameters * 4
+    monkeypatch.setenv("HARNESS_RESIDENT_GIB", str(1.5 * one_model / 1024 ** 3))  # room for one
+    first.model
+    assert first.loaded
+    second.model  # loading another releases the first
+    assert second.loaded and not first.loaded
+    assert first.model is not None and first.loaded and not second.loaded  # it loads again on use
+    monkeypatch.setenv("HARNESS_RESIDENT_GIB", "4")
+    second.model
+    assert first.loaded and second.loaded  # tiny models all stay resident under the default
+    first.release(), second.release()
