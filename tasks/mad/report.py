@@ -337,11 +337,12 @@ def published_reference(frame: pd.DataFrame, summary: Optional[pd.DataFrame] = N
     ours: dict[str, float] = {}
     if summary is not None and not summary.empty:
         ours = dict(zip(summary["detector"], summary["AUROC avg"]))
+    ran = set(frame.loc[frame["status"] == "ok", "detector"]) if not frame.empty else set()
     rows = []
     for detector, (name, published) in PUBLISHED_MAD.items():
         mine = ours.get(detector)
-        rows.append({"detector": detector, "published name": name,
-                     "ours (tiny models)": "not run" if mine is None else f"{mine:.3f}",
+        text = f"{mine:.3f}" if mine is not None else ("no counting dataset yet" if detector in ran else "not run")
+        rows.append({"detector": detector, "published name": name, "ours (tiny models)": text,
                      "published (8B, 10 datasets)": f"{published:.3f}"})
     return pd.DataFrame(rows)
 
@@ -472,7 +473,7 @@ def plot_auroc(section: Section, out_path: Path) -> Optional[Path]:
     floors = collect_floors(ok)
     order = [boot.detectors[k] for k in np.argsort(-np.nan_to_num(boot.point, nan=-1), kind="stable")]
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 1.0 + 0.45 * len(order)))
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.45 * len(order)))
     offsets = np.linspace(-0.3, 0.3, len(datasets)) if len(datasets) > 1 else [0.0]
     cells = collect_cells(ok, datasets)
     for d, dataset in enumerate(datasets):
@@ -495,8 +496,8 @@ def plot_auroc(section: Section, out_path: Path) -> Optional[Path]:
     ax.set_yticks(range(len(order)), order)
     ax.invert_yaxis()
     ax.set_xlim(0, 1.02)
-    ax.set_xlabel("AUROC (Bob vs Alice, hard test items); bar = 95% interval over seeds and items")
-    ax.set_title("MAD: filled = mean over seeds, hollow = one seed, x = no-quirk control")
+    ax.set_xlabel("AUROC, Bob vs Alice on hard test items (bar: 95% interval over seeds and items)")
+    ax.set_title("MAD AUROC: filled = mean over seeds, hollow = one seed, x = no-quirk control", fontsize="medium")
     ax.legend(fontsize="small", loc="lower left", title="dataset (marker)")
     return save(fig, out_path)
 
@@ -513,7 +514,7 @@ def plot_ranks(section: Section, out_path: Path) -> Optional[Path]:
     order = summary["detector"].tolist()
     comparisons = paired_differences(boot, order)
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 1.0 + 0.4 * len(order)))
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.4 * len(order)))
     for y, label in enumerate(order):
         k = boot.detectors.index(label)
         low, high = boot.rank_interval(label)
@@ -531,8 +532,8 @@ def plot_ranks(section: Section, out_path: Path) -> Optional[Path]:
     ax.set_yticks(range(len(order)), order)
     ax.invert_yaxis()
     ax.set_xlim(0.5, len(order) + 1)
-    ax.set_xlabel("mean rank over datasets (1 = highest AUROC); bar at right: adjacent differences not resolved")
-    ax.set_title("MAD: mean rank with 95% hierarchical bootstrap interval")
+    ax.set_xlabel("mean rank over datasets (1 = highest AUROC); right bar: differences not resolved")
+    ax.set_title("MAD: mean rank with 95% hierarchical bootstrap interval", fontsize="medium")
     return save(fig, out_path)
 
 
