@@ -231,7 +231,12 @@ def render(results_dir: Path, out_dir: Path, include_quick: bool = False,
         lines.append("No results yet: run `harness run --task mad --detector activations_mahalanobis`.")
     for section in all_sections:
         cls = task_class(registry, section.task)
-        section_lines = cls.leaderboard_section(section)
+        try:
+            section_lines = cls.leaderboard_section(section)
+        except Exception as exc:  # one task's broken report must not lose the other sections
+            logger.warning("the leaderboard section of %s failed: %s: %s", section.title, type(exc).__name__, exc)
+            section_lines = [f"## {section.title}", "", f"This section failed to render: {type(exc).__name__}: {exc}",
+                             ""]
         if section.task not in registry.tasks:  # say why the table is the default one
             section_lines[1:1] = ["", f"(Task `{section.task}`'s plugin is not installed here: its records are "
                                       "shown in the default table.)"]

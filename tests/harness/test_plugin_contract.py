@@ -311,3 +311,21 @@ def test_the_default_section_needs_no_interval(tmp_path):
     assert "| versioned" in readme and "[nan, nan]" in readme
     without_plugin = leaderboard.render(tmp_path / "records", tmp_path, registry=Registry())["README.md"]
     assert "Task `plain_metrics`'s plugin is not installed here" in without_plugin
+
+
+def test_a_task_whose_report_raises_loses_only_its_own_section(tmp_path, toy_registry):
+    from harness import leaderboard
+
+    class BrokenReport(ToyTask):
+        name = "broken_report"
+
+        @classmethod
+        def leaderboard_section(cls, section):
+            raise KeyError("steering_norms")
+
+    toy_registry.add_plugin(_task_plugin(BrokenReport), name="broken")
+    for task in ("toy", "broken_report"):
+        run(toy_registry, task, ["activations_mahalanobis"], RunOptions(results_dir=tmp_path / "records"))
+    readme = leaderboard.render(tmp_path / "records", tmp_path, registry=toy_registry)["README.md"]
+    assert "This section failed to render: KeyError: 'steering_norms'" in readme
+    assert "## task `toy`" in readme and "AUROC (mean over seeds)" in readme
