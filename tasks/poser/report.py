@@ -72,7 +72,7 @@ def poser_summary(section: Section) -> pd.DataFrame:
         if record["detector"] in NOISE_DETECTORS and diagnostics.get("scores"):
             if record["params"].get("statistic", "kl") != "kl":
                 continue  # its numbers are the p_misaligned row of the default setting
-            norm = "own steering norm" if diagnostics.get("noise_norm") == "own" else "one shared norm (control)"
+            norm = "own steering norm" if diagnostics.get("noise_norm") == "own" else "one shared norm"
             for statistic, scores in diagnostics["scores"].items():
                 rows.append(_row(f"{label} ({norm})", STATISTIC_NAMES.get(statistic, statistic), record,
                                  _metrics(record, scores)))
@@ -102,7 +102,7 @@ def per_model_table(section: Section) -> pd.DataFrame:
         diagnostics = record.get("diagnostics") or {}
         items = diagnostics.get("items") or []
         if record["detector"] == "confidence" and items:
-            collect("clean P(benign)", items, diagnostics["p_benign"], record["labels"])
+            collect("clean 1 - P(benign)", items, [1 - p for p in diagnostics["p_benign"]], record["labels"])
         elif record["detector"] == "activation_noise" and items and record["params"].get("statistic", "kl") == "kl":
             collect("steering norm", items, diagnostics["steering_norms"], record["labels"])
         elif record["detector"] == "weight_norm":
@@ -123,7 +123,8 @@ def per_model_table(section: Section) -> pd.DataFrame:
 def trivial_checks(models: pd.DataFrame) -> list[str]:
     """Faker / aligned ratios of the per-model statistics (mean over models of each role)."""
     lines = []
-    for column, what in (("steering norm", "mean steering-vector norm"), ("clean P(benign)", "mean clean P(benign)"),
+    for column, what in (("steering norm", "mean steering-vector norm"),
+                         ("clean 1 - P(benign)", "mean clean-prompt 1 - P(benign answer)"),
                          ("weight norm", "mean weight norm")):
         if column in models and models[column].notna().any():
             means = models.groupby("role")[column].mean()
