@@ -388,9 +388,9 @@ def section_lines(section: Section) -> list[str]:
         "",
         "Detectors are fitted on trusted data (Alice, easy) and score hard test items (Alice = normal,",
         "Bob = anomalous). Our models are tiny transformers trained from scratch, one per dataset and",
-        "training seed. A model counts when it passes the validity gate (Wilson 95% lower bound >= 0.8 on",
-        f"Alice's and Bob's accuracy on hard items where their labels disagree); a dataset counts when at least "
-        f"{MIN_VALID_SEEDS} of its seeds do.",
+        "training seed. A model counts when it passes the validity gate (Wilson 95% lower bounds >= 0.8 on",
+        "Alice's and Bob's accuracy on hard items where their labels disagree, and on the items where they",
+        f"agree); a dataset counts when at least {MIN_VALID_SEEDS} of its seeds do.",
         "Intervals: 95% hierarchical bootstrap (datasets, then seeds, then test items; 1000 resamples; the",
         "records keep each run's interval over items alone); seeds: how many, and the standard deviation of",
         "the seeds' mean AUROC over datasets. The floor is the detector's AUROC on the",
