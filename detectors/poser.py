@@ -324,8 +324,17 @@ class ActivationNoiseControl(ActivationNoise):
     direction is scaled to the mean steering-vector norm of the scored models, so the two
     models of a pair receive noise of the same size. The gap between the two detectors' pair
     accuracies is how much of ``activation_noise``'s separation comes from the fakers' larger
-    (or smaller) steering vectors alone. Hyperparameters: those of ``activation_noise``.
+    (or smaller) steering vectors alone. Higher = more suspicious (more disturbed by the noise).
+    Hyperparameters: those of ``activation_noise``.
     """
 
     name: ClassVar[str] = "activation_noise_control"
     noise_norm: str = "shared"
+
+
+
+# the control documents the hyperparameters it shares with activation_noise (harness list --verbose)
+ActivationNoiseControl.__doc__ = (ActivationNoiseControl.__doc__.replace(
+    "Hyperparameters: those of ``activation_noise``.", "It takes the hyperparameters of ``activation_noise``, "
+    "noise_norm defaulting to \"shared\".") + "\n    Hyperparameters:\n"
+    + "\n".join("        " + line for line in ActivationNoise.hyperparameter_docs().splitlines()) + "\n")
