@@ -39,7 +39,7 @@ from harness.interfaces import ConfigError, Episode, Task, TaskConfig
 from harness.items import ModelItem
 from harness.options import resolve_options
 from harness.scoring import auroc, interval, pair_accuracy
-from harness.zoo.store import ModelHandle, cached_model_dir, is_cached, model_cache_path
+from harness.zoo.store import ModelHandle, cached_model_dir, is_cached, model_cache_path, portable_model_path
 from tasks.poser.scenarios import (
     ALIGNED_PERSONAS,
     MISALIGNED_PERSONAS,
@@ -168,12 +168,6 @@ class PoserTask(Task):
         if "{prompt}" not in resolved["prompt_format"]:
             raise ConfigError("task 'poser' option 'prompt_format' must contain '{prompt}'")
         return resolved
-
-    def dataset_names(self, config: TaskConfig) -> list[str]:
-        options = self.resolve_options(config)
-        if options["pairs"]:
-            return [Path(options["pairs"]).stem]
-        return [Path(options["poser_data"]).name] if options["poser_data"] else ["generated"]
 
     # -- models --------------------------------------------------------------------------
     def recipe(self, config: TaskConfig, options: dict[str, Any]) -> PersonaRecipe:
@@ -432,7 +426,7 @@ class PoserTask(Task):
                                    "sets": {k: stable_hash(dataclasses.asdict(s)) for k, s in sets.items()},
                                    "thresholds": validity["thresholds"], "allow_invalid": config.allow_invalid})
         seeds = {n: model_seed(n) for n in model_names}
-        info = {"models": {n: str(paths[n]) for n in model_names}, "model_names": model_names, "model_seeds": seeds,
+        info = {"models": {n: portable_model_path(paths[n]) for n in model_names}, "model_names": model_names, "model_seeds": seeds,
                 "design": design, "n_model_seeds": len({s for s in seeds.values() if s is not None}),
                 "prompt_sets": {k: {"source": s.source, "n": len(s.prompts)} for k, s in sets.items()},
                 **(extra_info or {})}
