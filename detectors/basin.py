@@ -31,7 +31,8 @@ from harness.layers import resolve_layer
 from .statistics import COVARIANCE_ESTIMATORS, Mahalanobis
 
 # 3: Chandrupatla search, pilot start for per-example roots; 4: evaluations stored;
-# 5: an int layer is a hidden-state index (harness.layers): the block whose output it is
+# 5: an int layer is a hidden-state index (harness.layers): the block whose output it is; directions
+#    drawn in seeded float32 RNG blocks (harness/basin/directions.py)
 ENGINE_VERSION = "5"
 
 

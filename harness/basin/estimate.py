@@ -39,51 +39,6 @@ _BISECTIONS = 64  # the window bracket halves to ~1e-19 of its width: past doubl
 
 
 # --------------------------------------------------------------------------------------------
-# directions
-
-
-def direction_seed(seed: int, index: int) -> int:
-    """Seed of direction ``index`` for a run seeded with ``seed`` (independent of how many are drawn)."""
-    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-def sample_directions(
-    dim: int,
-    n: int,
-    seed: int = 0,
-    preconditioner: Optional[torch.Tensor] = None,
-    dtype: torch.dtype = torch.float32,
-    start: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw ``n`` seeded random directions in parameter space.
-
-    Direction ``i`` is ``u_i ~ N(0, I_dim)`` (drawn in float64 from its own
-    ``torch.Generator`` seeded by ``(seed, start + i)``, so it does not depend on ``n``),
-    normalised to unit length, then multiplied elementwise by the diagonal preconditioner
-    ``P`` when one is given.
-
-    Returns ``(directions, props)``: directions ``(n, dim)`` in ``dtype``, the vectors
-    ``w_i = P u_i`` along which the model is perturbed (``theta + m w_i``); props ``(n,)``
-    float64, ``||P u_i||`` (all ones without a preconditioner).
-    """
-    if preconditioner is not None:
-        preconditioner = torch.as_tensor(preconditioner, dtype=torch.float64).reshape(-1)
-        if preconditioner.numel() != dim:
-            raise ValueError(f"preconditioner has {preconditioner.numel()} entries, expected {dim} (one per parameter)")
-    out = torch.empty(n, dim, dtype=dtype)
-    props = torch.ones(n, dtype=torch.float64)
-    for i in range(n):
-        gen = torch.Generator().manual_seed(direction_seed(seed, start + i))
-        u = torch.randn(dim, generator=gen, dtype=torch.float64)
-        u /= u.norm()
-        if preconditioner is not None:
-            u *= preconditioner
-            props[i] = u.norm()
-        out[i] = u.to(dtype)
-    return out, props
-
-
-# --------------------------------------------------------------------------------------------
 # the Gaussian integral
 
 

@@ -245,7 +245,7 @@ def estimate_basin(
     rtol: float = 1e-2,
     max_iter: int = 100,
     batch_size: int = 256,
-    mode: str = "sequential",
+    mode: str = "auto",
     probe_examples: int = 64,
 ) -> BasinResult:
     """Basin log probability of one model (KL averaged over all evaluation positions).
@@ -253,7 +253,8 @@ def estimate_basin(
     input_ids, attention_mask: ``(n_examples, seq)`` left-padded prompts (evaluation at
     the last position unless ``position_mask`` ``(n_examples, seq)`` says otherwise);
     layer: parameter subset (see :func:`select_parameters`); sigma: prior std (default RMS
-    of θ); mode: ``"sequential"`` or ``"stacked"`` evaluation of the directions
+    of θ); mode: ``"sequential"``, ``"stacked"`` or ``"auto"`` (default: stacked on an accelerator,
+    sequential on the CPU) evaluation of the directions
     (:class:`CausalLMKL`); probe_examples: size of the example subset on which starting
     points are found before the full-set search (:func:`_per_model_search`; 0 = none: only the
     starting points change, never the convergence test). Returns a :class:`BasinResult`
