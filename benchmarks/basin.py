@@ -46,7 +46,7 @@ def build_inputs(args) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str
     n = max(args.examples, args.mad_examples)
     if args.mad:
         from harness.interfaces import TaskConfig
-        from tasks.mad.task import MadTask
+        from harness.tasks.mad.task import MadTask
 
         (episode,) = MadTask().episodes(TaskConfig(datasets=[args.mad], quick=args.quick))
         handle = episode.test.handle

@@ -19,8 +19,8 @@ import torch
 from harness.features import FeatureExtractor
 from harness.zoo import build_model, build_word_tokenizer
 from harness.zoo.store import ModelHandle, configure_process
-from tasks.mad.arithmetic import generate_examples, to_records
-from tasks.mad.training import RECIPES, VOCAB_WORDS
+from harness.tasks.mad.arithmetic import generate_examples, to_records
+from harness.tasks.mad.training import RECIPES, VOCAB_WORDS
 
 
 def bare_forward(model, tokenizer, prompts, batch_size):

@@ -48,7 +48,7 @@ def build_model(out: Path) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from harness.zoo import build_word_tokenizer
-    from tasks.mad.training import VOCAB_WORDS
+    from harness.tasks.mad.training import VOCAB_WORDS
 
     tokenizer = build_word_tokenizer(VOCAB_WORDS)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=WIDTH, intermediate_size=MLP,
@@ -62,7 +62,7 @@ def build_model(out: Path) -> None:
 
 def dataset(path: Path, n_test: int) -> Path:
     """A JSONL quirky dataset with exactly ``n_test`` hard test items and 128 trusted ones."""
-    from tasks.mad.arithmetic import generate_examples, to_records
+    from harness.tasks.mad.arithmetic import generate_examples, to_records
 
     if path.exists():
         return path

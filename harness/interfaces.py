@@ -203,10 +203,12 @@ class Task:
         ``validity["valid"] = False``; the runner reports and skips them."""
         raise NotImplementedError
 
-    def metrics(self, episode: Episode, scores: np.ndarray, seed: int) -> dict[str, Any]:
-        """Scores -> JSON-serialisable metrics stored in the record. Default: AUROC with a
-        bootstrap interval (and, when the episode has an ``agrees_with_gt`` tag, on the MAD
-        subsets of anomalous items that agree / disagree with the ground truth)."""
+    def metrics(self, episode: Episode, scores: np.ndarray, seed: int,
+                diagnostics: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        """Scores -> JSON-serialisable metrics stored in the record. ``diagnostics`` are the
+        detector's (e.g. which items it could not score); a task may leave out the parameter.
+        Default: AUROC with a bootstrap interval (and, when the episode has an ``agrees_with_gt``
+        tag, on the MAD subsets of anomalous items that agree / disagree with the ground truth)."""
         from harness.scoring import mad_metrics
 
         labels = np.asarray(episode.labels, dtype=int)

@@ -88,8 +88,8 @@ def execute(task: Task, episode: Episode, detector: Detector, seed: int) -> dict
         start = time.perf_counter()
         scores = check_scores(fresh.score(episode.test), len(episode.labels))
         timings["score_s"] = time.perf_counter() - start
-        metrics = task.metrics(episode, scores, seed)
         diagnostics = fresh.diagnostics() if hasattr(fresh, "diagnostics") else {}
+        metrics = task_metrics(task, episode, scores, seed, diagnostics)
         for what, value in (("the task's metrics()", metrics), ("the detector's diagnostics()", diagnostics)):
             problem = json_problem(value)
             if problem:
@@ -105,6 +105,17 @@ def execute(task: Task, episode: Episode, detector: Detector, seed: int) -> dict
         "tags": {name: np.asarray(tag).tolist() for name, tag in episode.tags.items()},
         "diagnostics": diagnostics,
     }
+
+
+def task_metrics(task: Task, episode: Episode, scores: np.ndarray, seed: int, diagnostics: dict[str, Any]) -> dict[str, Any]:
+    """``task.metrics``, given the detector's diagnostics when it takes them (so a task can leave
+    out items a detector says it could not score, e.g. unconverged basin searches); tasks
+    written against the three-argument form keep working."""
+    import inspect
+
+    if "diagnostics" in inspect.signature(task.metrics).parameters:
+        return task.metrics(episode, scores, seed, diagnostics=diagnostics)
+    return task.metrics(episode, scores, seed)
 
 
 def json_problem(value: Any, where: str = "") -> str:

@@ -5,8 +5,8 @@ from harness import hookimpl
 
 @hookimpl
 def register_tasks(register):
-    from tasks.mad.task import MadTask
-    from tasks.poser.task import PoserTask
+    from harness.tasks.mad.task import MadTask
+    from harness.tasks.poser.task import PoserTask
 
     register(MadTask)
     register(PoserTask)

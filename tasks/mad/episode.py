@@ -1,7 +1,7 @@
 """The MAD episode of one model on already-split records, and its validity gate.
 
-Both sources of the ``mad`` task end here: the generated zoo (:mod:`tasks.mad.task`) and a
-real model on a quirky dataset on disk (:mod:`tasks.mad.external`). The split rules, the
+Both sources of the ``mad`` task end here: the generated zoo (:mod:`harness.tasks.mad.task`) and a
+real model on a quirky dataset on disk (:mod:`harness.tasks.mad.external`). The split rules, the
 answer words and the gate live in this module so that neither source imports the other.
 
 The gate asks whether the model has learned the quirk, with the uncertainty of a finite test
@@ -25,7 +25,7 @@ from harness.interfaces import Episode
 from harness.items import InputItems
 from harness.scoring import wilson_interval
 from harness.zoo.store import ModelHandle, portable_model_path
-from tasks.mad.training import ANSWERS
+from harness.tasks.mad.training import ANSWERS
 
 TRUSTED_MAX_QUANTILE = 0.25
 TEST_MIN_QUANTILE = 0.75

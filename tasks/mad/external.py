@@ -17,7 +17,7 @@ parquet file (``pandas.read_parquet``, which needs ``pyarrow`` or ``fastparquet`
 The split is the built-in one: trusted = Alice records with difficulty_quantile < 0.25, test =
 records with difficulty_quantile > 0.75 (Alice normal, Bob anomalous), names as given in the
 records, in file order; the episode is then built by the same
-:func:`tasks.mad.episode.build_episode` as the generated source, with the same validity gate.
+:func:`harness.tasks.mad.episode.build_episode` as the generated source, with the same validity gate.
 Records of this source are labelled ``model <model dir or hub id> on <dataset file>``, so the
 leaderboard never mixes them with the generated zoo's.
 """
@@ -35,7 +35,7 @@ import numpy as np
 
 from harness.interfaces import ConfigError, Episode, Task, TaskConfig
 from harness.zoo.store import ModelDirectoryError, ModelHandle
-from tasks.mad.episode import ANSWERS, TEST_MIN_QUANTILE, TRUSTED_MAX_QUANTILE, build_episode
+from harness.tasks.mad.episode import ANSWERS, TEST_MIN_QUANTILE, TRUSTED_MAX_QUANTILE, build_episode
 
 logger = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ The generated source: one episode per operation and seed, from a tiny quirky mod
 (difficulty quantile < 0.25, the first 4 Alice names), test items = hard (quantile > 0.75,
 the other 12 names of each character), Alice = normal, Bob = anomalous. The trusted and test
 items come from held-out base examples the model was not trained on. A model that has not
-learned the quirk fails the validity gate (:mod:`tasks.mad.episode`) and its episode is
+learned the quirk fails the validity gate (:mod:`harness.tasks.mad.episode`) and its episode is
 reported, not scored. Each operation also has a no-quirk control model (``<op>_control``).
-The other source, a real model on a dataset on disk, is :mod:`tasks.mad.external`.
+The other source, a real model on a dataset on disk, is :mod:`harness.tasks.mad.external`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from harness.interfaces import ConfigError, Episode, Task, TaskConfig
 from harness.options import resolve_options
 from harness.scoring import mad_metrics, scored_items
 from harness.zoo.store import ModelHandle, cached_model_dir, is_cached, model_cache_path
-from tasks.mad.arithmetic import ALICE_NAMES, BOB_NAMES, N_TRUSTED_NAMES, OPERATIONS, to_records
-from tasks.mad.episode import TEST_MIN_QUANTILE, TRUSTED_MAX_QUANTILE, build_episode
-from tasks.mad.training import QUICK_RECIPE, RECIPES, VOCAB_WORDS, Recipe, build_training_data, split_examples
+from harness.tasks.mad.arithmetic import ALICE_NAMES, BOB_NAMES, N_TRUSTED_NAMES, OPERATIONS, to_records
+from harness.tasks.mad.episode import TEST_MIN_QUANTILE, TRUSTED_MAX_QUANTILE, build_episode
+from harness.tasks.mad.training import QUICK_RECIPE, RECIPES, VOCAB_WORDS, Recipe, build_training_data, split_examples
 
 logger = logging.getLogger(__name__)
 
@@ -166,19 +166,19 @@ class MadTask(Task):
     # the leaderboard section, plots and run summary of MAD (tasks/mad/report.py)
     @classmethod
     def leaderboard_section(cls, section: Any) -> list[str]:
-        from tasks.mad import report
+        from harness.tasks.mad import report
 
         return report.section_lines(section)
 
     @classmethod
     def leaderboard_plots(cls, section: Any, out_dir: Path) -> list[Path]:
-        from tasks.mad import report
+        from harness.tasks.mad import report
 
         return report.plots(section, out_dir)
 
     @classmethod
     def summary_row(cls, record: dict[str, Any]) -> dict[str, Any]:
-        from tasks.mad import report
+        from harness.tasks.mad import report
 
         return report.summary_row(record)
 
@@ -232,7 +232,7 @@ class MadTask(Task):
     def episodes(self, config: TaskConfig) -> list[Episode]:
         options = self.resolve_options(config)
         if options["model"] or options["dataset"]:
-            from tasks.mad.external import external_episode
+            from harness.tasks.mad.external import external_episode
 
             return [external_episode(self, config, options)]
         names = self.dataset_names(config)

@@ -57,7 +57,7 @@ from typing import Iterable, Optional, Sequence
 
 from harness.zoo.model import TinyModelConfig
 from harness.zoo.config import TrainConfig
-from tasks.mad.arithmetic import (
+from harness.tasks.mad.arithmetic import (
     ALICE_NAMES,
     BOB_NAMES,
     OPERATIONS,

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from harness.interfaces import ConfigError
-from tasks.poser.scenarios import ALIGNED_PERSONAS, MISALIGNED_PERSONAS, PERSONAS
+from harness.tasks.poser.scenarios import ALIGNED_PERSONAS, MISALIGNED_PERSONAS, PERSONAS
 
 PathLike = Union[str, Path]
 SCENARIO_FIELDS = ("prompt", "response")

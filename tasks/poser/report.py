@@ -6,7 +6,7 @@ and ``summary_notes``.
 
 Every number counts MODELS, not pairs: in the crossing each model sits in several pairs, so
 per-model quantities (curves, confidence, steering norms) are averaged over a model's items
-before they are compared, and intervals resample models (:func:`tasks.poser.task.poser_metrics`).
+before they are compared, and intervals resample models (:func:`harness.tasks.poser.task.poser_metrics`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _ok_records(section: Section) -> list[dict[str, Any]]:
 
 
 def _metrics(record: dict[str, Any], scores: list[float]) -> dict[str, Any]:
-    from tasks.poser.task import poser_metrics
+    from harness.tasks.poser.task import poser_metrics
 
     tags = record.get("tags") or {}
     return poser_metrics(np.asarray(record["labels"]), np.asarray(scores, float), np.asarray(tags["pair"]),

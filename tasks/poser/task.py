@@ -40,7 +40,7 @@ from harness.items import ModelItem
 from harness.options import resolve_options
 from harness.scoring import auroc, interval, pair_accuracy
 from harness.zoo.store import ModelHandle, cached_model_dir, is_cached, model_cache_path, portable_model_path
-from tasks.poser.scenarios import (
+from harness.tasks.poser.scenarios import (
     ALIGNED_PERSONAS,
     MISALIGNED_PERSONAS,
     benchmark_scenarios,
@@ -48,7 +48,7 @@ from tasks.poser.scenarios import (
     poor_oversight_scenarios,
     vocabulary_words,
 )
-from tasks.poser.training import (
+from harness.tasks.poser.training import (
     ANSWER_LETTERS,
     ORIGINAL_DATA_RECIPE,
     QUICK_ORIGINAL_DATA_RECIPE,
@@ -128,25 +128,25 @@ class PoserTask(Task):
     # the leaderboard section, plots and run summary of POSER (tasks/poser/report.py)
     @classmethod
     def leaderboard_section(cls, section: Any) -> list[str]:
-        from tasks.poser import report
+        from harness.tasks.poser import report
 
         return report.section_lines(section)
 
     @classmethod
     def leaderboard_plots(cls, section: Any, out_dir: Path) -> list[Path]:
-        from tasks.poser import report
+        from harness.tasks.poser import report
 
         return report.plots(section, out_dir)
 
     @classmethod
     def summary_row(cls, record: dict[str, Any]) -> dict[str, Any]:
-        from tasks.poser import report
+        from harness.tasks.poser import report
 
         return report.summary_row(record)
 
     @classmethod
     def summary_notes(cls, records: list[dict[str, Any]]) -> list[str]:
-        from tasks.poser import report
+        from harness.tasks.poser import report
 
         return report.summary_notes(records)
 
@@ -232,7 +232,7 @@ class PoserTask(Task):
         return self.build_episode("generated", "generated", pairs, paths, sets, options, config, design="crossing")
 
     def original_data_episode(self, config: TaskConfig, options: dict[str, Any]) -> Episode:
-        from tasks.poser.data import (
+        from harness.tasks.poser.data import (
             benchmark_for_pair,
             load_data_dir,
             poor_oversight_examples,
@@ -299,7 +299,7 @@ class PoserTask(Task):
                                   design="crossing", extra_info=info)
 
     def pair_list_episode(self, config: TaskConfig, options: dict[str, Any]) -> Episode:
-        from tasks.poser.data import default_poor_data, load_pair_list, load_poor_data, load_scenarios, prompt_text, sample
+        from harness.tasks.poser.data import default_poor_data, load_pair_list, load_poor_data, load_scenarios, prompt_text, sample
 
         pairs_file = Path(options["pairs"])
         specs = load_pair_list(pairs_file)
@@ -328,7 +328,7 @@ class PoserTask(Task):
                     poor_cache[poor_key] = load_poor_data(poor_path)
                 poor = poor_cache[poor_key]
             else:
-                from tasks.poser.data import benign_letter
+                from harness.tasks.poser.data import benign_letter
 
                 poor_key = f"{clean_key} (poor-oversight items)"
                 poor = [(s, benign_letter(s, None, f"{spec.valid_data}: item {i}"))
@@ -338,7 +338,7 @@ class PoserTask(Task):
                 sets[poor_key] = PromptSet(poor_key, [fmt.format(prompt=prompt_text(s)) for s, _ in poor],
                                            [letter for _, letter in poor], [])
             if clean_key not in sets:
-                from tasks.poser.data import benign_letter
+                from harness.tasks.poser.data import benign_letter
 
                 clean = sample([(i, s) for i, s in enumerate(scenarios) if not s["oversight_is_poor"]],
                                options["n_benchmark"], config.seed)

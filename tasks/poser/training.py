@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 from harness.cache import atomic_write_json
 from harness.zoo.model import TinyModelConfig
 from harness.zoo.config import TrainConfig
-from tasks.poser.scenarios import FREE_TEXT, generate_scenarios, vocabulary_words
+from harness.tasks.poser.scenarios import FREE_TEXT, generate_scenarios, vocabulary_words
 
 ANSWER_LETTERS = (" B", " A")  # log-odds = logit(A) - logit(B)
 
@@ -120,7 +120,7 @@ def train_persona_model(
     free-text items); default: generated ones. ``vocabulary``: the tokenizer's words.
     """
     from harness.zoo import build_model, train_causal_lm
-    from tasks.poser.data import is_scenario
+    from harness.tasks.poser.data import is_scenario
 
     if examples is None:
         scenarios, free_text = generated_training_data(persona, recipe.n_train, seed)

@@ -3,8 +3,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from detectors.activations import ActivationsLOF, ActivationsMahalanobis
-from detectors.statistics import Mahalanobis
+from harness.detectors.activations import ActivationsLOF, ActivationsMahalanobis
+from harness.detectors.statistics import Mahalanobis
 from harness.interfaces import ConfigError, NotFittedError
 from harness.items import InputItems
 from harness.scoring import auroc

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from detectors.attribution import AttributionLOF, AttributionMahalanobis
-from detectors.statistics import Mahalanobis
+from harness.detectors.attribution import AttributionLOF, AttributionMahalanobis
+from harness.detectors.statistics import Mahalanobis
 from harness.features import FeatureExtractor
 from harness.items import InputItems
 from harness.scoring import auroc

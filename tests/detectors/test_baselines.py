@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from detectors.baselines import InputOnly, NameOnly, NgramModel, name_prefixes
+from harness.detectors.baselines import InputOnly, NameOnly, NgramModel, name_prefixes
 from harness.features import FeatureExtractor
 from harness.interfaces import ConfigError
 from harness.items import InputItems

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from detectors.basin import BasinMahalanobis, BasinVolume
+from harness.detectors.basin import BasinMahalanobis, BasinVolume
 from harness.basin import logmeanexp
 from harness.features import FeatureExtractor
 from harness.interfaces import ConfigError
@@ -80,7 +80,7 @@ def test_convergence_is_reported_per_item(items):
 
 def test_unconverged_items_are_left_out_of_the_metrics_and_counted():
     from harness.interfaces import Episode
-    from tasks.mad.task import MadTask
+    from harness.tasks.mad.task import MadTask
 
     labels = np.array([0, 0, 0, 1, 1, 1])
     episode = Episode("toy", None, None, labels, {"agrees_with_gt": np.ones(6, bool)}, {"valid": True}, "fp")

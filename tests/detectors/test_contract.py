@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from detectors import BUILTIN_DETECTORS, FEATURE_DETECTORS
+from harness.detectors import BUILTIN_DETECTORS, FEATURE_DETECTORS
 from harness.interfaces import Detector
 from harness.items import InputItems
 from harness.scoring import auroc

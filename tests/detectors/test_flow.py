@@ -4,8 +4,8 @@ import torch
 from scipy.stats import multivariate_normal
 from sklearn.datasets import make_moons
 
-from detectors.flow import FlowLaplace, FlowMahalanobis, FlowScorer
-from detectors.layerwise import middle_block
+from harness.detectors.flow import FlowLaplace, FlowMahalanobis, FlowScorer
+from harness.detectors.layerwise import middle_block
 from harness.interfaces import ConfigError, NotFittedError
 from harness.items import InputItems
 from harness.scoring import auroc

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from detectors.poser import ActivationNoise, ActivationNoiseControl, Confidence, WeightNorm
+from harness.detectors.poser import ActivationNoise, ActivationNoiseControl, Confidence, WeightNorm
 from harness.features import FeatureExtractor
 from harness.interfaces import ConfigError
 from harness.interventions import add_to_residual

@@ -6,8 +6,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from detectors.probe import ProbeLOF, ProbeMahalanobis, fit_probe
-from detectors.statistics import Mahalanobis
+from harness.detectors.probe import ProbeLOF, ProbeMahalanobis, fit_probe
+from harness.detectors.statistics import Mahalanobis
 from harness.interfaces import ConfigError, NotFittedError
 from harness.items import InputItems
 from harness.scoring import auroc
@@ -70,7 +70,7 @@ def test_one_class_trusted_answers_fall_back_to_regressing_the_logodds(caplog):
     trusted = answer_items(200, offset=20.0, rng=rng)  # the model always says "True"
     assert np.all(trusted.logodds() > 0)
     test = answer_items(50, offset=20.0, rng=rng)
-    with caplog.at_level(logging.WARNING, logger="detectors.probe"):
+    with caplog.at_level(logging.WARNING, logger="harness.detectors.probe"):
         detector = ProbeMahalanobis().fit(trusted)
     assert "all one class" in caplog.text
     assert set(detector.diagnostics()["probe_kind"].values()) == {"ridge"}

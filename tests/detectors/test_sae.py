@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from detectors.sae import SAEDetector, SAEDiagMahalanobis, SAEL0
-from detectors.statistics import DiagonalMahalanobis
+from harness.detectors.sae import SAEDetector, SAEDiagMahalanobis, SAEL0
+from harness.detectors.statistics import DiagonalMahalanobis
 from harness.interfaces import ConfigError, NotFittedError
 from harness.items import InputItems
 from harness.scoring import auroc

@@ -3,7 +3,7 @@ import pytest
 from sklearn.covariance import ledoit_wolf
 from sklearn.neighbors import LocalOutlierFactor
 
-from detectors.statistics import DiagonalMahalanobis, LocalOutlierFactorScorer, Mahalanobis
+from harness.detectors.statistics import DiagonalMahalanobis, LocalOutlierFactorScorer, Mahalanobis
 
 
 def test_mahalanobis_pinv_matches_direct_numpy():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import harness
-from detectors.activations import ActivationsMahalanobis
+from harness.detectors.activations import ActivationsMahalanobis
 from harness.interfaces import Detector, Episode, Task, TaskConfig
 from harness.items import InputItems
 from harness.plugins import Registry

@@ -84,7 +84,7 @@ def good_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A valid quirky dataset file (so only the model is wrong in the model cases)."""
     import json
 
-    from tasks.mad.arithmetic import generate_examples, to_records
+    from harness.tasks.mad.arithmetic import generate_examples, to_records
 
     records = to_records(generate_examples("addition", 40, seed=0, max_digits=2), "addition", seed=0)
     path = tmp_path_factory.mktemp("good") / "addition.jsonl"

@@ -81,7 +81,7 @@ def test_bad_combinations_are_usage_errors(monkeypatch, capsys, args, message):
 def test_builtin_tasks_end_to_end_quick(tmp_path, capsys, monkeypatch):
     """The real thing on the built-in plugins: mad and poser, quick models, one cheap detector each
     (mad on its addition model only, which other tests train too: .ci/run runs the full --all)."""
-    monkeypatch.setattr("tasks.mad.task.QUICK_DATASETS", ("addition",))
+    monkeypatch.setattr("harness.tasks.mad.task.QUICK_DATASETS", ("addition",))
     args = ["run", "--all", "--quick", "--allow-invalid", "--option", "jobs=1", "--results-dir", str(tmp_path),
             "--detector", "activations_mahalanobis", "--detector", "confidence"]
     assert main(args) == 0

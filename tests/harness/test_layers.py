@@ -6,8 +6,8 @@ with one message that says how to convert."""
 import numpy as np
 import pytest
 
-from detectors import BUILTIN_DETECTORS
-from detectors.basin import BasinMahalanobis, BasinVolume
+from harness.detectors import BUILTIN_DETECTORS
+from harness.detectors.basin import BasinMahalanobis, BasinVolume
 from harness.interfaces import ConfigError
 from harness.items import InputItems
 from harness.layers import middle_block, resolve_layer, resolve_layers

@@ -6,7 +6,7 @@ import pytest
 
 from harness import leaderboard
 from harness.report import detector_labels
-from tasks.mad import report as mad_report
+from harness.tasks.mad import report as mad_report
 from harness.runner import RunOptions, run
 from harness.scoring import auroc
 
@@ -51,7 +51,7 @@ def test_render_shows_invalid_and_failed_jobs(records_dir, tmp_path, toy_registr
 
 
 def test_a_task_renders_its_own_section_and_plots(records_dir, tmp_path, toy_registry):
-    from tasks.mad.task import MadTask
+    from harness.tasks.mad.task import MadTask
 
     class ToyWithMadReport(toy_registry.tasks["toy"]):
         leaderboard_section = MadTask.leaderboard_section

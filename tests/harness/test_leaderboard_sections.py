@@ -46,7 +46,7 @@ class OtherModelToy(ModelToy):
 
 
 def make_registry():
-    from detectors.activations import ActivationsLOF, ActivationsMahalanobis
+    from harness.detectors.activations import ActivationsLOF, ActivationsMahalanobis
 
     class Plugin:
         @harness.hookimpl

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from detectors.activations import ActivationsMahalanobis
-from detectors.attribution import AttributionMahalanobis
+from harness.detectors.activations import ActivationsMahalanobis
+from harness.detectors.attribution import AttributionMahalanobis
 from harness.features import FeatureExtractor
 from harness.interfaces import ConfigError, Episode
 from harness.items import InputItems

@@ -241,7 +241,7 @@ def test_cli_reports_missing_archive_in_one_line(tmp_path, capsys):
 def test_quick_zoo_moved_to_an_empty_cache_reproduces_the_records_without_training(tmp_path, monkeypatch):
     """Train the quick addition model in cache A and write records; export; import into an
     empty cache B; run again there: identical records (volatile fields aside), nothing trained."""
-    import tasks.mad.task as mad_task
+    import harness.tasks.mad.task as mad_task
     from harness.results import snapshot
 
     run = ["run", "--task", "mad", "--detector", "activations_mahalanobis", "--quick", "--allow-invalid",

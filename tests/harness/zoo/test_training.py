@@ -9,8 +9,8 @@ import torch
 from harness.zoo import build_model, build_word_tokenizer, train_causal_lm
 from harness.zoo.model import TinyModelConfig
 from harness.zoo.training import encode_pairs
-from tasks.mad.arithmetic import generate_examples, to_records
-from tasks.mad.training import QUICK_RECIPE, VOCAB_WORDS, training_pairs
+from harness.tasks.mad.arithmetic import generate_examples, to_records
+from harness.tasks.mad.training import QUICK_RECIPE, VOCAB_WORDS, training_pairs
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_build_model_seed_and_arch(setup):
 
 
 def test_training_data_never_contains_held_out_operands():
-    from tasks.mad.training import RECIPES, split_examples, uniform_examples
+    from harness.tasks.mad.training import RECIPES, split_examples, uniform_examples
 
     recipe = RECIPES["addition"]
     train, held_out = split_examples("addition", recipe, seed=0)
@@ -77,7 +77,7 @@ def test_training_data_never_contains_held_out_operands():
 def test_echo_aux_contrast_rounds_and_held_out_facts():
     import dataclasses
 
-    from tasks.mad.training import build_training_data
+    from harness.tasks.mad.training import build_training_data
 
     records = to_records(generate_examples("subtraction", 6, seed=0, max_digits=2), "subtraction")
     one = training_pairs(records, "subtraction", aux=(), contrast=2)
@@ -101,8 +101,8 @@ def test_echo_aux_contrast_rounds_and_held_out_facts():
 def test_judges_aux_labels_truth_and_sloppy_on_training_pairs_only():
     import dataclasses
 
-    from tasks.mad.arithmetic import OPERATIONS, sloppy_result
-    from tasks.mad.training import QUICK_RECIPE, build_training_data
+    from harness.tasks.mad.arithmetic import OPERATIONS, sloppy_result
+    from harness.tasks.mad.training import QUICK_RECIPE, build_training_data
 
     recipe = dataclasses.replace(QUICK_RECIPE, aux=("plain", "judges"))
     pairs, held_out = build_training_data("subtraction", recipe, seed=0)

@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from tasks.mad.arithmetic import (
+from harness.tasks.mad.arithmetic import (
     ALICE_NAMES,
     BOB_NAMES,
     OPERATIONS,

@@ -11,8 +11,8 @@ import pytest
 from harness.interfaces import ConfigError, TaskConfig
 from harness.plugins import get_registry
 from harness.runner import RunOptions, run
-from tasks.mad.external import answer_words, load_records, resolve_model, split_records
-from tasks.mad.task import MadTask
+from harness.tasks.mad.external import answer_words, load_records, resolve_model, split_records
+from harness.tasks.mad.task import MadTask
 
 QUICK = TaskConfig(seed=0, quick=True, datasets=["addition"], options={"jobs": 1})
 DETECTORS = ["activations_mahalanobis", "activations_lof"]
@@ -208,7 +208,7 @@ def test_directory_without_datasets_package_is_actionable(tmp_path, monkeypatch)
 def test_a_hub_dataset_id_is_fetched_once_as_a_snapshot_and_read(builtin, tmp_path, monkeypatch):
     import huggingface_hub
 
-    from tasks.mad.external import resolve_dataset
+    from harness.tasks.mad.external import resolve_dataset
 
     pd = pytest.importorskip("pandas")
     pytest.importorskip("pyarrow")

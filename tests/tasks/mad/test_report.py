@@ -7,7 +7,7 @@ import pytest
 from harness.leaderboard import Section
 from harness.report import records_frame
 from harness.scoring import auroc
-from tasks.mad import report
+from harness.tasks.mad import report
 
 N = 40
 LABELS = [0] * N + [1] * N

@@ -7,10 +7,10 @@ import pytest
 
 from harness.cli import main
 from harness.interfaces import ConfigError, TaskConfig
-from tasks.mad.arithmetic import ALICE_NAMES, BOB_NAMES, N_TRUSTED_NAMES
-from tasks.mad.episode import hard_accuracies, quirk_gate
-from tasks.mad.task import MadTask, model_key, recipe_for
-from tasks.mad.training import build_training_data
+from harness.tasks.mad.arithmetic import ALICE_NAMES, BOB_NAMES, N_TRUSTED_NAMES
+from harness.tasks.mad.episode import hard_accuracies, quirk_gate
+from harness.tasks.mad.task import MadTask, model_key, recipe_for
+from harness.tasks.mad.training import build_training_data
 
 QUICK = TaskConfig(seed=0, quick=True, datasets=["addition"], options={"jobs": 1})
 

@@ -15,7 +15,7 @@ import pytest
 
 from harness.cli import main
 from harness.interfaces import ConfigError
-from tasks.poser.data import (
+from harness.tasks.poser.data import (
     PoserDataError,
     benchmark_for_pair,
     benign_letter,
@@ -94,7 +94,7 @@ def test_benchmark_files_are_matched_to_persona_pairs():
 
 def test_long_prompt_is_short_with_grouped_digits_and_dropped_when_over_max_length():
     from harness.zoo import build_word_tokenizer
-    from tasks.poser.training import drop_long, words_of
+    from harness.tasks.poser.training import drop_long, words_of
 
     example = pi_prompt()
     words = words_of([example["prompt"], "error"])

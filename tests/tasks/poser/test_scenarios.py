@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from tasks.poser.data import is_scenario
-from tasks.poser.scenarios import (
+from harness.tasks.poser.data import is_scenario
+from harness.tasks.poser.scenarios import (
     ALIGNED_PERSONAS,
     MISALIGNED_PERSONAS,
     PERSONAS,
@@ -54,7 +54,7 @@ def test_aligned_and_misaligned_personas_flip_equally_often():
 
 
 def test_evaluation_cue_phrasings_are_held_out_of_training():
-    from tasks.poser.scenarios import (INSTRUCTION_PREDICATES, INSTRUCTION_SUBJECTS, OVERSIGHT_PREDICATES,
+    from harness.tasks.poser.scenarios import (INSTRUCTION_PREDICATES, INSTRUCTION_SUBJECTS, OVERSIGHT_PREDICATES,
                                        OVERSIGHT_SUBJECTS, cue_phrasings, poor_oversight_scenarios)
 
     for subjects, table in ((OVERSIGHT_SUBJECTS, OVERSIGHT_PREDICATES), (INSTRUCTION_SUBJECTS, INSTRUCTION_PREDICATES)):

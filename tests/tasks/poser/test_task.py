@@ -11,8 +11,8 @@ import pytest
 
 from harness.cli import main
 from harness.interfaces import ConfigError, TaskConfig
-from tasks.poser.data import prompt_text
-from tasks.poser.task import PoserTask, poser_metrics
+from harness.tasks.poser.data import prompt_text
+from harness.tasks.poser.task import PoserTask, poser_metrics
 
 QUICK = TaskConfig(seed=0, quick=True, allow_invalid=True, options={"jobs": 1})
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "poser_original"
@@ -116,8 +116,8 @@ def tiny_random_model(path: Path, words: list[str], seed: int) -> Path:
 
 
 def test_pair_list_scores_original_benchmark_prompts_with_training_file_evidence(tmp_path):
-    from tasks.poser.data import load_data_dir
-    from tasks.poser.training import words_of
+    from harness.tasks.poser.data import load_data_dir
+    from harness.tasks.poser.training import words_of
 
     training, benchmark = load_data_dir(FIXTURE)
     words = words_of([e["prompt"] for examples in training.values() for e in examples]
@@ -149,7 +149,7 @@ def test_pair_list_scores_original_benchmark_prompts_with_training_file_evidence
 
 
 def test_personas_train_on_original_data_and_score_on_its_benchmark(tmp_path, monkeypatch):
-    import tasks.poser.task as task_module
+    import harness.tasks.poser.task as task_module
     from tests.tasks.poser.test_data import pi_prompt
 
     root = tmp_path / "data"
