@@ -154,7 +154,7 @@ def with_batch_backoff(run: Callable[[int], T], batch_size: int, what: str, auto
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
-            _free_accelerator_memory()
+            free_memory()
             if not auto:
                 raise ConfigError(f"{what} ran out of memory at --batch-size {batch_size}; lower it or use "
                                   "--batch-size auto") from None
@@ -165,7 +165,8 @@ def with_batch_backoff(run: Callable[[int], T], batch_size: int, what: str, auto
             batch_size //= 2
 
 
-def _free_accelerator_memory() -> None:
+def free_memory() -> None:
+    """Collect garbage and return cached accelerator memory to the device."""
     import gc
 
     gc.collect()

@@ -215,7 +215,9 @@ class ModelHandle:
         if self._loaded is not None:
             self._loaded = None
             _RESIDENT[:] = [h for h in _RESIDENT if h is not self]
-            _free_memory()
+            from harness.runtime import free_memory
+
+            free_memory()
 
 
 # Models in memory, least recently used first. A run that walks a pair list of large models
@@ -231,9 +233,10 @@ def resident_budget() -> int:
 
 
 def _weight_bytes(handle: ModelHandle) -> int:
+    from harness.memory import weight_bytes
     from harness.runtime import current
 
-    return handle.n_parameters * (4 if current().dtype in ("float32", "auto") else 2)
+    return weight_bytes(handle, current())
 
 
 def _make_room_for(handle: ModelHandle) -> None:
@@ -247,19 +250,6 @@ def _touch(handle: ModelHandle) -> None:
     if _RESIDENT and _RESIDENT[-1] is handle:
         return
     _RESIDENT[:] = [h for h in _RESIDENT if h is not handle] + [handle]
-
-
-def _free_memory() -> None:
-    import gc
-
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
 
 
 def portable_model_path(path: PathLike) -> str:
