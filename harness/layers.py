@@ -13,7 +13,7 @@ Earlier harness versions used a 0-based block index for the basin detectors (blo
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 from harness.interfaces import ConfigError
 
@@ -51,8 +51,3 @@ def resolve_layers(layers: Optional[Sequence[int]], n_layers: int, owner: str, f
 def middle_block(n_layers: int) -> int:
     """Hidden-state index of the middle block's output (1 of 2, 2 of 4, 2 of 3)."""
     return max(1, (n_layers + 1) // 2)
-
-
-def check_all(layers: Iterable[int], n_layers: int, owner: str, field: str) -> None:
-    for layer in layers:
-        resolve_layer(layer, n_layers, owner, field)

@@ -11,7 +11,6 @@ before they are compared, and intervals resample models (:func:`harness.tasks.po
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
