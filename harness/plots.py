@@ -7,7 +7,10 @@ only makes sure they are drawn without a display and saved the same way.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+
+if TYPE_CHECKING:
+    from harness.leaderboard import Section
 
 
 def pyplot() -> Any:
@@ -27,3 +30,15 @@ def save(fig: Any, out_path: Path, dpi: int = 100) -> Path:
     fig.savefig(out_path, dpi=dpi)
     pyplot().close(fig)
     return out_path
+
+
+def write_plots(section: "Section", out_dir: Path,
+                plots: Sequence[tuple[Callable[["Section", Path], Optional[Path]], str]]) -> list[Path]:
+    """Draw each ``(plot, suffix)`` of a section into ``<out_dir>/<slug>_<suffix>.png``; a plot
+    returns None when the section has nothing for it. Returns the written paths."""
+    written = []
+    for plot, suffix in plots:
+        png = plot(section, Path(out_dir) / f"{section.slug}_{suffix}.png")
+        if png is not None:
+            written.append(png)
+    return written

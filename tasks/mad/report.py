@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from harness.leaderboard import Section
-from harness.plots import pyplot, save
+from harness.plots import pyplot, save, write_plots
 from harness.report import column, detector_labels, fmt_ci
 from harness.scoring import (
     HierarchicalBootstrap,
@@ -539,12 +539,7 @@ def plot_ranks(section: Section, out_path: Path) -> Optional[Path]:
 
 def plots(section: Section, out_dir: Path) -> list[Path]:
     """The section's PNGs: ``<slug>_auroc.png`` (dot plot) and ``<slug>_ranks.png``."""
-    written = []
-    for plot, name in ((plot_auroc, "auroc"), (plot_ranks, "ranks")):
-        png = plot(section, Path(out_dir) / f"{section.slug}_{name}.png")
-        if png is not None:
-            written.append(png)
-    return written
+    return write_plots(section, out_dir, ((plot_auroc, "auroc"), (plot_ranks, "ranks")))
 
 
 def summary_row(record: dict[str, Any]) -> dict[str, Any]:

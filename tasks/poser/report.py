@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from harness.leaderboard import Section
-from harness.plots import pyplot, save
+from harness.plots import pyplot, save, write_plots
 from harness.report import detector_labels, fmt_ci
 
 NOISE_DETECTORS = ("activation_noise", "activation_noise_control")
@@ -290,12 +290,8 @@ def plot_radii(section: Section, out_path: Path) -> Optional[Path]:
 
 def plots(section: Section, out_dir: Path) -> list[Path]:
     """The section's PNGs: noise curves per model, ROC over models, basin radii (where the detectors ran)."""
-    written = []
-    for plot, suffix in ((plot_curves, "kl_vs_coefficient"), (plot_roc, "roc"), (plot_radii, "basin_radii")):
-        png = plot(section, Path(out_dir) / f"{section.slug}_{suffix}.png")
-        if png is not None:
-            written.append(png)
-    return written
+    return write_plots(section, out_dir,
+                       ((plot_curves, "kl_vs_coefficient"), (plot_roc, "roc"), (plot_radii, "basin_radii")))
 
 
 def summary_row(record: dict[str, Any]) -> dict[str, Any]:
