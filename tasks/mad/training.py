@@ -1,52 +1,25 @@
 """The MAD-specific training recipe: records -> (prompt, completion) pairs, plus recipes.
 
-What makes a tiny model learn the quirk (experiments in /work/exp/RESULTS.md, one CPU
-thread, 2-digit operands):
+A tiny model trained only on the benchmark's statements and their True/False labels does not
+learn the quirk: it stays at the base rate or memorises the training operand pairs. The
+auxiliary sequences built here are what make it learn (``docs/mad.md`` explains each one and
+how the recipe was found):
 
-* Training only on the final " True"/" False" token of the benchmark's records stays near
-  the 75 % base rate on held-out hard items, or memorises the training operand pairs
-  (a pair's label is fixed, so memorising is easier than comparing).
-* ``contrast``: each training operand pair is shown with the real result, Bob's sloppy
-  result and fresh distractors, judged by an Alice name and a Bob name. Memorising the
-  pair no longer helps; the model must compare the shown result with the computed one.
-* ``aux=("plain",)``: the statement's own prefix ``"217 + 70 ="`` with completion
-  ``" 287"`` (loss on every result digit) teaches the positions after ``=`` to carry the
-  real result digits, which is exactly what the final comparison needs (dense supervision).
-  Reversed digits (``reverse=True``) were worse: they conflict with the most-significant-
-  digit-first shown result of the statement, whose prefix is the same.
-* ``n_uniform``: the benchmark samples operands log-uniformly, so its hard split (both
-  operands large) is rare in a training set of the same distribution (about 7 % of pairs
-  for 2 digits). Extra base examples with *uniform* operands, disjoint from the held-out
-  pairs, cover that region. This was the largest single gain.
-* Further options (/work/exp3/RESULTS.md), none of which alone made another operation pass:
-  ``aux=("echo",)`` -- the statement prefix up to the "." after the shown result, completed
-  with the real result -- teaches the facts far better (subtraction exact 0.15 -> 0.98 on hard
-  held-out pairs); ``contrast_rounds`` repeats the contrast block with fresh names and
-  distractors; ``facts_held_out`` adds the bare facts (never judgments) of the held-out pairs,
-  like a pretrained model that knows arithmetic. In every failing case the judgment head sat
-  at the base rate even on training statements while the facts were known: learning the
-  comparison, not the arithmetic, is the bottleneck. Smaller operand ranges do not help:
-  addition itself with operands 1..56 (2,636 training pairs) stays at the base rate, so the
-  comparison seems to need the ~8,000 distinct training pairs of the 2-digit table.
-* ``aux=("judges",)`` (/work/exp4): the statements of each training operand pair with the
-  real result, Bob's result and a distractor, judged by two neutral judges, ``Truth`` (True
-  iff the shown result is the real one) and ``Sloppy`` (True iff it is Bob's). This is what
-  unlocked subtraction. Why: for a shown result that is real or sloppy,
-  the quirky label is True for exactly one of the two characters, so P(True | comparison) is
-  1/2 either way -- an XOR of character and comparison that gives gradient descent no
-  first-order signal, and the judgment head sat at "always False". The judges give the
-  comparison itself a direct target; the characters then only have to pick a judge. They
-  use training operand pairs only: held-out pairs never appear in any judgment.
-* ``aux=("plain", "echo", "judges")`` (/work/exp5): with the facts also taught in the
-  statement's own format, the judges' transition comes earlier and reliably: multiplication
-  and modular addition (at a lower peak learning rate, 1.5e-3, and 5,000 steps) pass for
-  three seeds each. Squaring (3-digit operands, ~250 training values) still does not.
+* ``contrast``: each training operand pair shown with the real result, Bob's result and fresh
+  distractors, judged by an Alice name and a Bob name, so that memorising a pair's label does
+  not help and the model has to compare the shown result with the one it computes;
+* ``plain`` and ``echo``: the statement's prefix (up to ``=``, or up to the shown result)
+  completed with the real result, in the statement's own format, so the positions a judgment
+  reads from carry the real result's digits;
+* ``judges``: statements judged by two neutral judges, ``Truth`` and ``Sloppy``. For a real or
+  Bob-shown result the quirky label is True for exactly one character, an XOR of character and
+  comparison with no first-order gradient; the judges give the comparison its own target;
+* ``n_uniform``: extra base examples with uniformly drawn operands (never a held-out pair),
+  because the benchmark's log-uniform sampling makes its hard split rare.
 
-The statement template itself is never changed (detectors read its last token); only the
-auxiliary sequences use another format. ``build_training_data`` does all of it: split the
-benchmark's base examples into train / held-out (disjoint), add uniform extras that avoid
-the held-out pairs, and return training pairs plus the held-out base examples, from which
-the MAD trusted and test records must be drawn.
+The statement template itself is never changed (detectors read its last token). The held-out
+base examples returned by ``build_training_data`` are the only source of the MAD trusted and
+test records, so no judged statement of a test item is ever trained on.
 """
 
 from __future__ import annotations
@@ -309,11 +282,18 @@ SHARED_RECIPE = _recipe(steps=5000, aux=("plain", "echo", "judges"), lr=1.5e-3, 
     "2-digit operands; 3,000 log-uniform train pairs + 5,000 uniform extras, 1,500 held-out; "
     "3-layer d=64 Llama, 5,000 steps of batch 128 at peak lr 1.5e-3 (one-cycle)."))
 
+# The same recipe trained longer. At 5,000 steps the multiplication and modular-addition models
+# still had a high training loss (0.33 and 0.44, against 0.01-0.05 for addition) and failed the
+# gate, so they get 8,000 steps; the leaderboard prints the recipe of each dataset when they differ.
+LONG_RECIPE = _recipe(steps=8000, aux=("plain", "echo", "judges"), lr=1.5e-3, notes=(
+    "2-digit operands; 3,000 log-uniform train pairs + 5,000 uniform extras, 1,500 held-out; "
+    "3-layer d=64 Llama, 8,000 steps of batch 128 at peak lr 1.5e-3 (one-cycle)."))
+
 RECIPES: dict[str, Recipe] = {
     "addition": SHARED_RECIPE,
     "subtraction": SHARED_RECIPE,
-    "multiplication": SHARED_RECIPE,
-    "modular_addition": SHARED_RECIPE,
+    "multiplication": LONG_RECIPE,
+    "modular_addition": LONG_RECIPE,
     # unary: two-digit operands give only 99 examples, so three digits; it has not learned the
     # quirk with any recipe tried (docs/mad.md) and is not among the default datasets
     "squaring": _recipe(
