@@ -198,6 +198,17 @@ class Task:
     version: ClassVar[str] = "1"
     options: ClassVar[dict[str, tuple[type, Any, str]]] = {}
 
+    def prepare(self, configs: Sequence[TaskConfig]) -> None:
+        """Build, as one batch of work, what the episodes of all ``configs`` (one per seed of
+        the run) will need, before the runner calls :meth:`episodes` for each of them.
+
+        Optional: the default does nothing. A task that trains models overrides it to train
+        the missing models of every seed in one pool, longest first, instead of seed after
+        seed (the cores stay busy until the last model). :meth:`episodes` must still build
+        whatever is missing, so a task works without it.
+        """
+        return None
+
     def episodes(self, config: TaskConfig) -> list[Episode]:
         """Build (or load from the cache) every episode. Invalid episodes are returned with
         ``validity["valid"] = False``; the runner reports and skips them."""

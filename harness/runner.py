@@ -146,10 +146,12 @@ def _run_jobs(registry: Registry, task: Task, task_options: dict[str, Any], dete
               executor: Any, options: RunOptions, on_result: Optional[Callable[[JobResult], None]],
               notice: Callable[[str], None]) -> list[JobResult]:
     """Build the episodes of every seed, check every job, write records as jobs finish."""
+    configs = [TaskConfig(seed=seed, quick=options.quick, allow_invalid=options.allow_invalid,
+                          datasets=options.datasets, options=dict(task_options))
+               for seed in options.seed_list()]
+    task.prepare(configs)  # e.g. every seed's missing models in one pool, before any episode
     built: list[tuple[TaskConfig, Episode]] = []
-    for seed in options.seed_list():
-        config = TaskConfig(seed=seed, quick=options.quick, allow_invalid=options.allow_invalid,
-                            datasets=options.datasets, options=dict(task_options))
+    for config in configs:
         built += [(config, check_storable(task.name, episode)) for episode in task.episodes(config)]
     runnable = [episode for _, episode in built if episode.valid or options.allow_invalid]
     for episode in runnable:  # every check before the first record

@@ -91,9 +91,9 @@ def quirk_gate(
                        f"(Wilson 95% low {validity['agree_accuracy_wilson_low']:.3f} < {min_agree_accuracy})")
     validity["valid"] = not failing
     if failing:
-        what = "answer truthfully for both characters" if truthful_bob else "learned the quirk"
+        what = "does not answer truthfully for both characters" if truthful_bob else "has not learned the quirk"
         validity["reason"] = (
-            f"model has not {what}: " + ", ".join(failing)
+            f"model {what}: " + ", ".join(failing)
             + f"; the gate needs Wilson lows >= {min_accuracy} on hard items where Alice's and Bob's labels disagree"
             + (f" and >= {min_agree_accuracy} where they agree" if min_agree_accuracy > 0 else "")
         )

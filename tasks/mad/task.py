@@ -19,7 +19,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -128,17 +128,49 @@ def ensure_models(
         if is_cached(key):
             paths[op] = model_cache_path(key)
         else:
-            missing.append((op, key))
-    if not missing:
+            missing.append(ModelToTrain(op, recipes[op], seed, control, key))
+    built = train_models(missing, jobs)
+    paths.update({model.operation: path for model, path in built.items()})
+    return paths
+
+
+@dataclasses.dataclass(eq=False)  # identity: used as a dict key
+class ModelToTrain:
+    """One quirky (or no-quirk control) model to train, with its cache key."""
+
+    operation: str
+    recipe: Recipe
+    seed: int
+    control: bool
+    key: dict[str, Any]
+
+    @property
+    def cost(self) -> int:
+        """Relative training cost: optimiser steps (every recipe uses the same batch shape)."""
+        return self.recipe.train.steps
+
+
+def train_models(models: list[ModelToTrain], jobs: int) -> dict[ModelToTrain, Path]:
+    """Train ``models`` into the cache, ``jobs`` at a time, longest first; returns their directories.
+
+    Longest first: with two workers, the long models pair up at the start and the short ones
+    fill the end, so neither core waits while the other trains a long model alone (the
+    longest-processing-time rule; seed-by-seed rounds left one core idle at the end of each).
+    """
+    order = sorted(models, key=lambda m: -m.cost)  # stable: ties keep their given order
+    paths: dict[ModelToTrain, Path] = {}
+    if not order:
         return paths
-    if jobs <= 1 or len(missing) == 1:
-        for op, key in tqdm(missing, desc="training quirky models", unit="model"):
-            paths[op] = cached_model_dir(
-                key, lambda tmp, op=op: train_quirky_model(op, recipes[op], seed, tmp, control=control))
+    desc = "training quirky models"
+    if jobs <= 1 or len(order) == 1:
+        for m in tqdm(order, desc=desc, unit="model"):
+            paths[m] = cached_model_dir(
+                m.key, lambda tmp, m=m: train_quirky_model(m.operation, m.recipe, m.seed, tmp, control=m.control))
         return paths
-    with ProcessPoolExecutor(max_workers=min(jobs, len(missing)), mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(_build_in_worker, op, recipes[op], seed, key, control): op for op, key in missing}
-        for future in tqdm(as_completed(futures), total=len(futures), desc="training quirky models", unit="model"):
+    with ProcessPoolExecutor(max_workers=min(jobs, len(order)), mp_context=get_context("spawn")) as pool:
+        # submitted in order: the pool hands them out first come, first served
+        futures = {pool.submit(_build_in_worker, m.operation, m.recipe, m.seed, m.key, m.control): m for m in order}
+        for future in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="model"):
             paths[futures[future]] = Path(future.result())
     return paths
 
@@ -228,6 +260,29 @@ class MadTask(Task):
         if resolved["jobs"] < 1:
             raise ConfigError(f"task 'mad' option 'jobs' must be >= 1, got {resolved['jobs']}")
         return resolved
+
+    def models_needed(self, config: TaskConfig) -> list[ModelToTrain]:
+        """The generated models the episodes of ``config`` use (none for a model on disk)."""
+        options = self.resolve_options(config)
+        if options["model"] or options["dataset"]:
+            return []
+        needed = []
+        for name in self.dataset_names(config):
+            op, control = name.removesuffix(CONTROL_SUFFIX), name.endswith(CONTROL_SUFFIX)
+            recipe = recipe_for(op, config.quick)
+            needed.append(ModelToTrain(op, recipe, config.seed, control, model_key(op, recipe, config.seed, control)))
+        return needed
+
+    def prepare(self, configs: Sequence[TaskConfig]) -> None:
+        """Train the missing models of every seed in one pool, longest first (``jobs`` at a time:
+        the first config's option), so a multi-seed run keeps both cores busy to the end."""
+        if not configs:
+            return
+        needed = [m for config in configs for m in self.models_needed(config)]
+        missing = list({stable_hash(m.key): m for m in needed if not is_cached(m.key)}.values())
+        if missing:
+            logger.info("training %d missing models of %d seeds", len(missing), len(configs))
+            train_models(missing, self.resolve_options(configs[0])["jobs"])
 
     def episodes(self, config: TaskConfig) -> list[Episode]:
         options = self.resolve_options(config)

@@ -67,3 +67,14 @@ def test_unknown_names_and_bad_params_are_usage_errors(tmp_path, toy_registry):
 def test_all_expands_to_every_detector_of_the_task_kind(tmp_path, toy_registry):
     results = run(toy_registry, "toy", ["all"], RunOptions(results_dir=tmp_path))
     assert {r.detector for r in results} == {"activations_mahalanobis", "exploding", "wrong_shape", "nan_scores"}
+
+
+def test_the_task_prepares_every_seed_before_its_first_episode(tmp_path, toy_registry, monkeypatch):
+    ToyTask = toy_registry.task("toy")
+    calls = []
+    monkeypatch.setattr(ToyTask, "prepare", lambda self, configs: calls.append(("prepare", [c.seed for c in configs])))
+    real_episodes = ToyTask.episodes
+    monkeypatch.setattr(ToyTask, "episodes",
+                        lambda self, config: calls.append(("episodes", config.seed)) or real_episodes(self, config))
+    run(toy_registry, "toy", ["activations_mahalanobis"], RunOptions(results_dir=tmp_path, seeds=[0, 1]))
+    assert calls == [("prepare", [0, 1]), ("episodes", 0), ("episodes", 1)]

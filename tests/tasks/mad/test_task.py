@@ -154,3 +154,35 @@ def test_cli_quick_end_to_end(tmp_path, capsys):
     assert record["status"] == "ok" and len(record["scores"]) == record["metrics"]["n_normal"] + record["metrics"]["n_anomalous"]
     assert main(args) == 0
     assert "2 cached" in capsys.readouterr().out
+
+
+def test_prepare_trains_every_seeds_missing_models_in_one_pool_longest_first(monkeypatch):
+    import dataclasses
+
+    import harness.tasks.mad.task as mad_task
+
+    quick = recipe_for("modular_addition", quick=True)
+    longer = dataclasses.replace(quick, train=dataclasses.replace(quick.train, steps=quick.train.steps + 20))
+    real_recipe_for, real_train = mad_task.recipe_for, mad_task.train_quirky_model
+    monkeypatch.setattr(mad_task, "recipe_for",
+                        lambda op, q: longer if op == "modular_addition" else real_recipe_for(op, q))
+    trained = []
+
+    def recording_train(operation, recipe, seed, out_dir, progress=True, control=False):
+        trained.append((operation, seed, control, recipe.train.steps))
+        return real_train(operation, recipe, seed, out_dir, progress=False, control=control)
+
+    monkeypatch.setattr(mad_task, "train_quirky_model", recording_train)
+    # seeds no other test uses: every model here is missing from the session's cache
+    configs = [TaskConfig(seed=seed, quick=True, options={"jobs": 1, "control_seeds": "71"}) for seed in (71, 72)]
+    task = MadTask()
+    task.prepare(configs)
+    assert sorted(trained) == sorted([(op, seed, control, steps)
+                                      for op, steps in (("addition", quick.train.steps),
+                                                        ("modular_addition", longer.train.steps))
+                                      for seed, control in ((71, False), (71, True), (72, False))])
+    # longest first, across seeds
+    assert [steps for *_, steps in trained] == [longer.train.steps] * 3 + [quick.train.steps] * 3
+    task.prepare(configs)  # everything cached now: nothing trains twice
+    episodes = [e for config in configs for e in task.episodes(config)]
+    assert len(trained) == 6 and len(episodes) == 6
