@@ -27,13 +27,15 @@ from harness.cache import cached_arrays, stable_hash
 from harness.interfaces import ConfigError, Detector
 from harness.items import InputItems, ModelItem
 from harness.layers import resolve_layer
+from harness.runtime import current, with_batch_backoff
 
 from .statistics import COVARIANCE_ESTIMATORS, Mahalanobis
 
 # 3: Chandrupatla search, pilot start for per-example roots; 4: evaluations stored;
 # 5: an int layer is a hidden-state index (harness.layers): the block whose output it is; directions
 #    drawn in seeded float32 RNG blocks (harness/basin/directions.py)
-ENGINE_VERSION = "5"
+# 6: per-model starts from a stratified probe of fragile examples
+ENGINE_VERSION = "6"
 
 
 class _PerExampleBasin(Detector):
@@ -123,10 +125,13 @@ class _PerExampleBasin(Detector):
             from harness.zoo.tokenizer import encode_batch
 
             batch = encode_batch(item.handle.tokenizer, prompts)
-            result = estimate_basin(item.handle.model, batch["input_ids"], batch["attention_mask"],
-                                    n_directions=self.n_directions, eps=self.eps,
-                                    layer=self.engine_layer(item.handle.n_layers),
-                                    seed=self.seed, rtol=self.rtol)
+            runtime = current()
+            result = with_batch_backoff(
+                lambda size: estimate_basin(item.handle.model, batch["input_ids"], batch["attention_mask"],
+                                            n_directions=self.n_directions, eps=self.eps,
+                                            layer=self.engine_layer(item.handle.n_layers),
+                                            seed=self.seed, rtol=self.rtol, batch_size=size),
+                runtime.initial_batch_size(), f"{self.name} (per-model basin)", auto=runtime.batch_size == "auto")
             return {"log_volume": np.array([result.log_volume]), "radii": np.asarray(result.radii, np.float64),
                     "kls": np.asarray(result.kls, np.float64), "estimates": np.asarray(result.estimates, np.float64)}
 
@@ -137,16 +142,20 @@ class _PerExampleBasin(Detector):
         from harness.zoo.tokenizer import encode_batch
 
         batch = encode_batch(items.handle.tokenizer, list(items.prompts))
-        result = per_example_basin(
-            items.handle.model,
-            batch["input_ids"],
-            batch["attention_mask"],
-            n_directions=self.n_directions,
-            eps=self.eps,
-            layer=self.engine_layer(items.n_layers),
-            seed=self.seed,
-            rtol=self.rtol,
-        )
+        runtime = current()
+        result = with_batch_backoff(
+            lambda size: per_example_basin(
+                items.handle.model,
+                batch["input_ids"],
+                batch["attention_mask"],
+                n_directions=self.n_directions,
+                eps=self.eps,
+                layer=self.engine_layer(items.n_layers),
+                seed=self.seed,
+                rtol=self.rtol,
+                batch_size=size,
+            ),
+            runtime.initial_batch_size(), f"{self.name} (per-example basin)", auto=runtime.batch_size == "auto")
         return {
             "log_multipliers": np.log(result.multipliers).astype(np.float64),
             "estimates": np.asarray(result.estimates, dtype=np.float64),

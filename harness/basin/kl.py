@@ -137,6 +137,7 @@ class CausalLMKL:
         self.batch_size = int(batch_size)
         self.n_forward = 0
         self.n_rows = 0
+        self._last_full: dict[int, tuple[float, torch.Tensor]] = {}  # direction -> (scale, row KLs)
         n = input_ids.shape[0]
         # Rows whose mask is zeros then ones (left padding) need no mask once their padding
         # columns are dropped; batches of equal-length rows then run maskless (is_causal
@@ -256,30 +257,49 @@ class CausalLMKL:
 
     # ---------------------------------------------------------------------------------------
 
-    def per_direction(self, scales: torch.Tensor, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def per_direction(self, scales: torch.Tensor, rows: Optional[torch.Tensor] = None,
+                      weights: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``(n_dirs,)`` scales (NaN = skip) -> ``(n_dirs,)`` float64 KL averaged over all positions.
 
         rows: optional subset of example indices to average over instead of all examples (a
-        cheap, approximate KL for a coarse search).
+        cheap, approximate KL for a coarse search); weights: optional ``(len(rows),)`` weights
+        of the average (e.g. a stratified estimate of the full-set mean), normalised here;
+        default: each row by its number of evaluation positions.
         """
         scales = torch.as_tensor(scales, dtype=torch.float64)
         out = torch.full(scales.shape, float("nan"), dtype=torch.float64)
         active = (~scales.isnan()).nonzero().flatten()
         rows = torch.arange(self.n_examples) if rows is None else torch.as_tensor(rows, dtype=torch.long)
         n = len(rows)
-        weights = self.n_positions[rows] / self.n_positions[rows].sum()
+        weights = self.n_positions[rows] if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        weights = weights / weights.sum()
         if self.mode == "sequential":
             for d in active.tolist():
-                with perturbed_weights(self.subset, self.directions.params(d), float(scales[d])):
-                    kls = torch.empty(n, dtype=torch.float64)
-                    for batch in self._batches(rows):
-                        kls[batch] = self._row_kl(rows[batch], self._logprobs(rows[batch]))
+                kls = self.row_kls(d, float(scales[d]), rows)
+                if len(rows) == self.n_examples:  # a full-set evaluation: kept for row_kls
+                    self._last_full[d] = (float(scales[d]), kls)
                 out[d] = (weights * kls).sum()
             return out
         dirs = active.repeat_interleave(n)
         kls = self._hooked_rows(dirs, rows.repeat(len(active)), scales[dirs])
         out[active] = (kls.view(len(active), n) * weights).sum(-1)
         return out
+
+    def row_kls(self, direction: int, scale: float, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Each row's own KL ``(len(rows),)`` (default: every example) at ``θ + scale w_direction``,
+        from plain passes at in-place perturbed weights (restored bitwise afterwards). The
+        full-set KLs of a direction's last sequential :meth:`per_direction` evaluation are
+        reused when asked again at that scale."""
+        if rows is None:
+            last = self._last_full.get(direction)
+            if last is not None and last[0] == scale:
+                return last[1].clone()
+        rows = torch.arange(self.n_examples) if rows is None else torch.as_tensor(rows, dtype=torch.long)
+        kls = torch.empty(len(rows), dtype=torch.float64)
+        with perturbed_weights(self.subset, self.directions.params(direction), scale):
+            for batch in self._batches(rows):
+                kls[batch] = self._row_kl(rows[batch], self._logprobs(rows[batch]))
+        return kls
 
     def per_example(self, scales: torch.Tensor) -> torch.Tensor:
         """``(n_dirs, n_examples)`` scales (NaN = skip) -> same-shape float64 per-example KL."""

@@ -181,6 +181,37 @@ def _subset_rows(n: int, size: int) -> Optional[torch.Tensor]:
     return torch.linspace(0, n - 1, size).round().long().unique()
 
 
+def _fragile_probe(kl: CausalLMKL, direction: int, scale: float,
+                   size: int) -> Optional[tuple[torch.Tensor, torch.Tensor, float]]:
+    """A stratified probe subset of ``size`` examples and its weights, from one direction's per-example KLs.
+
+    The mean KL of a trained model is carried by a few fragile examples (on the MAD addition
+    model, 8 of 256 examples hold three quarters of it), so an evenly spread subset misreads
+    it by ~25% from one direction to the next. Fragility is shared across directions: the
+    examples with the largest KL at ``scale`` along ``direction`` (three quarters of the
+    subset, weight 1 each) plus evenly spread others standing for the rest (weight
+    ``rest / their number``) estimate every direction's mean KL to a few per cent. Returns
+    ``(rows, weights, bias)`` with ``bias`` = log(estimate / full-set mean) on ``direction``
+    itself, or None when the KLs give no ranking (all zero or not finite).
+    """
+    kls = kl.row_kls(direction, scale)
+    if not (torch.isfinite(kls).all() and float(kls.sum()) > 0):
+        return None
+    n_top = (3 * size) // 4
+    order = torch.argsort(kls, descending=True, stable=True)
+    top, rest = order[:n_top], order[n_top:]
+    n_spread = min(size - n_top, len(rest))
+    spread = rest[torch.linspace(0, len(rest) - 1, n_spread).round().long().unique()]
+    rows = torch.cat([top, spread])
+    weights = torch.cat([torch.ones(len(top), dtype=torch.float64),
+                         torch.full((len(spread),), len(rest) / max(1, len(spread)), dtype=torch.float64)])
+    positions = kl.n_positions
+    full_mean = float((positions * kls).sum() / positions.sum())
+    w = weights * positions[rows]
+    estimate = float((w * kls[rows]).sum() / w.sum())
+    return rows, weights * positions[rows], math.log(estimate / full_mean)
+
+
 def _per_model_search(kl: CausalLMKL, n_directions: int, eps: float, rtol: float, max_iter: int,
                       probe_examples: int) -> SearchResult:
     """The per-model multipliers of all directions, in three stages.
@@ -188,10 +219,13 @@ def _per_model_search(kl: CausalLMKL, n_directions: int, eps: float, rtol: float
     1. Pilot: direction 0 is located on ``probe_examples`` evenly spread examples (cheap:
        from a start of 1 its first steps are far from the root), then solved on the full set
        from there, which gives the typical multiplier ``m0`` and the local log-log slope.
-    2. Probe: every other direction is evaluated once at ``m0`` on the same subset, and one
-       Newton step with the pilot's slope moves it to its own estimate. Directions of a
-       trained model differ a lot (multipliers over a factor of ~4 for the same KL), so a
-       start at ``m0`` would spend a full-set evaluation on a point far from the root.
+    2. Probe: a stratified subset of ``probe_examples`` examples (:func:`_fragile_probe`, from
+       the pilot's per-example KLs at ``m0``) estimates every other direction's mean KL; each
+       direction takes two Newton steps on it (the pilot's slope, then its own secant slope)
+       from ``m0`` to its estimate. Directions of a trained model differ a lot (multipliers
+       over a factor of ~4 for the same KL), so a start at ``m0`` would spend full-set
+       evaluations far from the root. The estimate's bias on the pilot direction (subset vs
+       full-set KL at ``m0``) is divided out.
     3. Full-set search of those directions from their estimates.
     A subset never decides convergence: only full-set KLs are tested against ``rtol``.
     """
@@ -211,10 +245,9 @@ def _per_model_search(kl: CausalLMKL, n_directions: int, eps: float, rtol: float
         return pilot
     start = pilot.multipliers.expand(n_directions - 1).clone()
     slope = pilot.slopes.expand(n_directions - 1).clone()
-    if rows is not None:
-        probe = kl.per_direction(torch.cat([torch.full((1,), math.nan, dtype=torch.float64), start]), rows=rows)[1:]
-        g = (probe / eps).log()
-        start = torch.where(g.isfinite(), start * torch.exp(-(g / slope).clamp(-math.log(1e3), math.log(1e3))), start)
+    probe = _fragile_probe(kl, 0, float(pilot.multipliers[0]), probe_examples) if rows is not None else None
+    if probe is not None:
+        start, slope = _probe_steps(kl, probe, start, slope, eps)
 
     def rest_fn(scales: torch.Tensor) -> torch.Tensor:
         return kl.per_direction(torch.cat([torch.full((1,), math.nan, dtype=torch.float64), scales]))[1:]
@@ -228,6 +261,29 @@ def _per_model_search(kl: CausalLMKL, n_directions: int, eps: float, rtol: float
         n_calls=pilot.n_calls + rest.n_calls,
         slopes=torch.cat([pilot.slopes, rest.slopes]),
     )
+
+
+def _probe_steps(kl: CausalLMKL, probe: tuple[torch.Tensor, torch.Tensor, float], start: torch.Tensor,
+                 slope: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two Newton steps of directions 1.. on the probe's estimate of their mean KL, from ``start``;
+    returns the projected roots and the slopes for the full-set search (the secant's where usable)."""
+    rows, weights, bias = probe
+    cap = math.log(1e3)
+    skip_pilot = torch.full((1,), math.nan, dtype=torch.float64)
+
+    def g(ell: torch.Tensor) -> torch.Tensor:
+        kls = kl.per_direction(torch.cat([skip_pilot, ell.exp()]), rows=rows, weights=weights)[1:]
+        return kls.log() - bias - math.log(eps)
+
+    ell0 = start.log()
+    g0 = g(ell0)
+    ell1 = torch.where(g0.isfinite(), ell0 - (g0 / slope).clamp(-cap, cap), ell0)
+    g1 = g(ell1)
+    secant = (g1 - g0) / (ell1 - ell0)
+    usable = g0.isfinite() & g1.isfinite() & secant.isfinite() & (secant >= 0.25)
+    slope = torch.where(usable, secant.clamp(max=16.0), slope)
+    ell2 = torch.where(g1.isfinite(), ell1 - (g1 / slope).clamp(-cap, cap), ell1)
+    return ell2.exp(), slope
 
 
 def estimate_basin(
@@ -329,6 +385,7 @@ def per_example_basin(
     the saturated side of a cliff in a per-example KL curve costs several evaluations to undo.
     ``log m`` of the result is the basin_mahalanobis feature; ``log_volume`` ``(n_examples,)``
     is the per-example basin estimate. Arrays are ``(n_directions, n_examples)``.
+    ``batch_size``: (direction, example) rows per hooked pass.
     """
     subset, theta_sq, dirs, props, wt, sigma = _prior_terms(model, layer, n_directions, seed, preconditioner, sigma)
     kl = CausalLMKL(model, input_ids, attention_mask, subset, dirs, position_mask, batch_size)
