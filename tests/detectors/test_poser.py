@@ -113,7 +113,7 @@ def test_confidence_is_one_minus_mean_p_benign(item):
 
 def test_weight_norm_is_the_parameters_l2_norm(item):
     model = item.handle.model
-    expected = np.sqrt(sum(float((p.double() ** 2).sum()) for p in model.parameters()))
+    expected = np.sqrt(sum(float((p.detach().double() ** 2).sum()) for p in model.parameters()))
     assert WeightNorm().fit().score([item, item]) == pytest.approx([expected, expected])
 
 
