@@ -116,24 +116,6 @@ def _build_in_worker(operation: str, recipe: Recipe, seed: int, key: dict, contr
     return str(path)
 
 
-def ensure_models(
-    operations: list[str], recipes: dict[str, Recipe], seed: int, jobs: int, control: bool = False
-) -> dict[str, Path]:
-    """Model directory per operation, training the missing ones (``jobs`` at a time);
-    ``control``: the no-quirk control models instead of the quirky ones."""
-    paths: dict[str, Path] = {}
-    missing = []
-    for op in operations:
-        key = model_key(op, recipes[op], seed, control)
-        if is_cached(key):
-            paths[op] = model_cache_path(key)
-        else:
-            missing.append(ModelToTrain(op, recipes[op], seed, control, key))
-    built = train_models(missing, jobs)
-    paths.update({model.operation: path for model, path in built.items()})
-    return paths
-
-
 @dataclasses.dataclass(eq=False)  # identity: used as a dict key
 class ModelToTrain:
     """One quirky (or no-quirk control) model to train, with its cache key."""
@@ -276,8 +258,6 @@ class MadTask(Task):
     def prepare(self, configs: Sequence[TaskConfig]) -> None:
         """Train the missing models of every seed in one pool, longest first (``jobs`` at a time:
         the first config's option), so a multi-seed run keeps both cores busy to the end."""
-        if not configs:
-            return
         needed = [m for config in configs for m in self.models_needed(config)]
         missing = list({stable_hash(m.key): m for m in needed if not is_cached(m.key)}.values())
         if missing:
@@ -290,18 +270,12 @@ class MadTask(Task):
             from harness.tasks.mad.external import external_episode
 
             return [external_episode(self, config, options)]
-        names = self.dataset_names(config)
-        wanted = [(name.removesuffix(CONTROL_SUFFIX), name.endswith(CONTROL_SUFFIX)) for name in names]
-        recipes = {op: recipe_for(op, config.quick) for op, _ in wanted}
-        paths: dict[tuple[str, bool], Path] = {}
-        for control in (False, True):
-            operations = [op for op, c in wanted if c == control]
-            if operations:
-                built = ensure_models(operations, recipes, config.seed, options["jobs"], control=control)
-                paths.update({(op, control): path for op, path in built.items()})
+        needed = self.models_needed(config)
+        # missing models train here when the runner did not prepare them (a direct call)
+        train_models([m for m in needed if not is_cached(m.key)], options["jobs"])
         return [
-            self.episode(op, recipes[op], paths[(op, control)], config.seed, options, control=control)
-            for op, control in wanted
+            self.episode(m.operation, m.recipe, model_cache_path(m.key), config.seed, options, control=m.control)
+            for m in needed
         ]
 
     def episode(
