@@ -35,7 +35,12 @@ from torch import nn
 from harness.basin.perturb import LayerSpec, ParameterSubset, select_parameters
 
 RNG_BLOCK = 1 << 20  # entries per generator; fixed: changing it changes every direction
-DEFAULT_CACHE_BYTES = 256 << 20  # directions kept materialised beyond one block's worth
+DEFAULT_CACHE_BYTES = 256 << 20  # directions kept materialised, when each is small
+# A direction larger than this is not kept beyond one: a block that large belongs to a model
+# whose forward pass costs far more than drawing the block's directions again (a 50 MB block of
+# a 308M-parameter model: 13M samples against seconds per pass), and keeping several would
+# break the engine's memory bound of a few times the block.
+LARGE_DIRECTION_BYTES = 16 << 20
 
 
 def block_seed(seed: int, index: int, block: int) -> int:
@@ -209,8 +214,9 @@ class SubsetDirections:
     """Directions over a parameter subset, shaped like its parameters, in their dtype and device.
 
     source: a :class:`SeededDirections` (or :class:`DenseDirections`, or a dense ``(n, D)``
-    tensor); cache_bytes: how much of them to keep materialised (default: all of them if they
-    fit in ``max(DEFAULT_CACHE_BYTES, one direction)``, else as many as fit). A direction that
+    tensor); cache_bytes: how much of them to keep materialised (default: as many as fit in
+    :data:`DEFAULT_CACHE_BYTES`, or a single one when one direction is over
+    :data:`LARGE_DIRECTION_BYTES`). A direction that
     is not cached is regenerated when asked for; :meth:`param` then builds one parameter's
     slice alone, so a hooked module never materialises more than its own parameters' share.
     """
@@ -225,7 +231,9 @@ class SubsetDirections:
         first = subset.params[0]
         self.dtype, self.device = first.dtype, first.device
         one = subset.dim * first.element_size()
-        self.cache_bytes = max(DEFAULT_CACHE_BYTES, one) if cache_bytes is None else int(cache_bytes)
+        if cache_bytes is None:
+            cache_bytes = one if one > LARGE_DIRECTION_BYTES else DEFAULT_CACHE_BYTES
+        self.cache_bytes = int(cache_bytes)
         self.capacity = int(self.cache_bytes // one)  # whole directions kept
         self._cache: "OrderedDict[int, list[torch.Tensor]]" = OrderedDict()
         self.n_generated = 0  # whole directions built (cache misses), for tests and tuning

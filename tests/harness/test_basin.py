@@ -475,6 +475,21 @@ def test_direction_cache_stays_within_its_budget_and_regenerates_the_same_values
     assert all(torch.equal(dirs.vector(i), first[i]) for i in range(5))
 
 
+def test_large_directions_are_not_cached_beyond_one():
+    from harness.basin.directions import DEFAULT_CACHE_BYTES, LARGE_DIRECTION_BYTES, SeededDirections, SubsetDirections
+
+    small = select_parameters(tiny_llama(), 1)
+    dirs = SubsetDirections(small, SeededDirections(small.dim, 5, seed=2))
+    assert dirs.capacity == DEFAULT_CACHE_BYTES // (small.dim * 4)  # small: every direction kept
+    big_layer = torch.nn.Linear(2048, LARGE_DIRECTION_BYTES // (4 * 2048) + 1, bias=False)
+    big = select_parameters(big_layer)
+    assert big.dim * 4 > LARGE_DIRECTION_BYTES
+    dirs = SubsetDirections(big, SeededDirections(big.dim, 5, seed=2))
+    assert dirs.capacity == 1
+    dirs.prefetch([0, 1, 2])  # a pass over three directions: built per parameter, none cached
+    assert len(dirs._cache) == 0 and dirs.n_generated == 0
+
+
 def test_direction_sampling_draws_bounded_chunks(monkeypatch):
     from harness.basin import directions as directions_module
     from harness.basin.directions import RNG_BLOCK, prior_terms
