@@ -205,11 +205,11 @@ def _fragile_probe(kl: CausalLMKL, direction: int, scale: float,
     rows = torch.cat([top, spread])
     weights = torch.cat([torch.ones(len(top), dtype=torch.float64),
                          torch.full((len(spread),), len(rest) / max(1, len(spread)), dtype=torch.float64)])
-    positions = kl.n_positions
+    positions = kl.n_positions  # an example's KL is the mean over its evaluation positions
+    weights = weights * positions[rows]
     full_mean = float((positions * kls).sum() / positions.sum())
-    w = weights * positions[rows]
-    estimate = float((w * kls[rows]).sum() / w.sum())
-    return rows, weights * positions[rows], math.log(estimate / full_mean)
+    estimate = float((weights * kls[rows]).sum() / weights.sum())
+    return rows, weights, math.log(estimate / full_mean)
 
 
 def _per_model_search(kl: CausalLMKL, n_directions: int, eps: float, rtol: float, max_iter: int,
