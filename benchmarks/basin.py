@@ -17,6 +17,12 @@ this one-thread process is the fair comparison on a shared machine), speed-ups a
 references, forward passes (model calls and rows), the agreement of the radii (target: within
 1% of the reference) and the machine's load average at the start and the end.
 
+Threads: ``--threads`` (default 1, the harness's policy on 2-core machines) applies to every
+side. ``--engine-threads N`` gives the engine alone N threads, for the comparison of each side
+at its best setting on an idle machine: the reference's one-row passes gain nothing from a
+second thread (they lose wall time to it), the engine's batched passes do. Compare wall times
+then: CPU time counts every thread.
+
     python benchmarks/basin.py [--mad OPERATION [--quick] | --model-dir DIR [--prompts FILE]] [--smoke]
 
 ``--mad addition`` runs on the MAD task's trained quirky model for that operation (trained and
@@ -29,10 +35,11 @@ random tokens is used. ``--smoke`` shrinks everything to a few seconds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -141,6 +148,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for both sides (default 1: steadier timings; the machine's cores "
                              "favour the engine, whose batches parallelise, over the reference's one-row passes)")
+    parser.add_argument("--engine-threads", type=int, default=None,
+                        help="torch threads for the engine alone (default: --threads); compare wall times then")
     parser.add_argument("--part", choices=("both", "per-model", "per-example"), default="both",
                         help="run only one of the two measurements (default both)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds")
@@ -148,17 +157,21 @@ def main() -> None:
     if args.smoke:
         args.examples, args.directions, args.mad_examples, args.mad_directions = 16, 3, 4, 2
         args.hidden, args.seq_len = 32, 6
+    args.engine_threads = args.engine_threads or args.threads
     torch.set_num_threads(args.threads)
 
     model, ids, mask, desc = build_inputs(args)
     n_params = sum(p.numel() for p in model.parameters())
     common = dict(eps=args.eps, rtol=args.rtol, layer=args.layer, seed=0)
-    print(f"{desc}: {n_params:,} parameters; layer={args.layer}; eps={args.eps}, rtol={args.rtol}; "
-          f"{args.threads} thread{'s' if args.threads > 1 else ''}")
+    threads = f"{args.threads} thread{'s' if args.threads > 1 else ''}"
+    if args.engine_threads != args.threads:
+        threads = f"references {threads}, engine {args.engine_threads} (compare wall times)"
+    print(f"{desc}: {n_params:,} parameters; layer={args.layer}; eps={args.eps}, rtol={args.rtol}; {threads}")
 
-    # warm-up (allocator, lazy initialisation, hooks) so that neither side pays it in its timing
-    estimate_basin(model, ids[:8], mask[:8], n_directions=2, **common)
-    per_example_basin(model, ids[:4], mask[:4], n_directions=2, **common)
+    # warm-up (allocator, lazy initialisation, hooks, thread pool) so that no side pays it in its timing
+    with engine_threads(args):
+        estimate_basin(model, ids[:8], mask[:8], n_directions=2, **common)
+        per_example_basin(model, ids[:4], mask[:4], n_directions=2, **common)
     reference_basin(model, ids[:8], mask[:8], n_directions=1, **common)
 
     print(f"start: {load()}")
@@ -170,10 +183,21 @@ def main() -> None:
     print(f"end: {load()}")
 
 
+@contextlib.contextmanager
+def engine_threads(args) -> Iterator[None]:
+    """The engine's torch thread count within the block, the references' outside it."""
+    torch.set_num_threads(args.engine_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(args.threads)
+
+
 def per_model(args, model, ids, mask, common) -> None:
     """Measurement 1: the per-model estimate against both references."""
     x, m = ids[:args.examples], mask[:args.examples]
-    eng, t_eng = timed(estimate_basin, model, x, m, n_directions=args.directions, **common)
+    with engine_threads(args):
+        eng, t_eng = timed(estimate_basin, model, x, m, n_directions=args.directions, **common)
     cached, t_cached = timed(reference_basin, model, x, m, n_directions=args.directions, cache=True, **common)
     plain, t_plain = timed(reference_basin, model, x, m, n_directions=args.directions, **common)
     print(f"\nper-model estimate: {args.examples} prompts x {args.directions} directions")
@@ -191,7 +215,8 @@ def per_model(args, model, ids, mask, common) -> None:
 def per_example(args, model, ids, mask, common) -> None:
     """Measurement 2: per-example multipliers against both reference loops."""
     x, m = ids[:args.mad_examples], mask[:args.mad_examples]
-    eng, t_eng = timed(per_example_basin, model, x, m, n_directions=args.mad_directions, **common)
+    with engine_threads(args):
+        eng, t_eng = timed(per_example_basin, model, x, m, n_directions=args.mad_directions, **common)
     n_ref = min(args.reference_examples or args.mad_examples, args.mad_examples)
     scale = args.mad_examples / n_ref
     print(f"\nper-example multipliers: {args.mad_examples} examples x {args.mad_directions} directions")
