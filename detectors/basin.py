@@ -18,7 +18,7 @@ also fits its trusted statistics on converged trusted datapoints only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -122,40 +122,31 @@ class _PerExampleBasin(Detector):
 
         def compute() -> dict[str, np.ndarray]:
             from harness.basin import estimate_basin
-            from harness.zoo.tokenizer import encode_batch
 
-            batch = encode_batch(item.handle.tokenizer, prompts)
-            runtime = current()
-            result = with_batch_backoff(
-                lambda size: estimate_basin(item.handle.model, batch["input_ids"], batch["attention_mask"],
-                                            n_directions=self.n_directions, eps=self.eps,
-                                            layer=self.engine_layer(item.handle.n_layers),
-                                            seed=self.seed, rtol=self.rtol, batch_size=size),
-                runtime.initial_batch_size(), f"{self.name} (per-model basin)", auto=runtime.batch_size == "auto")
+            result = self._run_engine(estimate_basin, item.handle, prompts, "per-model basin")
             return {"log_volume": np.array([result.log_volume]), "radii": np.asarray(result.radii, np.float64),
                     "kls": np.asarray(result.kls, np.float64), "estimates": np.asarray(result.estimates, np.float64)}
 
         return cached_arrays("basin", key, compute)
 
-    def _compute(self, items: InputItems) -> dict[str, np.ndarray]:
-        from harness.basin import per_example_basin
+    def _run_engine(self, engine: Callable[..., Any], handle: Any, prompts: list[str], what: str) -> Any:
+        """``engine`` (``estimate_basin`` or ``per_example_basin``) on ``prompts`` with this
+        detector's settings, at the run's batch size (halved on out-of-memory under
+        ``--batch-size auto``)."""
         from harness.zoo.tokenizer import encode_batch
 
-        batch = encode_batch(items.handle.tokenizer, list(items.prompts))
+        batch = encode_batch(handle.tokenizer, prompts)
+        settings = dict(n_directions=self.n_directions, eps=self.eps, layer=self.engine_layer(handle.n_layers),
+                        seed=self.seed, rtol=self.rtol)
         runtime = current()
-        result = with_batch_backoff(
-            lambda size: per_example_basin(
-                items.handle.model,
-                batch["input_ids"],
-                batch["attention_mask"],
-                n_directions=self.n_directions,
-                eps=self.eps,
-                layer=self.engine_layer(items.n_layers),
-                seed=self.seed,
-                rtol=self.rtol,
-                batch_size=size,
-            ),
-            runtime.initial_batch_size(), f"{self.name} (per-example basin)", auto=runtime.batch_size == "auto")
+        return with_batch_backoff(
+            lambda size: engine(handle.model, batch["input_ids"], batch["attention_mask"], batch_size=size, **settings),
+            runtime.initial_batch_size(), f"{self.name} ({what})", auto=runtime.batch_size == "auto")
+
+    def _compute(self, items: InputItems) -> dict[str, np.ndarray]:
+        from harness.basin import per_example_basin
+
+        result = self._run_engine(per_example_basin, items.handle, list(items.prompts), "per-example basin")
         return {
             "log_multipliers": np.log(result.multipliers).astype(np.float64),
             "estimates": np.asarray(result.estimates, dtype=np.float64),
