@@ -8,7 +8,7 @@ positions. Batches are drawn from a ``torch.Generator`` seeded by ``TrainConfig.
 (epoch-wise random permutations), so the same seed, model init and data give bitwise the
 same weights on the same machine. Nothing here downloads anything.
 
-Reproducibility across machines (measured; README "Reproducing the leaderboard's models"):
+Reproducibility across machines (measured in docs/reproducing-models.md):
 training always runs on one intra-op thread (``TRAINING_THREADS``; the caller's setting is
 restored afterwards), because two threads split reductions differently and changed the
 trained weights; in-process and process-pool training then agree bitwise.
@@ -41,7 +41,7 @@ from harness.zoo.tokenizer import answer_token_ids, position_ids_from_mask
 logger = logging.getLogger(__name__)
 
 # intra-op threads while training: one, whatever the process uses otherwise (HARNESS_TORCH_THREADS),
-# so the weights do not depend on it. Every cached model was trained with one thread.
+# so the weights do not depend on it
 TRAINING_THREADS = 1
 # the CPU kernels an AVX2 machine uses, pinned (environment of a fresh process; ATen and MKL
 # read these once, at their first use): the same weights on every Intel CPU with AVX2 or AVX-512
@@ -72,7 +72,6 @@ def _with_training_threads(train):
             torch.set_num_threads(previous)
 
     return wrapper
-
 
 
 def encode_pairs(

@@ -273,18 +273,15 @@ def _recipe(max_digits: float = 2, n_examples: int = 3000, n_eval: int = 1500, n
     )
 
 
-
 # One recipe for every two-digit operation: the auxiliary sequences that teach the facts in
 # the statement's own format ("plain", "echo") and give the comparison a direct target
-# ("judges"), at the learning rate and length the slowest learner (modular addition) needs.
-# docs/mad.md explains each choice and lists what was tried before.
+# ("judges"), at the learning rate and length the slowest learner (modular addition) needs
+# (docs/mad.md explains each choice).
 SHARED_RECIPE = _recipe(steps=5000, aux=("plain", "echo", "judges"), lr=1.5e-3, notes=(
     "2-digit operands; 3,000 log-uniform train pairs + 5,000 uniform extras, 1,500 held-out; "
     "3-layer d=64 Llama, 5,000 steps of batch 128 at peak lr 1.5e-3 (one-cycle)."))
 
-# The same recipe trained longer. At 5,000 steps the multiplication and modular-addition models
-# still had a high training loss (0.33 and 0.44, against 0.01-0.05 for addition) and failed the
-# gate, so they get 8,000 steps; the leaderboard prints the recipe of each dataset when they differ.
+# The same recipe trained longer: at 5,000 steps multiplication and modular addition fail the validity gate.
 LONG_RECIPE = _recipe(steps=8000, aux=("plain", "echo", "judges"), lr=1.5e-3, notes=(
     "2-digit operands; 3,000 log-uniform train pairs + 5,000 uniform extras, 1,500 held-out; "
     "3-layer d=64 Llama, 8,000 steps of batch 128 at peak lr 1.5e-3 (one-cycle)."))
@@ -294,8 +291,8 @@ RECIPES: dict[str, Recipe] = {
     "subtraction": SHARED_RECIPE,
     "multiplication": LONG_RECIPE,
     "modular_addition": LONG_RECIPE,
-    # unary: two-digit operands give only 99 examples, so three digits; it has not learned the
-    # quirk with any recipe tried (docs/mad.md) and is not among the default datasets
+    # unary: two-digit operands give only 99 examples, so three digits; it does not learn the
+    # quirk (docs/mad.md), so it is not among the default datasets
     "squaring": _recipe(
         max_digits=3, n_examples=250, n_eval=249, n_uniform=450,
         notes="3-digit operands: 250 train + 249 held-out + 450 uniform extras; does not learn the quirk.",

@@ -262,10 +262,3 @@ def default_poor_data(valid_data: Path) -> Optional[Path]:
     """The original repository's layout: ``<root>/benchmark/x.json`` -> ``<root>`` when ``<root>/training/`` exists."""
     root = valid_data.parent.parent
     return root if valid_data.parent.name == "benchmark" and (root / "training").is_dir() else None
-
-
-def write_json(path: PathLike, data: Any) -> None:
-    """Write ``data`` as indented JSON (used to export generated data in the original format)."""
-    from harness.cache import atomic_write_json
-
-    atomic_write_json(path, data)

@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "basin.py"
 
 
+@pytest.mark.slow
 def test_smoke_run_reports_both_references_and_the_engine_threads():
     out = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--engine-threads", "2"],
                          capture_output=True, text=True, timeout=300, check=True).stdout

@@ -42,6 +42,7 @@ def test_rerun_with_force_gives_identical_records(local_records: Path, tmp_path:
     assert snapshot(tmp_path / "again") == before
 
 
+@pytest.mark.slow
 def test_process_pool_gives_the_records_of_the_local_executor(local_records: Path, tmp_path: Path) -> None:
     outcomes = quick_run(tmp_path / "process", executor="process", jobs=2)
     assert [(r.dataset, r.detector, r.status) for r in outcomes] == [
@@ -86,6 +87,7 @@ def ray_head():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_ray_executor_gives_the_records_of_the_local_executor(ray_head, local_records: Path, tmp_path: Path) -> None:
     address, env = ray_head
     command = [sys.executable, "-m", "harness.cli", "run", "--task", "mad", "--quick", "--allow-invalid",

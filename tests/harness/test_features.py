@@ -4,7 +4,7 @@ import torch
 
 from harness.features import FeatureExtractor, last_logits_only
 from harness.interfaces import ConfigError
-from harness.items import InputItems
+from harness.items import TextItems
 from harness.zoo.store import ModelHandle, ModelDirectoryError, load_model
 from harness.zoo.tokenizer import answer_token_ids
 
@@ -96,6 +96,7 @@ def test_attributions_leave_the_parameters_frozen_state_and_gradients_alone(tiny
     assert all(p.requires_grad and p.grad is None for p in handle.model.parameters())
 
 
+@pytest.mark.slow
 def test_auto_batch_size_backs_off_on_out_of_memory(tiny_model_dir, caplog):
     extractor = FeatureExtractor(ModelHandle(tiny_model_dir), progress=False, use_cache=False)
     run_batches = extractor._run_batches
@@ -127,7 +128,7 @@ def test_damaged_cache_file_is_recomputed(tiny_model_dir):
 
 
 def test_items_give_layers_and_logodds(tiny_model_dir):
-    items = InputItems(PROMPTS, FeatureExtractor(ModelHandle(tiny_model_dir), progress=False))
+    items = TextItems(PROMPTS, FeatureExtractor(ModelHandle(tiny_model_dir), progress=False))
     layers = items.activations()
     assert sorted(layers) == [1, 2] and layers[1].shape == (len(PROMPTS), 32)
     assert items.logodds().shape == (len(PROMPTS),)

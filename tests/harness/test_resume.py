@@ -21,6 +21,8 @@ import pytest
 
 from harness.results import snapshot
 
+pytestmark = pytest.mark.slow  # every test runs cold `harness run` processes
+
 DETECTORS = ["activations_mahalanobis", "activations_lof", "probe_mahalanobis_mean", "flow_mahalanobis"]
 N_JOBS = 2 * len(DETECTORS)  # quick MAD has two datasets
 N_KILLS = 5
