@@ -8,7 +8,9 @@ largest need exceeds the device's free memory the run stops before its first rec
 line: how much is needed, of what, and which option lowers it.
 
 The estimate is deliberately simple (a bound to catch hopeless runs, not a profiler): it
-needs no weight loaded, only ``config.json``, the weight files' headers and the tokenizer.
+needs no weight loaded, only ``config.json``, the weight files' headers and the tokenizer. The
+model facts come from the handles themselves (:class:`harness.zoo.store.ModelHandle`:
+``weight_bytes``, ``d_model``, ``n_layers``), so this module imports no model code.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from harness.interfaces import ConfigError
 from harness.runtime import Runtime
 
 GIB = 1024 ** 3
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 # tokens assumed per prompt when the items do not say (MAD statements are ~10-30 tokens)
 DEFAULT_TOKENS = 128
 # fixed cost of a harness process (torch, transformers, python)
@@ -58,17 +59,6 @@ def episode_handles(episode: Any) -> list[Any]:
     return list(unique.values())
 
 
-def weight_bytes(handle: Any, runtime: Runtime) -> int:
-    """The model's weights at the run's dtype (``auto``: the checkpoint's, or float32)."""
-    dtype = runtime.dtype
-    if dtype == "auto":
-        from harness.zoo.store import model_config
-
-        config = model_config(handle.path)
-        dtype = str(config.get("dtype") or config.get("torch_dtype") or "float32")
-    return handle.n_parameters * DTYPE_BYTES.get(dtype, 4)
-
-
 def extraction_bytes(handle: Any, runtime: Runtime, tokens: int = DEFAULT_TOKENS) -> int:
     """One batch's hidden states of every layer in float32 (kept by output_hidden_states)."""
     return runtime.initial_batch_size() * tokens * handle.d_model * (handle.n_layers + 1) * 4
@@ -80,7 +70,7 @@ def job_need(episode: Any, detector: Any, runtime: Runtime) -> Need:
     need = Need({"process": PROCESS_BYTES})
     if handles:
         largest = max(handles, key=lambda handle: handle.n_parameters)
-        need.parts["weights"] = weight_bytes(largest, runtime)
+        need.parts["weights"] = largest.weight_bytes(runtime.dtype)  # at the run's dtype
         need.parts["extraction batch"] = extraction_bytes(largest, runtime)
     extra = detector.memory_need(episode)
     if extra:

@@ -30,7 +30,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 DEFAULT_BATCH_SIZE = 256
 # features of models this large are stored in float16 (half the disk and the load time);
-# smaller models keep float32, so the tiny benchmark models' numbers are exactly as before
+# smaller models keep float32, so the tiny benchmark models' numbers stay exact
 FLOAT16_STORAGE_PARAMS = 1_000_000_000
 
 T = TypeVar("T")

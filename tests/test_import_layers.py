@@ -108,20 +108,7 @@ LAYERS = (
 )
 
 # (importer, imported) -> why it is there and what removes it; see the module docstring
-KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
-    ("harness.interfaces", "harness.leaderboard"):
-        "ground -> leaderboard, a cycle (leaderboard imports interfaces): Task.leaderboard_section/"
-        "leaderboard_plots annotate their argument with leaderboard.Section (under TYPE_CHECKING)",
-    ("harness.interfaces", "harness.report"):
-        "ground -> leaderboard, a cycle: the Task base class's default summary_row and leaderboard_section "
-        "call report.default_summary_row / report.default_section (imports inside the methods)",
-    ("harness.tasks.mad.report", "harness.tasks.mad.task"):
-        "a cycle inside the mad plugin (its task imports its report): the report's _default_gate reads the "
-        "default min_accuracy / min_agree_accuracy from the task's OPTIONS (import inside the function)",
-    ("harness.report", "harness.leaderboard"):
-        "a cycle inside the leaderboard group (leaderboard imports report): report's helpers annotate with "
-        "leaderboard.Section (under TYPE_CHECKING)",
-}
+KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {}
 
 
 # -------------------------------------------------------------------------------------------

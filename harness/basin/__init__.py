@@ -23,8 +23,9 @@ from harness.basin.estimate import (
     logmeanexp,
     simple_log_estimates,
 )
+from harness.basin.hooked import HookedPerturbation
 from harness.basin.kl import CausalLMKL
-from harness.basin.perturb import HookedPerturbation, ParameterSubset, perturbed_weights, select_parameters
+from harness.basin.perturb import ParameterSubset, perturbed_weights, select_parameters
 from harness.basin.search import SearchResult, estimate_basin, find_multipliers, per_example_basin
 
 __all__ = [

@@ -39,7 +39,8 @@ import torch
 from torch import nn
 
 from harness.basin.directions import SubsetDirections, as_subset_directions
-from harness.basin.perturb import HookedPerturbation, ParameterSubset, perturbed_weights
+from harness.basin.hooked import HookedPerturbation
+from harness.basin.perturb import ParameterSubset, perturbed_weights
 from harness.interventions import block_list
 
 logger = logging.getLogger(__name__)

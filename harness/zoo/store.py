@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional
 
 from harness.cache import (
     MANIFEST_NAME,
@@ -24,17 +24,15 @@ from harness.cache import (
     verify_manifest,
     write_manifest,
 )
-
 from harness.interfaces import ConfigError
-
-if TYPE_CHECKING:
-    from harness.runtime import Runtime
+from harness.runtime import Runtime, current, free_memory
 
 logger = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 METADATA_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                   "generation_config.json")
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
 class ModelDirectoryError(ConfigError):
@@ -77,7 +75,7 @@ def model_fingerprint(path: PathLike, memo: bool = True) -> str:
     return fingerprint
 
 
-def load_model(path: PathLike, runtime: Optional["Runtime"] = None) -> tuple[Any, Any]:
+def load_model(path: PathLike, runtime: Optional[Runtime] = None) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` from a directory written by ``save_pretrained``.
 
     ``runtime`` (default: this process's, :mod:`harness.runtime`) says the device, dtype and
@@ -85,8 +83,6 @@ def load_model(path: PathLike, runtime: Optional["Runtime"] = None) -> tuple[Any
     of every row is then the answer position) and gets a pad token if it has none.
     """
     from transformers import AutoModelForCausalLM
-
-    from harness.runtime import current
 
     runtime = runtime or current()
     path = check_model_dir(path)
@@ -203,6 +199,14 @@ class ModelHandle:
         """Where input ids go: the input embeddings' device (several devices with a device map)."""
         return self.model.get_input_embeddings().weight.device
 
+    def weight_bytes(self, dtype: str = "auto") -> int:
+        """Bytes of the weights at ``dtype`` (``auto``: the checkpoint's, or float32); no weight
+        is loaded."""
+        if dtype == "auto":
+            config = model_config(self.path)
+            dtype = str(config.get("dtype") or config.get("torch_dtype") or "float32")
+        return self.n_parameters * DTYPE_BYTES.get(dtype, 4)
+
     def _load(self) -> tuple[Any, Any]:
         if self._loaded is None:
             _make_room_for(self)
@@ -215,8 +219,6 @@ class ModelHandle:
         if self._loaded is not None:
             self._loaded = None
             _RESIDENT[:] = [h for h in _RESIDENT if h is not self]
-            from harness.runtime import free_memory
-
             free_memory()
 
 
@@ -232,17 +234,11 @@ def resident_budget() -> int:
     return int(float(os.environ.get("HARNESS_RESIDENT_GIB", DEFAULT_RESIDENT_GIB)) * 1024 ** 3)
 
 
-def _weight_bytes(handle: ModelHandle) -> int:
-    from harness.memory import weight_bytes
-    from harness.runtime import current
-
-    return weight_bytes(handle, current())
-
-
 def _make_room_for(handle: ModelHandle) -> None:
     budget = resident_budget()
-    need = _weight_bytes(handle)
-    while _RESIDENT and sum(_weight_bytes(h) for h in _RESIDENT) + need > budget:
+    dtype = current().dtype
+    need = handle.weight_bytes(dtype)
+    while _RESIDENT and sum(h.weight_bytes(dtype) for h in _RESIDENT) + need > budget:
         _RESIDENT[0].release()
 
 
@@ -322,8 +318,8 @@ def quiet_transformers() -> None:
 
 def configure_process(device: str = "cpu") -> None:
     """Set up a harness process: quiet transformers logging and, when models run on the CPU,
-    the thread policy: one torch thread (two threads under load ran up to 13x slower on 2-core
-    machines); ``HARNESS_TORCH_THREADS`` overrides (training always runs on one thread, see
+    the thread policy: one torch thread (more threads than free cores slow every process
+    down); ``HARNESS_TORCH_THREADS`` overrides (training always runs on one thread, see
     :data:`harness.zoo.training.TRAINING_THREADS`). On an accelerator torch's default stays."""
     import torch
 

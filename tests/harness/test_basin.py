@@ -269,7 +269,8 @@ def test_engine_agrees_with_plain_reference():
 
 
 # 3 examples: every problem starts at 1; 20 examples: from a pilot's median (see _pilot_start)
-@pytest.mark.parametrize("n_examples, n_directions, data_seed, seed", [(3, 2, 4, 1), (20, 3, 7, 2)])
+@pytest.mark.parametrize("n_examples, n_directions, data_seed, seed",
+                         [(3, 2, 4, 1), pytest.param(20, 3, 7, 2, marks=pytest.mark.slow)])
 def test_per_example_multipliers_agree_with_reference_loop(n_examples, n_directions, data_seed, seed):
     ref = _reference_module()
     model = tiny_llama(hidden=16, layers=1, dtype=torch.float64)

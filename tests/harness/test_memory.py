@@ -7,7 +7,7 @@ from harness.detectors.activations import ActivationsMahalanobis
 from harness.detectors.attribution import AttributionMahalanobis
 from harness.features import FeatureExtractor
 from harness.interfaces import ConfigError, Episode
-from harness.items import InputItems
+from harness.items import TextItems
 from harness.memory import PROCESS_BYTES, check_fits, job_need
 from harness.runtime import Runtime
 from harness.zoo.store import ModelHandle
@@ -17,8 +17,8 @@ from harness.zoo.store import ModelHandle
 def episode(tiny_model_dir):
     handle = ModelHandle(tiny_model_dir)
     extractor = FeatureExtractor(handle, progress=False)
-    trusted = InputItems(["1 + 1 = 2. Alice:"] * 10, extractor)
-    test = InputItems(["3 + 4 = 8. Bob:"] * 6, extractor)
+    trusted = TextItems(["1 + 1 = 2. Alice:"] * 10, extractor)
+    test = TextItems(["3 + 4 = 8. Bob:"] * 6, extractor)
     return Episode("tiny", trusted, test, np.r_[np.zeros(3), np.ones(3)].astype(int), {}, {"valid": True}, "fp")
 
 
@@ -31,6 +31,7 @@ def test_the_need_counts_weights_at_the_run_dtype_without_loading_them(episode):
     assert need.parts["activations_mahalanobis"] >= 16 * d * layers * 4 + d * d * layers * 4
     assert job_need(episode, ActivationsMahalanobis(), Runtime(dtype="bfloat16")).parts["weights"] == \
         handle.n_parameters * 2
+    assert handle.weight_bytes("auto") == handle.n_parameters * 4  # the checkpoint's dtype: float32
     assert not handle.loaded  # configs and headers only
     backward = job_need(episode, AttributionMahalanobis(), Runtime()).parts["attribution_mahalanobis_mean"]
     assert backward > need.parts["activations_mahalanobis"]
@@ -47,6 +48,7 @@ def test_a_job_that_does_not_fit_is_refused_with_one_actionable_line(episode):
     check_fits(jobs, Runtime(), available=64 * 1024 ** 3)  # fits: no error
 
 
+@pytest.mark.slow
 def test_models_beyond_the_resident_budget_are_released_least_recently_used_first(tiny_model_dir, tmp_path,
                                                                                   monkeypatch):
     import shutil

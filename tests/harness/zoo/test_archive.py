@@ -245,7 +245,7 @@ def test_quick_zoo_moved_to_an_empty_cache_reproduces_the_records_without_traini
     from harness.results import snapshot
 
     run = ["run", "--task", "mad", "--detector", "activations_mahalanobis", "--quick", "--allow-invalid",
-           "--dataset", "addition", "--option", "jobs=1", "--no-leaderboard"]
+           "--dataset", "addition", "--no-leaderboard"]
     cache_a = use_cache(monkeypatch, tmp_path / "cache-a")
     assert main([*run, "--results-dir", str(tmp_path / "r1")]) == 0
     trained = model_dirs(cache_a)
