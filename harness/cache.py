@@ -10,6 +10,13 @@ tensors in the safetensors metadata (:func:`arrays_at`); a cached directory (a t
 holds ``MANIFEST.json`` with the size and SHA-256 of every file (:func:`write_manifest`,
 :func:`verify_manifest`). A truncated or altered artifact is detected when it is read, reported
 with a warning, deleted and rebuilt; it is never trusted.
+
+Atomic writes (:func:`atomic_write_bytes`, :func:`atomic_write_json`, :func:`atomic_directory`)
+create their temporary file or directory with the permissions a plain ``open()`` or ``mkdir``
+would give (0666 / 0777 less the process umask: 0644 / 0755 under umask 022), not the private
+0600 / 0700 of :mod:`tempfile`. JSON is written as standard JSON: a NaN or infinite float is
+written as ``null`` (a reader gets ``None`` where the writer had a non-finite number; finite
+floats round-trip exactly).
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
+import secrets
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Union
@@ -61,11 +69,12 @@ def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same directory and a rename.
 
-    A reader sees either the old file or the complete new one, never a partial write.
+    A reader sees either the old file or the complete new one, never a partial write. The file
+    gets the mode a plain ``open(path, "w")`` of a new file would: 0666 less the umask.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _new_temporary_file(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -78,8 +87,61 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
         raise
 
 
+def _temporary_name(final: Path) -> Path:
+    """``.<name>.<random>.tmp`` beside ``final`` (what :func:`remove_stale_temporaries` matches)."""
+    return final.parent / f".{final.name}.{secrets.token_hex(6)}.tmp"
+
+
+def _new_temporary_file(final: Path) -> tuple[int, Path]:
+    """A new, empty temporary file beside ``final``, opened for writing: created by ``os.open``
+    with mode 0666, so the umask applies as for any new file (``tempfile.mkstemp`` forces 0600)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = _temporary_name(final)
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {final}")
+
+
+def _new_temporary_directory(final: Path) -> Path:
+    """A new, empty temporary directory beside ``final``, made with mode 0777 less the umask
+    (``tempfile.mkdtemp`` forces 0700, which the renamed directory would keep)."""
+    for _ in range(100):
+        tmp = _temporary_name(final)
+        try:
+            os.mkdir(tmp, 0o777)
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {final}")
+
+
 def atomic_write_json(path: PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, default=_json_default) + "\n").encode())
+    """Write ``obj`` as standard JSON (indented, sorted keys), atomically. NaN and infinite
+    floats (Python's or numpy's, anywhere in ``obj``) are written as ``null``, never as the
+    non-standard ``NaN`` / ``Infinity`` tokens other JSON readers refuse."""
+    text = json.dumps(json_compatible(obj), indent=1, sort_keys=True, default=_json_default, allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode())
+
+
+def json_compatible(obj: Any) -> Any:
+    """``obj`` with every non-finite float (and numpy float scalar or array element) replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: json_compatible(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_compatible(value) for value in obj]
+    if type(obj).__module__ == "numpy":
+        import numpy as np
+
+        if isinstance(obj, np.ndarray):
+            return json_compatible(obj.tolist())
+        if isinstance(obj, np.floating):
+            return json_compatible(float(obj))
+    return obj
 
 
 def _json_default(obj: Any) -> Any:
@@ -98,12 +160,13 @@ def _json_default(obj: Any) -> Any:
 def atomic_directory(final: PathLike) -> Iterator[Path]:
     """Build a directory in a temporary sibling and rename it into place when the block succeeds.
 
-    If ``final`` appears meanwhile (another process built it), the new copy is discarded.
+    If ``final`` appears meanwhile (another process built it), the new copy is discarded. The
+    directory gets the mode a plain ``mkdir`` would: 0777 less the umask.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(final.parent, final.name)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp = _new_temporary_directory(final)
     try:
         yield tmp
         try:

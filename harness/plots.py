@@ -1,7 +1,10 @@
 """Figure plumbing shared by the tasks' leaderboard plots: a headless pyplot and a PNG saver.
 
-Each task draws its own plots (:meth:`harness.interfaces.Task.leaderboard_plots`); this module
-only makes sure they are drawn without a display and saved the same way.
+Each task draws its own plots (the ``plots`` function of its report module); this module
+only makes sure they are drawn without a display and saved the same way. A section's text links
+a plot only when the plot is drawn (a plot function returns None when it has nothing to draw):
+``harness leaderboard --check`` fails on an image link to a missing file and on a PNG that no
+section draws, and ``harness leaderboard`` removes such orphans.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 if TYPE_CHECKING:
-    from harness.leaderboard import Section
+    from harness.report import Section
 
 
 def pyplot() -> Any:

@@ -4,7 +4,14 @@ A job is (task, episode, detector with its hyperparameters, seed). Its key hashe
 name and version, the episode fingerprint (data and model weights), the detector name and
 hyperparameters, the seed, quick mode, and the distribution and version of the plugins that
 registered the task and the detector. Records are written atomically (temp file +
-rename), so a crash never leaves a half-written record and finished jobs are never lost.
+rename), so a crash never leaves a half-written record and finished jobs are never lost, with
+the permissions the umask gives a new file, as standard JSON: a NaN or infinite number (e.g. the
+AUROC of a subset with one class) is stored as ``null`` and reads back as ``None``
+(:func:`harness.cache.atomic_write_json`); the leaderboard shows it as NaN.
+
+The leaderboard (:mod:`harness.leaderboard`) picks records by what identifies them, not by key:
+task, source, quick mode, models, episode, dataset, seed, detector, detector plugin distribution
+and version, hyperparameters and setting (:func:`harness.report.record_setting`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
-"""The MAD task's report: its leaderboard section, plots and run-summary columns.
-
-Called through the ``MadTask`` methods :meth:`~harness.interfaces.Task.leaderboard_section`,
-``leaderboard_plots`` and ``summary_row``. Everything is recomputed from the records' scores,
+"""The MAD task's report (``MadTask.report``): its leaderboard section, plots, run-summary
+columns and notes (``section``, ``plots``, ``summary_row``, ``summary_notes``). Everything is recomputed from the records' scores,
 labels and diagnostics:
 
 * the gate table: per dataset and seed, the model's accuracies with Wilson 95% bounds;
@@ -15,12 +13,18 @@ labels and diagnostics:
 * basin convergence: converged items, excluded items, tied scores;
 * the published figures beside ours, as two columns of reference numbers.
 
-Items whose detector diagnostics say they did not converge are left out of every AUROC here
-(:func:`harness.scoring.scored_items`).
+The gate sentence states the gate the section's records were made with (their validity's
+``threshold`` and ``agree_threshold``); a section made with ``--option min_accuracy=...`` or
+``min_agree_accuracy=...`` says it overrides the default. A figure is linked only where its
+plot is drawn (:func:`plot_auroc`, :func:`plot_ranks`), so the README never links a missing PNG.
+
+Items the detector left out (a record's ``scored`` mask: e.g. unconverged basin estimates) are
+left out of every AUROC here (:func:`harness.scoring.scored_items`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Optional
@@ -28,9 +32,8 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from harness.leaderboard import Section
 from harness.plots import pyplot, save, write_plots
-from harness.report import column, detector_labels, fmt_ci
+from harness.report import Section, column, detector_labels, fmt_ci
 from harness.scoring import (
     HierarchicalBootstrap,
     auroc,
@@ -71,8 +74,8 @@ N_BOOTSTRAP = 1000
 
 # -- records -> cells --------------------------------------------------------------------------
 def _kept(row: pd.Series) -> np.ndarray:
-    """The record's items that count (converged where the detector reports convergence)."""
-    return scored_items((row["_record"].get("diagnostics") or {}), len(row["_labels"]))
+    """The record's items that count (those the detector scored: :func:`harness.scoring.scored_items`)."""
+    return scored_items(row["_record"])
 
 
 def _cell(row: pd.Series, tag: Optional[str] = None) -> tuple[np.ndarray, np.ndarray]:
@@ -136,22 +139,35 @@ def collect_floors(ok: pd.DataFrame) -> dict[str, dict[str, Any]]:
     return floors
 
 
-_BOOTSTRAPS: dict[tuple[int, tuple[str, ...]], tuple[pd.DataFrame, Optional[HierarchicalBootstrap]]] = {}
+_BOOTSTRAPS: dict[tuple[str, tuple[str, ...]], Optional[HierarchicalBootstrap]] = {}
+
+
+def _frame_digest(frame: pd.DataFrame) -> str:
+    """A hash of what the bootstrap of ``frame`` is computed from: its records' cells, scores,
+    labels, tags and diagnostics (the same records give the same digest in any frame)."""
+    digest = hashlib.sha256()
+    for record in (frame["_record"] if "_record" in frame.columns else []):
+        digest.update(json.dumps([record.get(k) for k in ("_path", "dataset", "seed", "detector", "params",
+                                                            "detector_plugin", "status", "valid", "labels", "scores",
+                                                            "tags", "diagnostics")],
+                                 sort_keys=True, default=str).encode())
+    return digest.hexdigest()
 
 
 def bootstrap(section_frame: pd.DataFrame, datasets: list[str]) -> Optional[HierarchicalBootstrap]:
     """The hierarchical bootstrap of every detector over ``datasets`` (None if nothing to
-    resample). Seeded, so the same records give the same intervals; kept for the frame's
-    lifetime because the section text and both plots need it."""
-    key = (id(section_frame), tuple(datasets))
-    if key in _BOOTSTRAPS and _BOOTSTRAPS[key][0] is section_frame:
-        return _BOOTSTRAPS[key][1]
+    resample). Seeded, so the same records give the same intervals; kept (for the last few
+    record sets) because the section text and both plots need it, and ``--check`` renders the
+    text and draws the plots of the same records."""
+    key = (_frame_digest(section_frame), tuple(datasets))
+    if key in _BOOTSTRAPS:
+        return _BOOTSTRAPS[key]
     ok = scored_frame(section_frame)
     cells = collect_cells(ok, datasets) if not ok.empty and datasets else {}
     boot = hierarchical_bootstrap(cells, N_BOOTSTRAP, floors=collect_floors(ok)) if cells else None
     if len(_BOOTSTRAPS) > 8:
         _BOOTSTRAPS.clear()
-    _BOOTSTRAPS[key] = (section_frame, boot)
+    _BOOTSTRAPS[key] = boot
     return boot
 
 
@@ -371,7 +387,59 @@ def recipe_lines(frame: pd.DataFrame) -> list[str]:
 
 
 # -- the section -------------------------------------------------------------------------------
-def section_lines(section: Section) -> list[str]:
+def _default_gate() -> tuple[float, float]:
+    """(min_accuracy, min_agree_accuracy) when no task option overrides them."""
+    try:
+        from harness.tasks.mad.task import OPTIONS
+    except ImportError:  # pragma: no cover - the task module is beside this one
+        return 0.8, 0.8
+    return float(OPTIONS["min_accuracy"][1]), float(OPTIONS["min_agree_accuracy"][1])
+
+
+def section_gates(section: Section) -> list[tuple[float, float]]:
+    """The (min_accuracy, min_agree_accuracy) gates the section's records were made with, read
+    from their validity (``threshold``, ``agree_threshold``: what the ``--option`` values
+    became); empty for records that do not state their gate (the default is then assumed).
+    One gate for a section the leaderboard built (its records share one setting)."""
+    gates = set()
+    for record in section.records:
+        validity = record.get("validity") or {}
+        if "threshold" in validity:
+            gates.add((float(validity["threshold"]), float(validity.get("agree_threshold", 0.0))))
+    return sorted(gates)
+
+
+def gate_lines(section: Section) -> list[str]:
+    """The sentence on the validity gate: the default one, or, when the records were made with
+    an overridden gate (``--option min_accuracy=...`` / ``min_agree_accuracy=...``), the gate
+    they were made with, said to be an override."""
+    default = _default_gate()
+    gates = section_gates(section) or [default]
+    end = f"a dataset counts when at least {MIN_VALID_SEEDS} of its seeds do."
+    if len(gates) > 1:
+        shown = ", ".join(f"{a:g} / {b:g}" for a, b in gates)
+        return ["training seed. A model counts when it passed the validity gate its record was made with; these",
+                f"records were made with different gates (min_accuracy / min_agree_accuracy: {shown}); {end}"]
+    [gate] = gates
+    if gate == default:
+        return [
+            "training seed. A model counts when it passes the validity gate (Wilson 95% lower bounds "
+            f">= {gate[0]:g} on",
+            "Alice's and Bob's accuracy on hard items where their labels disagree, and on the items where they",
+            f"agree); {end}",
+        ]
+    agree = (f"and >= {gate[1]:g} on the items where they agree" if gate[1] > 0
+             else "while the accuracy on the items where they agree is reported, not gated")
+    return [
+        "training seed. A model counts when it passes the validity gate, which these records override",
+        f"(task options min_accuracy={gate[0]:g}, min_agree_accuracy={gate[1]:g}; the default gate is "
+        f"{default[0]:g} and {default[1]:g}):",
+        f"Wilson 95% lower bounds >= {gate[0]:g} on Alice's and Bob's accuracy on hard items where their labels",
+        f"disagree, {agree}; {end}",
+    ]
+
+
+def section(section: Section) -> list[str]:
     """The MAD part of the leaderboard for one section."""
     frame = section.frame
     datasets, valid = counting_datasets(frame)
@@ -388,9 +456,7 @@ def section_lines(section: Section) -> list[str]:
         "",
         "Detectors are fitted on trusted data (Alice, easy) and score hard test items (Alice = normal,",
         "Bob = anomalous). Our models are tiny transformers trained from scratch, one per dataset and",
-        "training seed. A model counts when it passes the validity gate (Wilson 95% lower bounds >= 0.8 on",
-        "Alice's and Bob's accuracy on hard items where their labels disagree, and on the items where they",
-        f"agree); a dataset counts when at least {MIN_VALID_SEEDS} of its seeds do.",
+        *gate_lines(section),
         "Intervals: 95% hierarchical bootstrap (datasets, then seeds, then test items; 1000 resamples; the",
         "records keep each run's interval over items alone); seeds: how many, and the standard deviation of",
         "the seeds' mean AUROC over datasets. The floor is the detector's AUROC on the",
@@ -423,9 +489,9 @@ def section_lines(section: Section) -> list[str]:
         "",
         mad_per_dataset(frame, dataset_boot).to_markdown(index=False, floatfmt=".3f"),
         "",
-        f"![AUROC per detector and dataset]({section.slug}_auroc.png)",
-        "",
     ]
+    if dataset_boot is not None:  # exactly when plot_auroc draws the figure: never a link to a missing file
+        lines += [f"![AUROC per detector and dataset]({section.slug}_auroc.png)", ""]
     controls = controls_table(frame)
     if not controls.empty:
         lines += ["### Controls", "",
@@ -546,14 +612,34 @@ def summary_row(record: dict[str, Any]) -> dict[str, Any]:
     """Run-summary columns of one MAD record: the gate's numbers and the AUROCs."""
     metrics = record.get("metrics") or {}
     validity = record.get("validity") or {}
+
+    def number(facts: dict[str, Any], name: str) -> float:  # a stored NaN reads back as null
+        value = facts.get(name)
+        return np.nan if value is None else value
+
     return {
-        "Alice acc": validity.get("alice_accuracy", np.nan),
-        "Bob acc": validity.get("bob_accuracy", np.nan),
-        "Wilson low (A/B)": f"{validity.get('alice_accuracy_wilson_low', np.nan):.3f}/"
-                            f"{validity.get('bob_accuracy_wilson_low', np.nan):.3f}",
-        "AUROC": metrics.get("auroc", np.nan),
+        "Alice acc": number(validity, "alice_accuracy"),
+        "Bob acc": number(validity, "bob_accuracy"),
+        "Wilson low (A/B)": f"{number(validity, 'alice_accuracy_wilson_low'):.3f}/"
+                            f"{number(validity, 'bob_accuracy_wilson_low'):.3f}",
+        "AUROC": number(metrics, "auroc"),
         "95% interval": fmt_ci(metrics.get("auroc_ci")),
-        "AUROC agree": metrics.get("auroc_agree", np.nan),
-        "AUROC disagree": metrics.get("auroc_disagree", np.nan),
+        "AUROC agree": number(metrics, "auroc_agree"),
+        "AUROC disagree": number(metrics, "auroc_disagree"),
         "excluded": metrics.get("n_excluded_unconverged", 0),
     }
+
+
+QUICK_MODELS_NOTE = (
+    "Quick MAD models are too small to learn the quirk, so they fail the validity gate and give no "
+    "number: --quick checks the plumbing (add --allow-invalid to score them anyway, never a result). "
+    "A gated MAD number comes from the reference models: run the same command without --quick "
+    "(it trains the four full-size models once, about 15-20 minutes on 2 cores, then reuses them).")
+
+
+def summary_notes(records: list[dict[str, Any]]) -> list[str]:
+    """Why quick models give no number, and how to get a gated one, when a quick run has
+    episodes that failed the gate."""
+    if not any(r.get("quick") and r.get("status") == "invalid" for r in records):
+        return []
+    return [QUICK_MODELS_NOTE]

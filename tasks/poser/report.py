@@ -1,12 +1,11 @@
 """The POSER task's report: its leaderboard section (pair accuracy per detector with
 model-level intervals, both activation-noise statistics, the trivial-signal checks, pair
-validity), its plots, and its run summary. Called through the ``PoserTask`` methods
-:meth:`~harness.interfaces.Task.leaderboard_section`, ``leaderboard_plots``, ``summary_row``
-and ``summary_notes``.
+validity), its plots, and its run summary: the module ``PoserTask.report`` names, with
+``section``, ``plots``, ``summary_row`` and ``summary_notes``.
 
 Every number counts MODELS, not pairs: in the crossing each model sits in several pairs, so
 per-model quantities (curves, confidence, steering norms) are averaged over a model's items
-before they are compared, and intervals resample models (:func:`harness.tasks.poser.task.poser_metrics`).
+before they are compared, and intervals resample models (:func:`harness.tasks.poser.metrics.poser_metrics`).
 """
 
 from __future__ import annotations
@@ -17,9 +16,9 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from harness.leaderboard import Section
 from harness.plots import pyplot, save, write_plots
-from harness.report import detector_labels, fmt_ci
+from harness.report import Section, detector_labels, fmt_ci
+from harness.tasks.poser.metrics import poser_metrics
 
 NOISE_DETECTORS = ("activation_noise", "activation_noise_control")
 STATISTIC_NAMES = {"kl": "KL", "p_misaligned": "P(misaligned)"}
@@ -31,8 +30,6 @@ def _ok_records(section: Section) -> list[dict[str, Any]]:
 
 
 def _metrics(record: dict[str, Any], scores: list[float]) -> dict[str, Any]:
-    from harness.tasks.poser.task import poser_metrics
-
     tags = record.get("tags") or {}
     return poser_metrics(np.asarray(record["labels"]), np.asarray(scores, float), np.asarray(tags["pair"]),
                          np.asarray(tags["model"]) if "model" in tags else None, seed=int(record.get("seed", 0)))
@@ -148,7 +145,7 @@ def poser_validity(records: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def section_lines(section: Section) -> list[str]:
+def section(section: Section) -> list[str]:
     """The POSER part of the leaderboard for one section."""
     summary = poser_summary(section)
     validity = poser_validity(section.records)

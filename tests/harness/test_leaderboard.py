@@ -51,11 +51,8 @@ def test_render_shows_invalid_and_failed_jobs(records_dir, tmp_path, toy_registr
 
 
 def test_a_task_renders_its_own_section_and_plots(records_dir, tmp_path, toy_registry):
-    from harness.tasks.mad.task import MadTask
-
     class ToyWithMadReport(toy_registry.tasks["toy"]):
-        leaderboard_section = MadTask.leaderboard_section
-        leaderboard_plots = MadTask.leaderboard_plots
+        report = "harness.tasks.mad.report"
 
     toy_registry.tasks["toy"] = ToyWithMadReport
     readme = leaderboard.render(records_dir, tmp_path, registry=toy_registry)["README.md"]

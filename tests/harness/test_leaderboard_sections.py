@@ -11,7 +11,7 @@ import harness
 from harness import leaderboard
 from harness.cli import main
 from harness.interfaces import Episode
-from harness.items import InputItems
+from harness.items import TextItems
 from harness.plugins import Registry
 from harness.runner import RunOptions, run
 
@@ -23,6 +23,7 @@ class ModelToy(ToyTask):
     the size of the planted shift, so two models give different numbers."""
 
     name = "model_toy"
+    kind = "mad"  # a label in the records: a third-party task below shares it
     options = {"model": (str, "a", "synthetic model name"), "source": (str, "generated", "episode source")}
 
     def episodes(self, config):
@@ -34,7 +35,7 @@ class ModelToy(ToyTask):
         test = rng.normal(size=(2, 60, 4))
         labels = np.r_[np.zeros(30), np.ones(30)].astype(int)
         test[:, labels == 1] += shift
-        return [Episode("shifted", InputItems.from_arrays(trusted), InputItems.from_arrays(test), labels,
+        return [Episode("shifted", TextItems.from_arrays(trusted), TextItems.from_arrays(test), labels,
                         {}, {"valid": True}, f"fp-{model}-{source}-{config.seed}",
                         source=source, models={"model": f"weights-of-{model}"})]
 

@@ -4,7 +4,7 @@ convergence table, and the published figures as two columns."""
 import numpy as np
 import pytest
 
-from harness.leaderboard import Section
+from harness.report import Section
 from harness.report import records_frame
 from harness.scoring import auroc
 from harness.tasks.mad import report
@@ -28,6 +28,7 @@ def record(dataset, detector, seed, shift, valid=True, converged=None, status="o
         "metrics": {"auroc": auroc(LABELS, scores), "auroc_ci": [0.0, 1.0]} if valid else {},
         "validity": validity, "labels": LABELS, "scores": scores.tolist(),
         "tags": {"agrees_with_gt": AGREES}, "diagnostics": diagnostics,
+        **({} if converged is None else {"scored": converged}),
         "config": {"episode": {"recipe": RECIPE}}, "_path": f"{dataset}/{detector}-{seed}.json",
     }
 
@@ -82,7 +83,7 @@ def test_unconverged_items_are_left_out_everywhere(section):
 
 
 def test_section_text(section):
-    text = "\n".join(report.section_lines(section))
+    text = "\n".join(report.section(section))
     assert "Counting datasets: addition, subtraction; left out: multiplication (1 valid seed)" in text
     assert "Adjacent detectors" in text and "p (Holm)" in text
     assert "Every dataset's models share one training recipe: aux plain+echo+judges, 5000 steps" in text
