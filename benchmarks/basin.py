@@ -52,10 +52,10 @@ def build_inputs(args) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str
     """(model, input_ids, attention_mask, description) for the run."""
     n = max(args.examples, args.mad_examples)
     if args.mad:
-        from harness.interfaces import TaskConfig
+        from harness.interfaces import RunContext
         from harness.tasks.mad.task import MadTask
 
-        (episode,) = MadTask().episodes(TaskConfig(datasets=[args.mad], quick=args.quick))
+        (episode,) = MadTask().episodes(RunContext(datasets=[args.mad], quick=args.quick))
         handle = episode.test.handle
         prompts = list(episode.trusted.prompts) + list(episode.test.prompts)
         if len(prompts) < n:

@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from harness.items import InputItems
+from harness.items import TextItems
 
 from .activations import ActivationsLOF, ActivationsMahalanobis
 
@@ -22,7 +22,7 @@ class AttributionMahalanobis(ActivationsMahalanobis):
     """Mahalanobis distance of gradient x activation attributions, averaged over layers.
 
     Per layer l: features = (d logodds / d h_l) * h_l elementwise, h_l the residual stream at
-    the answer position ((n, d), from ``InputItems.attributions``); mean and covariance of the
+    the answer position ((n, d), from ``TextItems.attributions``); mean and covariance of the
     trusted items' attributions; score = (a - mu)^T Sigma^+ (a - mu) / d; mean over layers.
     Higher = more anomalous.
 
@@ -37,7 +37,7 @@ class AttributionMahalanobis(ActivationsMahalanobis):
     covariance: str = "ledoit_wolf"
     rcond: float = 1e-3
 
-    def layer_features(self, items: InputItems) -> dict[int, np.ndarray]:
+    def layer_features(self, items: TextItems) -> dict[int, np.ndarray]:
         return items.attributions(self.resolved_layers(items))
 
     def memory_need(self, episode) -> int:
@@ -75,7 +75,7 @@ class AttributionLOF(ActivationsLOF):
     layers: Optional[list[int]] = None
     n_neighbors: int = 20
 
-    def layer_features(self, items: InputItems) -> dict[int, np.ndarray]:
+    def layer_features(self, items: TextItems) -> dict[int, np.ndarray]:
         return items.attributions(self.resolved_layers(items))
 
     def memory_need(self, episode) -> int:

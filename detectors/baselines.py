@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from harness.interfaces import ConfigError, Detector
-from harness.items import InputItems
+from harness.items import TextItems
 from harness.layers import resolve_layer
 
 from .statistics import COVARIANCE_ESTIMATORS, Mahalanobis
@@ -34,7 +34,7 @@ from .statistics import COVARIANCE_ESTIMATORS, Mahalanobis
 TOKEN = re.compile(r"[A-Za-z]+|\d|[^\sA-Za-z\d]")
 
 
-def name_prefixes(items: InputItems) -> list[str]:
+def name_prefixes(items: TextItems) -> list[str]:
     """Each prompt cut right after its character's name (``template_args.character`` of its record).
 
     Raises ConfigError when an item has no record naming its character, or the name is not in
@@ -71,7 +71,7 @@ class NameOnly(Detector):
     """
 
     name = "name_only"
-    task_kinds = ("mad",)
+    accepts = (TextItems,)
     layer: int = 0
     covariance: str = "ledoit_wolf"
 
@@ -81,21 +81,20 @@ class NameOnly(Detector):
         if self.covariance not in COVARIANCE_ESTIMATORS:
             raise ConfigError(f"{self.name}: field 'covariance' must be one of {COVARIANCE_ESTIMATORS}, got {self.covariance!r}")
 
-    def check_episode(self, episode) -> None:
-        """A ``layer`` the model does not have is a ConfigError before any job runs."""
-        resolve_layer(self.layer, episode.trusted.n_layers, f"detector {self.name!r}")
+    def check_layers(self, n_layers: int) -> None:
+        resolve_layer(self.layer, n_layers, f"detector {self.name!r}")
 
-    def features(self, items: InputItems) -> np.ndarray:
+    def features(self, items: TextItems) -> np.ndarray:
         """(n, d) representation of each item's name token."""
-        prefixes = InputItems(name_prefixes(items), items.extractor)
+        prefixes = TextItems(name_prefixes(items), items.extractor)
         layer = resolve_layer(self.layer, prefixes.n_layers, f"detector {self.name!r}")
         return prefixes.activations([layer])[layer].astype(np.float64)
 
-    def fit(self, trusted: InputItems) -> "NameOnly":
+    def fit(self, trusted: TextItems) -> "NameOnly":
         self.scorer_ = Mahalanobis(self.covariance).fit(self.features(trusted))
         return self
 
-    def score(self, items: InputItems) -> np.ndarray:
+    def score(self, items: TextItems) -> np.ndarray:
         """(n_items,) float; higher = more anomalous."""
         self._check_is_fitted("scorer_")
         return self.scorer_.score(self.features(items))
@@ -153,18 +152,18 @@ class InputOnly(Detector):
     """
 
     name = "input_only"
-    task_kinds = ("mad",)
+    accepts = (TextItems,)
     alpha: float = 1.0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.alpha, (int, float)) and not isinstance(self.alpha, bool) and self.alpha > 0):
             raise ConfigError(f"{self.name}: field 'alpha' must be a positive number, got {self.alpha!r}")
 
-    def fit(self, trusted: InputItems) -> "InputOnly":
+    def fit(self, trusted: TextItems) -> "InputOnly":
         self.model_ = NgramModel(self.alpha).fit(list(trusted.prompts))
         return self
 
-    def score(self, items: InputItems) -> np.ndarray:
+    def score(self, items: TextItems) -> np.ndarray:
         """(n_items,) float; higher = more anomalous."""
         self._check_is_fitted("model_")
         return np.array([self.model_.nll(prompt) for prompt in items.prompts], dtype=np.float64)

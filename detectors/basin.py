@@ -9,10 +9,10 @@ The sweeps are cached on disk under (model fingerprint, prompts, settings).
 
 Convergence: a datapoint counts as converged when the search of every direction reached
 ``|KL/eps - 1| <= rtol``; otherwise its multipliers are the best points its searches saw, not
-roots, and its score is no basin estimate. ``diagnostics()`` reports, per scored item, whether
-it converged and how many KL evaluations its searches took (``converged``, ``evaluations``),
-so the task can leave unconverged items out of its metrics and count them. basin_mahalanobis
-also fits its trusted statistics on converged trusted datapoints only.
+roots, and its score is no basin estimate: ``score`` masks it out (``Scores.mask``), so the
+metrics leave it out and count it. ``diagnostics()`` reports, per scored item, whether it
+converged and how many KL evaluations its searches took (``converged``, ``evaluations``).
+basin_mahalanobis also fits its trusted statistics on converged trusted datapoints only.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from harness.cache import cached_arrays, stable_hash
-from harness.interfaces import ConfigError, Detector
-from harness.items import InputItems, ModelItem
+from harness.interfaces import ConfigError, Detector, Scores
+from harness.items import ModelItem, ModelItems, TextItems
 from harness.layers import resolve_layer
 from harness.runtime import current, with_batch_backoff
 
@@ -41,7 +41,7 @@ ENGINE_VERSION = "6"
 class _PerExampleBasin(Detector):
     """Shared settings and the cached per-example sweep (subclasses are the dataclasses)."""
 
-    task_kinds = ("mad",)
+    accepts = (TextItems,)
     n_directions: int = 25
     eps: float = 1e-2
     layer: Optional[Union[int, str]] = None
@@ -56,17 +56,18 @@ class _PerExampleBasin(Detector):
         if not (isinstance(self.rtol, (int, float)) and 0 < self.rtol < 1):
             raise ConfigError(f"{self.name}: field 'rtol' must be in (0, 1), got {self.rtol!r}")
 
+    def check_layers(self, n_layers: int) -> None:
+        self.engine_layer(n_layers)
+
     def check_episode(self, episode: Any) -> None:
-        """A ``layer`` the episode's model(s) do not have is a ConfigError, before any job runs."""
+        """A module name (``layer``) the episode's model(s) do not have is a ConfigError, before
+        any job runs."""
         from harness.basin.perturb import select_parameters
 
-        if self.layer is None:
+        if not isinstance(self.layer, str):
             return
         items = [episode.trusted] if episode.trusted is not None else list(episode.test)
         for item in items:
-            if not isinstance(self.layer, str):  # an index: the config says how many blocks
-                self.engine_layer(item.handle.n_layers)
-                continue
             try:
                 select_parameters(item.handle.model, self.layer)
             except (IndexError, ValueError) as exc:
@@ -86,7 +87,7 @@ class _PerExampleBasin(Detector):
                 "n_directions": self.n_directions, "eps": self.eps, "layer": self.layer, "rtol": self.rtol,
                 "seed": self.seed, **extra}
 
-    def sweep(self, items: InputItems) -> dict[str, np.ndarray]:
+    def sweep(self, items: TextItems) -> dict[str, np.ndarray]:
         """Per-example basin arrays for ``items``: ``log_multipliers`` (n_directions, n),
         ``estimates`` (n_directions, n), ``log_volume`` (n,), ``converged`` (n_directions, n),
         ``evaluations`` (n_directions, n) KL evaluations per search."""
@@ -143,7 +144,7 @@ class _PerExampleBasin(Detector):
             lambda size: engine(handle.model, batch["input_ids"], batch["attention_mask"], batch_size=size, **settings),
             runtime.initial_batch_size(), f"{self.name} ({what})", auto=runtime.batch_size == "auto")
 
-    def _compute(self, items: InputItems) -> dict[str, np.ndarray]:
+    def _compute(self, items: TextItems) -> dict[str, np.ndarray]:
         from harness.basin import per_example_basin
 
         result = self._run_engine(per_example_basin, items.handle, list(items.prompts), "per-example basin")
@@ -178,7 +179,7 @@ class BasinVolume(_PerExampleBasin):
     """
 
     name = "basin_volume"
-    task_kinds = ("mad", "poser")
+    accepts = (TextItems, ModelItems)
     n_directions: int = 25
     eps: float = 1e-2
     layer: Optional[Union[int, str]] = None
@@ -189,17 +190,18 @@ class BasinVolume(_PerExampleBasin):
     def __post_init__(self) -> None:
         self._validate()
 
-    def fit(self, trusted: Optional[InputItems] = None) -> "BasinVolume":
+    def fit(self, trusted: Optional[TextItems] = None) -> "BasinVolume":
         self.fitted_ = True
         return self
 
-    def score(self, items) -> np.ndarray:
-        """(n_items,) float: -log basin volume per datapoint (MAD) or per model (POSER)."""
+    def score(self, items) -> "Scores | np.ndarray":
+        """-log basin volume per datapoint (texts: Scores, unconverged items masked out) or per
+        model (an (n_models,) float array)."""
         self._check_is_fitted("fitted_")
-        if isinstance(items, InputItems):
+        if isinstance(items, TextItems):
             sweep = self.sweep(items)
             self._record_convergence(sweep)
-            return -sweep["log_volume"]
+            return Scores(-sweep["log_volume"], mask=self.converged_)
         sweeps = [self.model_sweep(item) for item in tqdm(items, desc="basin volume per model", unit="model", leave=False)]
         self.radii_ = [sweep["radii"].tolist() for sweep in sweeps]
         return np.array([-sweep["log_volume"][0] for sweep in sweeps])
@@ -244,11 +246,11 @@ class BasinMahalanobis(_PerExampleBasin):
         if self.covariance not in COVARIANCE_ESTIMATORS:
             raise ConfigError(f"{self.name}: field 'covariance' must be one of {COVARIANCE_ESTIMATORS}, got {self.covariance!r}")
 
-    def features(self, items: InputItems) -> np.ndarray:
+    def features(self, items: TextItems) -> np.ndarray:
         """(n_items, n_directions) log multipliers."""
         return self.sweep(items)["log_multipliers"].T
 
-    def fit(self, trusted: InputItems) -> "BasinMahalanobis":
+    def fit(self, trusted: TextItems) -> "BasinMahalanobis":
         sweep = self.sweep(trusted)
         converged = sweep["converged"].astype(bool).all(axis=0)
         if converged.sum() < 2:
@@ -257,12 +259,12 @@ class BasinMahalanobis(_PerExampleBasin):
         self.scorer_ = Mahalanobis(self.covariance).fit(sweep["log_multipliers"].T[converged])
         return self
 
-    def score(self, items: InputItems) -> np.ndarray:
-        """(n_items,) float; higher = more anomalous."""
+    def score(self, items: TextItems) -> Scores:
+        """(n_items,) float, higher = more anomalous; unconverged items masked out."""
         self._check_is_fitted("scorer_")
         sweep = self.sweep(items)
         self._record_convergence(sweep)
-        return self.scorer_.score(sweep["log_multipliers"].T)
+        return Scores(self.scorer_.score(sweep["log_multipliers"].T), mask=self.converged_)
 
     def diagnostics(self) -> dict:
         """Per-item convergence of the scored items (module docstring) and the number of

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from harness.interfaces import ConfigError
-from harness.items import InputItems
+from harness.items import TextItems
+from harness.layers import resolve_layer
 
-from .layerwise import LayerwiseDetector, resolve_layer
+from .layerwise import LayerwiseDetector
 from .statistics import Mahalanobis
 
 if TYPE_CHECKING:  # torch and sklearn load when a flow is fitted, not when the plugin registers
@@ -170,14 +171,14 @@ class FlowDetector(LayerwiseDetector):
             self.flow_base, self.flow_score, self.pca_dim, self.transforms, self.hidden, self.epochs, lr=self.lr, seed=self.seed
         )
 
-    def check_episode(self, episode: Any) -> None:
-        resolve_layer(episode.trusted, self.layer, f"detector {self.name!r}")
+    def check_layers(self, n_layers: int) -> None:
+        resolve_layer(self.layer, n_layers, f"detector {self.name!r}")
 
-    def fit(self, trusted: InputItems) -> "FlowDetector":
-        self.layer_ = resolve_layer(trusted, self.layer, f"detector {self.name!r}")
+    def fit(self, trusted: TextItems) -> "FlowDetector":
+        self.layer_ = resolve_layer(self.layer, trusted.n_layers, f"detector {self.name!r}")
         return super().fit(trusted)
 
-    def layer_features(self, items: InputItems) -> dict[int, np.ndarray]:
+    def layer_features(self, items: TextItems) -> dict[int, np.ndarray]:
         self._check_is_fitted("layer_")
         return items.activations([self.layer_])
 

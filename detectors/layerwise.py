@@ -11,9 +11,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from harness.interfaces import Detector, Episode
-from harness.items import InputItems
-from harness.layers import middle_block, resolve_layers
-from harness.layers import resolve_layer as resolve_layer_index
+from harness.items import TextItems
+from harness.layers import resolve_layers
 
 from .statistics import FeatureScorer
 
@@ -27,15 +26,15 @@ class LayerwiseDetector(Detector):
     """
 
     layers: Optional[Sequence[int]] = None
-    task_kinds = ("mad",)
+    accepts = (TextItems,)
 
     def make_scorer(self) -> FeatureScorer:
         raise NotImplementedError
 
-    def check_episode(self, episode: Episode) -> None:
-        resolve_layers(self.layers, episode.trusted.n_layers, f"detector {self.name!r}")
+    def check_layers(self, n_layers: int) -> None:
+        resolve_layers(self.layers, n_layers, f"detector {self.name!r}")
 
-    def layer_features(self, items: InputItems) -> dict[int, np.ndarray]:
+    def layer_features(self, items: TextItems) -> dict[int, np.ndarray]:
         return items.activations(self.resolved_layers(items))
 
     def memory_need(self, episode: Episode) -> int:
@@ -49,28 +48,22 @@ class LayerwiseDetector(Detector):
         d, layers = handle.d_model, len(self.resolved_layers(trusted))
         return (len(trusted) + len(test)) * d * layers * 4 * 2 + d * d * layers * 4 + 4 * d * d * 8
 
-    def resolved_layers(self, items: InputItems) -> list[int]:
+    def resolved_layers(self, items: TextItems) -> list[int]:
         """``layers`` as hidden-state indices of the items' model (None: every block output)."""
         return resolve_layers(self.layers, items.n_layers, f"detector {self.name!r}")
 
-    def fit(self, trusted: InputItems) -> "LayerwiseDetector":
+    def fit(self, trusted: TextItems) -> "LayerwiseDetector":
         features = self.layer_features(trusted)
         self.scorers_ = {layer: self.make_scorer().fit(x) for layer, x in features.items()}
         return self
 
-    def layer_scores(self, items: InputItems) -> dict[int, np.ndarray]:
+    def layer_scores(self, items: TextItems) -> dict[int, np.ndarray]:
         """Per-layer scores: layer -> (n_items,), higher = more anomalous."""
         self._check_is_fitted("scorers_")
         features = self.layer_features(items)
         return {layer: self.scorers_[layer].score(features[layer]) for layer in self.scorers_}
 
-    def score(self, items: InputItems) -> np.ndarray:
+    def score(self, items: TextItems) -> np.ndarray:
         """(n_items,) float, mean over layers of the per-layer scores; higher = more anomalous."""
         return np.mean(np.stack(list(self.layer_scores(items).values())), axis=0)
 
-
-def resolve_layer(items: InputItems, layer: Optional[int], owner: str = "detector", field: str = "layer") -> int:
-    """``layer`` as a non-negative hidden-state index of the items' model (None = the middle
-    block's output); a ConfigError names the owner, the field and the valid range."""
-    n_layers = items.n_layers
-    return resolve_layer_index(middle_block(n_layers) if layer is None else layer, n_layers, owner, field)

@@ -19,7 +19,7 @@ import numpy as np
 
 from harness.cache import cached_arrays, stable_hash
 from harness.interfaces import ConfigError, Detector
-from harness.items import ModelItem
+from harness.items import ModelItem, ModelItems
 
 if TYPE_CHECKING:  # torch loads when a model runs, not when the plugin registers
     import torch
@@ -51,7 +51,7 @@ class Confidence(Detector):
     """
 
     name = "confidence"
-    task_kinds = ("poser",)
+    accepts = (ModelItems,)
 
     def fit(self, trusted: object = None) -> "Confidence":
         self.fitted_ = True
@@ -82,7 +82,7 @@ class WeightNorm(Detector):
     """
 
     name = "weight_norm"
-    task_kinds = ("poser",)
+    accepts = (ModelItems,)
 
     def fit(self, trusted: object = None) -> "WeightNorm":
         self.fitted_ = True
@@ -135,7 +135,7 @@ class ActivationNoise(Detector):
     """
 
     name: ClassVar[str] = "activation_noise"
-    task_kinds = ("poser",)
+    accepts = (ModelItems,)
     layer: Optional[int] = None
     coefficients: list[float] = field(default_factory=lambda: [float(c) for c in range(21)])
     noise: str = "gaussian"
@@ -158,9 +158,8 @@ class ActivationNoise(Detector):
         if not isinstance(self.n_directions, int) or self.n_directions < 1:
             raise ConfigError(f"{self.name}: field 'n_directions' must be an integer >= 1, got {self.n_directions!r}")
 
-    def check_episode(self, episode: Any) -> None:
-        for item in episode.test:
-            self.resolved_layer(item)
+    def check_layers(self, n_layers: int) -> None:
+        self.block_layer(n_layers)
 
     def fit(self, trusted: object = None) -> "ActivationNoise":
         self.fitted_ = True
@@ -169,9 +168,12 @@ class ActivationNoise(Detector):
     def resolved_layer(self, item: ModelItem) -> int:
         """The block after which noise is added, as the hidden-state index of its output
         (harness.layers); from the model's config, no weight loaded."""
+        return self.block_layer(item.handle.n_layers)
+
+    def block_layer(self, blocks: int) -> int:
+        """``layer`` in a model of ``blocks`` blocks (None: 15/40 of the depth, POSER's choice)."""
         from harness.layers import resolve_layer
 
-        blocks = item.handle.n_layers
         layer = self.layer if self.layer is not None else max(1, round(15 / 40 * blocks))
         return resolve_layer(layer, blocks, f"detector {self.name!r}", block=True)
 

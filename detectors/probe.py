@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from harness.interfaces import ConfigError
-from harness.items import InputItems
+from harness.items import TextItems
 
 from .activations import ActivationsLOF, ActivationsMahalanobis
 from .layerwise import LayerwiseDetector
@@ -107,7 +107,7 @@ class ProbeFeatures(LayerwiseDetector):
         if not self.C > 0:
             raise ConfigError(f"{self.name}: field 'C' must be positive, got {self.C!r}")
 
-    def fit(self, trusted: InputItems):
+    def fit(self, trusted: TextItems):
         activations = trusted.activations(self.layers)
         logodds = trusted.logodds()
         self.probes_ = {
@@ -118,7 +118,7 @@ class ProbeFeatures(LayerwiseDetector):
             logger.warning("%s: trusted answers are all one class; probes regress the log-odds instead", self.name)
         return super().fit(trusted)
 
-    def layer_features(self, items: InputItems) -> dict[int, np.ndarray]:
+    def layer_features(self, items: TextItems) -> dict[int, np.ndarray]:
         """layer -> (n, 2) standardised [probe logit, log-odds - probe logit]."""
         self._check_is_fitted("probes_")
         activations = items.activations(list(self.probes_))

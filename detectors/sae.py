@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from harness.interfaces import ConfigError, Detector
-from harness.items import InputItems
+from harness.items import TextItems
+from harness.layers import resolve_layer
 
-from .layerwise import resolve_layer
 from .statistics import DiagonalMahalanobis
 
 if TYPE_CHECKING:  # torch loads when an SAE is trained, not when the plugin registers
@@ -45,7 +45,7 @@ class SAEDetector(Detector):
     lr: float = 1e-2
     seed: int = 0
 
-    task_kinds = ("mad",)
+    accepts = (TextItems,)
 
     def __post_init__(self) -> None:
         for name in ("expansion", "steps"):
@@ -57,11 +57,11 @@ class SAEDetector(Detector):
         if not self.lr > 0:
             raise ConfigError(f"{self.name}: field 'lr' must be positive, got {self.lr!r}")
 
-    def check_episode(self, episode: Any) -> None:
-        resolve_layer(episode.trusted, self.layer, f"detector {self.name!r}")
+    def check_layers(self, n_layers: int) -> None:
+        resolve_layer(self.layer, n_layers, f"detector {self.name!r}")
 
-    def fit(self, trusted: InputItems) -> "SAEDetector":
-        self.layer_ = resolve_layer(trusted, self.layer, f"detector {self.name!r}")
+    def fit(self, trusted: TextItems) -> "SAEDetector":
+        self.layer_ = resolve_layer(self.layer, trusted.n_layers, f"detector {self.name!r}")
         self.trusted_ = np.asarray(trusted.activations([self.layer_])[self.layer_], dtype=np.float32)
         self._train(self.trusted_)
         self.on_trained()
@@ -117,7 +117,7 @@ class SAEDetector(Detector):
         """(n, n_latents) -> (n,) number of active (strictly positive) latents."""
         return (latents > 0).sum(axis=1).astype(np.float64)
 
-    def item_activations(self, items: InputItems) -> np.ndarray:
+    def item_activations(self, items: TextItems) -> np.ndarray:
         """(n, d) activations of ``items`` at the fitted layer."""
         self._check_is_fitted("sae_")
         return np.asarray(items.activations([self.layer_])[self.layer_], dtype=np.float32)
@@ -161,7 +161,7 @@ class SAEDiagMahalanobis(SAEDetector):
     def on_trained(self) -> None:
         self.latent_scorer_ = DiagonalMahalanobis().fit(self.latents(self.trusted_))
 
-    def score(self, items: InputItems) -> np.ndarray:
+    def score(self, items: TextItems) -> np.ndarray:
         """(n_items,) float, diagonal Mahalanobis over SAE latents; higher = more anomalous."""
         return self.latent_scorer_.score(self.latents(self.item_activations(items)))
 
@@ -186,6 +186,6 @@ class SAEL0(SAEDetector):
 
     name = "sae_l0"
 
-    def score(self, items: InputItems) -> np.ndarray:
+    def score(self, items: TextItems) -> np.ndarray:
         """(n_items,) float, number of active SAE latents; higher = more anomalous."""
         return self.l0(self.latents(self.item_activations(items)))

@@ -13,8 +13,7 @@ anomalous / misaligned.
 from __future__ import annotations
 
 from harness import hookimpl
-from harness.interfaces import ConfigError, Detector, Episode, NotFittedError, Scores, Task
-from harness.interfaces import TaskConfig as RunContext
+from harness.interfaces import ConfigError, Detector, Episode, NotFittedError, RunContext, Scores, Task
 from harness.items import ModelItem, ModelItems, TextItems
 from harness.layers import Layer
 from harness.sources import ModelRecipe, train_tiny_lm

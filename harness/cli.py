@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where jobs run: 'local' in this process (default), 'process' a pool of --jobs worker "
                           "processes, 'ray' a Ray cluster (pip install -e \".[ray]\")")
     run.add_argument("--jobs", type=int, default=None,
-                     help="worker processes for --executor process (default 2; --jobs N alone implies it)")
+                     help="worker processes: models trained at once (default 2 on 2+ cores) and the pool of "
+                          "--executor process (default 2; --jobs N > 1 alone implies it)")
     run.add_argument("--ray-address", metavar="ADDR",
                      help="Ray cluster to join (e.g. 127.0.0.1:6379 or auto); default: start a private local one")
     run.add_argument("--device", default="cpu",
@@ -144,14 +145,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness import leaderboard
     from harness.plugins import get_registry
     from harness.runner import RunOptions, run
     from harness.runtime import Runtime
-    from harness.zoo.store import configure_process
 
+    # torch loads only once the whole plan is checked (runner.run): a bad setting fails in seconds
     runtime = Runtime(device=args.device, dtype=args.dtype, batch_size=args.batch_size, device_map=args.device_map)
-    configure_process(runtime.resolved_device())
     registry = get_registry()
     for line in registry.problems():  # a broken or misspelled plugin is named before the run, once
         print(f"warning: {line}", file=sys.stderr)
@@ -195,6 +194,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"tasks that failed to run: {', '.join(failed_tasks)}")
     print(f"records: {options.resolved_results_dir()}")
     if not args.no_leaderboard and not args.quick and args.results_dir is None:
+        from harness import leaderboard
+
         written = leaderboard.build(options.resolved_results_dir(), Path("leaderboard"))
         print("leaderboard: " + ", ".join(str(p) for p in written))
     return EXIT_FAILED if counts["error"] or failed_tasks else EXIT_OK
@@ -204,12 +205,13 @@ def executor_settings(args: argparse.Namespace) -> dict[str, Any]:
     """``executor``, ``jobs`` and ``ray_address`` of RunOptions from the flags; bad combinations
     are ConfigErrors (bad values are checked by :func:`harness.executors.make_executor`)."""
     executor = args.executor or ("process" if args.jobs not in (None, 1) else "local")
-    if args.jobs is not None and executor != "process":
-        raise ConfigError(f"--jobs sizes the process pool of --executor process, not --executor {executor}")
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.jobs not in (None, 1) and executor != "process":
+        raise ConfigError(f"--jobs {args.jobs} sizes the process pool of --executor process, not --executor {executor}")
     if args.ray_address and executor != "ray":
         raise ConfigError("--ray-address needs --executor ray")
-    jobs = args.jobs if args.jobs is not None else (2 if executor == "process" else 1)
-    return {"executor": executor, "jobs": jobs, "ray_address": args.ray_address}
+    return {"executor": executor, "jobs": args.jobs, "ray_address": args.ray_address}
 
 
 def run_plan(registry: Any, args: argparse.Namespace) -> list[tuple[str, list[str]]]:
@@ -235,7 +237,7 @@ def run_plan(registry: Any, args: argparse.Namespace) -> list[tuple[str, list[st
             registry.detector(name)
     plan = []
     for task_name, task_cls in sorted(registry.tasks.items()):
-        supported = registry.detectors_for(task_cls.kind)
+        supported = registry.detectors_for(task_cls)
         chosen = supported if "all" in wanted else [n for n in dict.fromkeys(wanted) if n in supported]
         if chosen:
             plan.append((task_name, chosen))
@@ -270,17 +272,18 @@ def options_for(task_cls: Any, options: Any) -> Any:
 def _print_summary(registry: Any, records: list[dict[str, Any]], failed_tasks: dict[str, str],
                    with_task: bool) -> None:
     """Each task's notes (e.g. POSER's pair validity), then one job table; the columns after
-    dataset, detector and status come from each record's task (``Task.summary_row``)."""
+    dataset, detector and status come from each record's task (its report's ``summary_row``)."""
     import pandas as pd
     from tabulate import tabulate
 
     from harness.leaderboard import task_class
+    from harness.report import report_of
 
     by_task: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         by_task.setdefault(record["task"], []).append(record)
     for task_name, task_records in by_task.items():
-        for line in task_class(registry, task_name).summary_notes(task_records):
+        for line in report_of(task_class(registry, task_name), "summary_notes")(task_records):
             print(f"\n{line}" if not line.startswith("|") else line)
     rows = []
     for record in records:
@@ -289,7 +292,7 @@ def _print_summary(registry: Any, records: list[dict[str, Any]], failed_tasks: d
         if len({r.get("seed", 0) for r in records}) > 1:
             row["seed"] = record.get("seed", 0)
         row["status"] = record.get("status")
-        row.update(task_class(registry, record["task"]).summary_row(record))
+        row.update(report_of(task_class(registry, record["task"]), "summary_row")(record))
         rows.append(row)
     table = pd.DataFrame(rows)
     if with_task and failed_tasks:
@@ -322,7 +325,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name, cls in sorted(registry.tasks.items()):
         if ("task", name) in registry.clashes:
             continue
-        print(f"  {name:28s} kind={cls.kind:6s} plugin={registry.origin('task', name)}")
+        print(f"  {name:28s} items={cls.items.__name__:10s} plugin={registry.origin('task', name)}")
         if args.details:
             if cls.describe():
                 print(f"      {cls.describe()}")
@@ -339,8 +342,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name, cls in sorted(registry.detectors.items()):
         if ("detector", name) in registry.clashes:
             continue
-        kinds = ",".join(cls.task_kinds)
-        print(f"  {name:28s} tasks={kinds:10s} plugin={registry.origin('detector', name)}")
+        types = ",".join(t.__name__ for t in cls.accepts)
+        print(f"  {name:28s} items={types:10s} plugin={registry.origin('detector', name)}")
         if args.details:
             if cls.describe():
                 print(f"      {cls.describe()}")
@@ -382,7 +385,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         if stale:
             _print_stale_diff(leaderboard.render(args.results_dir, args.out_dir, args.include_quick), args.out_dir, stale)
             print(f"stale: {', '.join(stale)}; run `harness leaderboard` and commit", file=sys.stderr)
-        if stale or mixed:
+        problems = leaderboard.check_files(args.results_dir, args.out_dir, args.include_quick)
+        for line in problems:  # orphan or missing plots, broken image links
+            print(line, file=sys.stderr)
+        if stale or mixed or problems:
             return EXIT_FAILED
         print("leaderboard is up to date")
         return EXIT_OK

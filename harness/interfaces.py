@@ -1,4 +1,4 @@
-"""The interfaces plugins implement: Task (builds episodes) and Detector (fit, then score).
+"""The interfaces plugins implement: Task (models, episodes, metric, report) and Detector (fit, then score).
 
 Detectors follow scikit-learn's conventions: hyperparameters are dataclass fields (the
 generated ``__init__`` stores them unchanged, and they go into the result key), learned
@@ -13,13 +13,10 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Optional, Sequence
+from typing import Any, ClassVar, Optional, Sequence
 
 import numpy as np
 
-if TYPE_CHECKING:  # the leaderboard machinery imports pandas; plugins need not
-    from harness.leaderboard import Section
 
 # task names, task kinds and detector names: what users type on the command line
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -33,21 +30,59 @@ class ConfigError(ValueError):
     """A user-supplied configuration value is invalid; the message names the field."""
 
 
+@dataclass(frozen=True)
+class Scores:
+    """What ``Detector.score`` may return instead of a bare array, when some items cannot be scored.
+
+    Attributes:
+        values: (n_items,) float, higher = more suspicious; finite wherever ``mask`` is True.
+        mask: (n_items,) bool, True where the detector scored the item (e.g. its estimate
+            converged), None = every item. Items outside the mask are left out of the metrics
+            and counted; their values are stored as they are (null if not finite).
+    """
+
+    values: np.ndarray
+    mask: Optional[np.ndarray] = None
+
+    @classmethod
+    def of(cls, result: Any, n_items: int) -> "Scores":
+        """``result`` (a Scores or an array-like) checked against the contract: shape
+        ``(n_items,)``, finite wherever scored, a boolean mask of the same shape. Raises
+        ValueError naming the problem."""
+        values, mask = (result.values, result.mask) if isinstance(result, Scores) else (result, None)
+        values = np.asarray(values, dtype=float)
+        if values.shape != (n_items,):
+            raise ValueError(f"score() returned shape {values.shape}, expected ({n_items},)")
+        mask = np.ones(n_items, dtype=bool) if mask is None else np.asarray(mask)
+        if mask.shape != (n_items,) or mask.dtype != bool:
+            raise ValueError(f"Scores.mask must be a bool array of shape ({n_items},), got {mask.dtype} {mask.shape}")
+        bad = int((~np.isfinite(values[mask])).sum())
+        if bad:
+            raise ValueError(f"score() returned {bad} non-finite values on scored items (leave them out with "
+                             "Scores(values, mask))")
+        return cls(values, mask)
+
+    def kept(self) -> np.ndarray:
+        """The (n_items,) bool mask, all True when none was given."""
+        return np.ones(len(self.values), dtype=bool) if self.mask is None else np.asarray(self.mask, dtype=bool)
+
+
 class Detector:
     """Base class of detectors. Subclasses are dataclasses whose fields are hyperparameters.
 
     Class attributes:
         name: the registry name (``--detector NAME``).
-        task_kinds: task kinds this detector can score (built in: ``"mad"``, items are inputs
-            of one model; ``"poser"``, items are models; a task plugin may bring its own kind).
+        accepts: the item types it can score (e.g. ``(TextItems,)``: inputs of one model;
+            ``(ModelItems,)``: models). It runs on every task whose ``items`` is one of them (or a
+            subclass), whatever the task's kind.
 
     Methods:
         fit(trusted) -> self: learn from trusted (normal) items only, never from labels.
-        score(items) -> (n_items,) float array, higher = more suspicious.
+        score(items) -> (n_items,) float array or :class:`Scores`, higher = more suspicious.
     """
 
     name: ClassVar[str] = ""
-    task_kinds: ClassVar[tuple[str, ...]] = ("mad",)
+    accepts: ClassVar[tuple[type, ...]] = ()
     # what one job of this detector needs; the Ray executor requests it ({"cpus": 1, "gpus": 1}
     # for a detector that wants a GPU)
     resources: ClassVar[dict[str, float]] = {"cpus": 1.0, "gpus": 0.0}
@@ -58,11 +93,17 @@ class Detector:
             return {}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
+    def check_layers(self, n_layers: int) -> None:
+        """Raise ConfigError if a layer hyperparameter does not exist in a model of ``n_layers``
+        blocks. The harness calls it with every model's depth before anything is trained (from
+        the recipe) and again when the episodes are built, so a bad layer fails the run in
+        seconds. Default: no check."""
+
     def check_episode(self, episode: "Episode") -> None:
-        """Raise ConfigError if the hyperparameters cannot work on ``episode`` (e.g. a layer
-        index the episode's model does not have). The runner calls it for every job before
-        running any, so a bad setting fails the run cleanly instead of writing error records.
-        Default: no check."""
+        """Raise ConfigError if the hyperparameters cannot work on ``episode`` in a way the depth
+        alone does not tell (e.g. a module name the model does not have). The runner calls it for
+        every job before running any, so a bad setting fails the run cleanly instead of writing
+        error records. Default: no check."""
 
     def memory_need(self, episode: "Episode") -> int:
         """Bytes this detector needs on ``episode`` beyond the model's weights and one
@@ -75,13 +116,13 @@ class Detector:
     def fit(self, trusted: Any) -> "Detector":
         raise NotImplementedError
 
-    def score(self, items: Any) -> np.ndarray:
+    def score(self, items: Any) -> "np.ndarray | Scores":
         raise NotImplementedError
 
     def diagnostics(self) -> dict[str, Any]:
         """Optional JSON-serialisable facts about the fitted state (e.g. a reconstruction
-        quality), stored with the result; empty by default. A value JSON cannot store makes the
-        job an error record naming the key."""
+        quality), stored with the result; empty by default. Diagnostics JSON cannot store are
+        left out of the record with a warning naming the key; the scores are kept."""
         return {}
 
     def _check_is_fitted(self, attribute: str) -> None:
@@ -122,14 +163,16 @@ class Detector:
 
 
 @dataclass
-class TaskConfig:
-    """Options every task receives.
+class RunContext:
+    """What a task is asked to build: one seed of one run.
 
-    ``options`` holds the ``--option`` settings the user gave, already checked against the
-    task's ``options`` table and coerced to the declared types; defaults are not filled in
-    (:func:`harness.options.resolve_options` adds them). ``datasets`` narrows the episodes to build (``--dataset``); a
-    worker process rebuilds one episode by calling ``episodes`` with ``datasets=[name]``, so a
-    task must build the same episode whether it is asked for alone or with the others.
+    ``seed`` sets the data, the models and their training; ``quick`` asks for tiny data and
+    models (tests). ``options`` holds the ``--option`` settings the user gave, already checked
+    against the task's ``options`` table and coerced to the declared types
+    (:meth:`Task.settings` adds the defaults). ``datasets`` narrows the episodes to build
+    (``--dataset``); a worker process rebuilds one episode by calling ``episodes`` with
+    ``datasets=[name]``, so a task must build the same episode whether it is asked for alone or
+    with the others.
     """
 
     seed: int = 0
@@ -177,83 +220,68 @@ class Episode:
 
 
 class Task:
-    """Base class of tasks. A task builds episodes (models trained or loaded from the cache),
-    turns a detector's scores into metrics, and renders its own leaderboard section.
+    """Base class of tasks. A task is three parts: a *source* (the models it needs, as recipes
+    the harness trains and caches, and the episodes built on them), a *metric* (a detector's
+    scores and the labels -> numbers) and a *report* (records -> its leaderboard section).
 
     Class attributes:
         name: registry name (``--task NAME``).
-        kind: detectors declare the kinds they support; built in: ``"mad"`` (items are inputs
-            of one model) and ``"poser"`` (items are models). A plugin may bring a new kind:
-            detectors that list it in ``task_kinds`` can score it.
+        items: the item type its episodes hold (:class:`harness.items.TextItems`: inputs of one
+            model; :class:`harness.items.ModelItems`: models). Every detector that accepts that
+            type runs on the task.
+        kind: a label stored in the records (e.g. ``"mad"``); it does not decide which detectors
+            run (``items`` does). Defaults to the task's name.
         version: bump when the data or the models change, so stored results are not reused.
         options: the ``--option KEY=VALUE`` settings the task accepts, ``name -> (type,
-            default, meaning)``. The runner validates every given option against this table
-            (unknown names and values of the wrong type are usage errors) and passes the given
-            values, coerced to their types, as ``TaskConfig.options`` (defaults not filled in:
-            :func:`harness.options.resolve_options` adds them).
+            default, meaning)``. The harness checks the table when the plugin registers, and
+            every given option against it before any work (unknown names and values of the wrong
+            type are usage errors); ``RunContext.options`` holds the given values coerced to
+            their types (:meth:`settings` adds the defaults).
+        report: the dotted name of the module that renders the task's records, with any of
+            ``section(section) -> list[str]`` (its markdown in leaderboard/README.md),
+            ``plots(section, out_dir) -> list[Path]`` (PNGs named with ``section.slug``),
+            ``summary_row(record) -> dict`` (run-summary columns) and ``summary_notes(records)
+            -> list[str]`` (lines printed before the run summary). The default report
+            (:mod:`harness.report`) stands in for each one missing, and for all of them when
+            ``report`` is empty. Imported only to render, so importing the task stays light.
     """
 
     name: ClassVar[str] = ""
-    kind: ClassVar[str] = "mad"
+    items: ClassVar[Optional[type]] = None
+    kind: ClassVar[str] = ""
     version: ClassVar[str] = "1"
     options: ClassVar[dict[str, tuple[type, Any, str]]] = {}
+    report: ClassVar[str] = ""
 
-    def prepare(self, configs: Sequence[TaskConfig]) -> None:
-        """Build, as one batch of work, what the episodes of all ``configs`` (one per seed of
-        the run) will need, before the runner calls :meth:`episodes` for each of them.
+    def settings(self, config: RunContext) -> dict[str, Any]:
+        """Every option of ``options``: the given value (already checked and coerced), else the default."""
+        return {name: config.options.get(name, default) for name, (_, default, _) in self.options.items()}
 
-        Optional: the default does nothing. A task that trains models overrides it to train
-        the missing models of every seed in one pool, longest first, instead of seed after
-        seed (the cores stay busy until the last model). :meth:`episodes` must still build
-        whatever is missing, so a task works without it.
-        """
-        return None
+    def check(self, config: RunContext) -> None:
+        """Raise ConfigError for a setting that cannot work (an option out of range, an unknown
+        dataset), before anything is trained. The runner calls it for every seed's config first.
+        Default: no check beyond the option types, which the harness checks itself."""
 
-    def episodes(self, config: TaskConfig) -> list[Episode]:
-        """Build (or load from the cache) every episode. Invalid episodes are returned with
-        ``validity["valid"] = False``; the runner reports and skips them."""
+    def models(self, config: RunContext) -> Sequence[Any]:
+        """The source's models: one :class:`harness.sources.ModelRecipe` per model the episodes of
+        ``config`` need. The harness trains the missing ones once, for every seed of the run in
+        one pool (longest first, ``--jobs`` at a time), and caches them by key; ``episodes``
+        then loads them with ``recipe.load()``. Default: none (a task on
+        models on disk, or with no model)."""
+        return ()
+
+    def episodes(self, config: RunContext) -> list[Episode]:
+        """Build every episode (its models come from the cache). Invalid episodes are returned
+        with ``validity["valid"] = False``; the runner reports and skips them."""
         raise NotImplementedError
 
-    def metrics(self, episode: Episode, scores: np.ndarray, seed: int,
-                diagnostics: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-        """Scores -> JSON-serialisable metrics stored in the record. ``diagnostics`` are the
-        detector's (e.g. which items it could not score); a task may leave out the parameter.
-        Default: AUROC with a bootstrap interval (and, when the episode has an ``agrees_with_gt``
-        tag, on the MAD subsets of anomalous items that agree / disagree with the ground truth)."""
-        from harness.scoring import mad_metrics
-
-        labels = np.asarray(episode.labels, dtype=int)
-        agrees = episode.tags.get("agrees_with_gt", np.ones_like(labels, dtype=bool))
-        return mad_metrics(labels, scores, agrees, seed=seed)
-
-    # -- reporting: the run summary and the leaderboard section come from the task ---------
-    @classmethod
-    def summary_row(cls, record: dict[str, Any]) -> dict[str, Any]:
-        """Columns of the run summary for one record (after dataset, detector and status).
-        Default: AUROC and its interval."""
-        from harness.report import default_summary_row
-
-        return default_summary_row(record)
-
-    @classmethod
-    def summary_notes(cls, records: list[dict[str, Any]]) -> list[str]:
-        """Text the run summary prints before its table (e.g. a per-pair validity table).
-        Default: none."""
-        return []
-
-    @classmethod
-    def leaderboard_section(cls, section: "Section") -> list[str]:
-        """Markdown lines of this task's part of ``leaderboard/README.md`` for one section (one
-        task, one source, one set of models). Default: detector x dataset AUROC table."""
-        from harness.report import default_section
-
-        return default_section(section)
-
-    @classmethod
-    def leaderboard_plots(cls, section: "Section", out_dir: Path) -> list[Path]:
-        """PNG plots of one section written into ``out_dir`` (name them with
-        ``section.slug``); returns the written paths. Default: none."""
-        return []
+    def metrics(self, episode: Episode, scores: Scores, seed: int) -> Optional[dict[str, Any]]:
+        """The metric: scores -> JSON-serialisable numbers stored in the record. ``None`` (the
+        default) takes the harness's: AUROC with a bootstrap interval on the items in
+        ``scores.mask`` (``n_unscored`` counts the others) and, when the episode has an
+        ``agrees_with_gt`` tag, on the subsets of anomalous items that agree / disagree with the
+        ground truth (:func:`harness.scoring.default_metrics`)."""
+        return None
 
     @classmethod
     def describe(cls) -> str:

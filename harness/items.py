@@ -1,7 +1,10 @@
-"""Items of a MAD-kind episode: the inputs of one model, with lazy access to their features.
+"""The item types episodes hold and detectors accept: texts of one model, or models.
 
-Detectors receive :class:`InputItems` in ``fit`` and ``score`` and ask it for features; the
-shared :class:`~harness.features.FeatureExtractor` computes them once and caches them.
+:class:`TextItems`: n prompts of one model, with lazy access to their features (the shared
+:class:`~harness.features.FeatureExtractor` computes them once and caches them).
+:class:`ModelItems`: the models an episode scores, each a :class:`ModelItem`. A task declares
+which type its episodes hold (``Task.items``), a detector which types it can score
+(``Detector.accepts``); the harness pairs them by type, whatever the task's kind.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from harness.layers import resolve_layers
 
 
 @dataclass
-class InputItems:
+class TextItems:
     """n inputs of one model.
 
     Attributes:
@@ -37,9 +40,17 @@ class InputItems:
     _n_layers: Optional[int] = field(default=None, repr=False)
 
     @classmethod
+    def of_model(cls, model: Any, prompts: Sequence[str], answers: Sequence[str],
+                 records: Sequence[dict] = ()) -> "TextItems":
+        """Items of ``model`` (a :class:`~harness.zoo.store.ModelHandle`), whose answer is read at
+        the last prompt token as ``answers = (negative, positive)``, e.g. ``(" False", " True")``;
+        log-odds = logit(positive) - logit(negative)."""
+        return cls(list(prompts), FeatureExtractor(model, answers=tuple(answers)), list(records))
+
+    @classmethod
     def from_arrays(
         cls, hidden: np.ndarray, logodds: Optional[np.ndarray] = None, attributions: Optional[np.ndarray] = None
-    ) -> "InputItems":
+    ) -> "TextItems":
         """Items with precomputed features: hidden (n_layers + 1, n, d), logodds (n,),
         attributions (n_layers + 1, n, d) or None (then ``attributions()`` raises)."""
         hidden = np.asarray(hidden, dtype=np.float32)
@@ -115,6 +126,10 @@ class InputItems:
         if self.extractor is None:
             raise ValueError("these items were built from arrays and have no model")
         return self.extractor.handle
+
+
+class ModelItems(list):
+    """The models an episode scores: a list of :class:`ModelItem` (POSER's items)."""
 
 
 @dataclass

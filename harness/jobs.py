@@ -20,7 +20,8 @@ from typing import Any, Optional
 import numpy as np
 
 from harness.cache import stable_hash
-from harness.interfaces import ConfigError, Detector, Episode, Task, TaskConfig
+from harness.interfaces import ConfigError, Detector, Episode, Scores, Task, RunContext
+from harness.scoring import default_metrics
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,8 @@ class JobSpec:
     resources: dict[str, float] = field(default_factory=lambda: {"cpus": 1.0, "gpus": 0.0})
     runtime: dict[str, Any] = field(default_factory=dict)
 
-    def task_config(self) -> TaskConfig:
-        return TaskConfig(**self.config)
+    def task_config(self) -> RunContext:
+        return RunContext(**self.config)
 
 
 def job_seed(seed: int, dataset: str, detector: str) -> int:
@@ -61,61 +62,51 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def check_scores(scores: Any, n_items: int) -> np.ndarray:
-    """The detector contract: (n_items,) finite floats. Raises ValueError naming the problem."""
-    array = np.asarray(scores, dtype=float)
-    if array.shape != (n_items,):
-        raise ValueError(f"score() returned shape {array.shape}, expected ({n_items},)")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"score() returned {int((~np.isfinite(array)).sum())} non-finite values")
-    return array
-
-
 def execute(task: Task, episode: Episode, detector: Detector, seed: int) -> dict[str, Any]:
     """Fit a fresh copy of ``detector`` on the episode and score it.
 
-    Returns the outcome part of a record: ``status`` "ok" with metrics, timings, scores, labels,
-    tags and diagnostics, or ``status`` "error" with the message and traceback (a failing plugin
-    is reported, never raised).
+    Returns the outcome part of a record: ``status`` "ok" with metrics, timings, scores (null
+    where not finite), ``scored`` (the detector's :class:`~harness.interfaces.Scores` mask, only
+    when it leaves items out), labels, tags and diagnostics, or ``status`` "error" with the message and traceback (a failing
+    plugin is reported, never raised). Diagnostics JSON cannot hold are left out with a warning:
+    they never cost the scores.
     """
     fresh = dataclasses.replace(detector)  # type: ignore[type-var]  # no state leaks between jobs
     seed_everything(job_seed(seed, episode.name, detector.name))
     timings: dict[str, float] = {}
+    warnings: list[str] = []
     try:
         start = time.perf_counter()
         fresh.fit(episode.trusted)
         timings["fit_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        scores = check_scores(fresh.score(episode.test), len(episode.labels))
+        scores = Scores.of(fresh.score(episode.test), len(episode.labels))
         timings["score_s"] = time.perf_counter() - start
-        diagnostics = fresh.diagnostics() if hasattr(fresh, "diagnostics") else {}
-        metrics = task_metrics(task, episode, scores, seed, diagnostics)
-        for what, value in (("the task's metrics()", metrics), ("the detector's diagnostics()", diagnostics)):
-            problem = json_problem(value)
-            if problem:
-                raise TypeError(f"{what} returned {problem}; records hold JSON only")
+        diagnostics = fresh.diagnostics()
+        problem = json_problem(diagnostics)
+        if problem:
+            warnings.append(f"diagnostics() returned {problem}; records hold JSON only, so no diagnostics were stored")
+            diagnostics = {}
+        metrics = task.metrics(episode, scores, seed)
+        if metrics is None:
+            metrics = default_metrics(episode.labels, scores.values, scores.kept(), episode.tags, seed)
+        problem = json_problem(metrics)
+        if problem:
+            raise TypeError(f"the task's metrics() returned {problem}; records hold JSON only")
     except Exception as exc:
         return error_outcome(exc)
     return {
         "status": "ok",
         "metrics": metrics,
         "timings": timings,
-        "scores": scores.tolist(),
+        "scores": [float(v) if np.isfinite(v) else None for v in scores.values],
+        # which items count, when the detector left some out (absent: every item)
+        **({} if scores.kept().all() else {"scored": scores.kept().tolist()}),
         "labels": np.asarray(episode.labels, dtype=int).tolist(),
         "tags": {name: np.asarray(tag).tolist() for name, tag in episode.tags.items()},
         "diagnostics": diagnostics,
+        **({"warnings": warnings} if warnings else {}),
     }
-
-
-def task_metrics(task: Task, episode: Episode, scores: np.ndarray, seed: int, diagnostics: dict[str, Any]) -> dict[str, Any]:
-    """``task.metrics``, given the detector's diagnostics when it takes them (so a task can leave
-    out items a detector says it could not score, e.g. unconverged basin searches); tasks
-    written against the three-argument form keep working."""
-    import inspect
-
-    if "diagnostics" in inspect.signature(task.metrics).parameters:
-        return task.metrics(episode, scores, seed, diagnostics=diagnostics)
-    return task.metrics(episode, scores, seed)
 
 
 def json_problem(value: Any, where: str = "") -> str:

@@ -7,8 +7,9 @@ count from the end (``-1`` = the last block's output). A detector that perturbs 
 *block* (basin volume, activation noise) takes the block whose output is hidden state
 ``layer``: ``layer=1`` is the first block, so it must be in 1..L (or negative).
 
-Earlier harness versions used a 0-based block index for the basin detectors (block ``b`` is
-``layer=b+1`` now) and called a 1-based block ``layer`` for activation noise (unchanged).
+A hyperparameter holding one layer is annotated :data:`Layer`; ``None`` in it means the
+detector's documented default (every block output for ``layers``, the middle block for a
+single ``layer`` of a feature detector, the whole model for a weight-perturbing one).
 """
 
 from __future__ import annotations
@@ -17,13 +18,19 @@ from typing import Optional, Sequence
 
 from harness.interfaces import ConfigError
 
+# A hidden-state index (the convention above): the type of every ``layer`` hyperparameter.
+Layer = int
 
-def resolve_layer(layer: int, n_layers: int, owner: str, field: str = "layer", block: bool = False) -> int:
-    """``layer`` as a non-negative hidden-state index of a model with ``n_layers`` blocks.
+
+def resolve_layer(layer: Optional[Layer], n_layers: int, owner: str, field: str = "layer", block: bool = False) -> int:
+    """``layer`` as a non-negative hidden-state index of a model with ``n_layers`` blocks
+    (None: the middle block's output, :func:`middle_block`).
 
     ``block=True``: the layer names a block (its output), so 0, the embeddings, is refused.
     Raises a ConfigError naming ``owner`` and ``field`` and the valid range.
     """
+    if layer is None:
+        layer = middle_block(n_layers)
     low = 1 if block else 0
     if not isinstance(layer, int) or isinstance(layer, bool):
         raise ConfigError(f"{owner} field {field!r} must be an integer hidden-state index, got {layer!r}")
@@ -33,9 +40,7 @@ def resolve_layer(layer: int, n_layers: int, owner: str, field: str = "layer", b
                 f"negative counts from the end)") if block else (
                 f"hidden states 0..{n_layers} (0 = embeddings, 1..{n_layers} = block outputs; negative counts "
                 "from the end)")
-        hint = (" Earlier versions took a 0-based block here: block b is layer b+1 now." if block and layer == 0
-                else "")
-        raise ConfigError(f"{owner} field {field!r}: layer {layer} out of range; this model has {what}.{hint}")
+        raise ConfigError(f"{owner} field {field!r}: layer {layer} out of range; this model has {what}.")
     return index
 
 

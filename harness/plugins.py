@@ -101,7 +101,7 @@ class Registry:
                 plugin = ep.load()
             except Exception as exc:  # a broken plugin must not take the host down
                 info.errors.append(f"import failed: {type(exc).__name__}: {exc}")
-                logger.warning("plugin %s failed to import: %s", ep.name, exc)
+                logger.debug("plugin %s failed to import: %s", ep.name, exc)  # the CLI reports registry.problems()
                 continue
             self._register_plugin(plugin, info)
         return self
@@ -168,18 +168,21 @@ class Registry:
     def _validate(cls: Any, kind: str) -> str:
         base = Task if kind == "task" else Detector
         if not isinstance(cls, type) or not issubclass(cls, base):
-            return f"it is not a subclass of harness.interfaces.{base.__name__}"
+            return f"it is not a subclass of harness.api.{base.__name__}"
         if not getattr(cls, "name", ""):
             return "it has no `name` class attribute"
         if not isinstance(cls.name, str) or not NAME_PATTERN.match(cls.name):
             return f"name {cls.name!r} is not lower_snake_case (letters, digits, underscores)"
-        kinds = [cls.kind] if kind == "task" else list(cls.task_kinds)
-        bad = [k for k in kinds if not isinstance(k, str) or not NAME_PATTERN.match(k)]
-        if bad:
-            return f"task kind {bad[0]!r} is not lower_snake_case"
-        if kind == "task" and not isinstance(getattr(cls, "options", {}), dict):
-            return "its `options` is not a dict of name -> (type, default, meaning)"
-        if kind == "detector" and not dataclasses.is_dataclass(cls):
+        if kind == "task":
+            if not isinstance(cls.items, type):
+                return "its `items` is not an item type (e.g. harness.api.TextItems or ModelItems)"
+            if cls.kind and not NAME_PATTERN.match(cls.kind):
+                return f"task kind {cls.kind!r} is not lower_snake_case"
+            return options_problem(getattr(cls, "options", {}))
+        accepts = getattr(cls, "accepts", ())
+        if not isinstance(accepts, tuple) or not accepts or not all(isinstance(t, type) for t in accepts):
+            return "its `accepts` is not a non-empty tuple of item types (e.g. (harness.api.TextItems,))"
+        if not dataclasses.is_dataclass(cls):
             return "it is not a dataclass (hyperparameters must be dataclass fields)"
         return ""
 
@@ -214,10 +217,10 @@ class Registry:
     def detector(self, name: str) -> type[Detector]:
         return self._lookup("detector", name, self.detectors)
 
-    def detectors_for(self, task_kind: str) -> list[str]:
-        """Usable detectors that score ``task_kind`` (clashing names are left out)."""
+    def detectors_for(self, task: type[Task]) -> list[str]:
+        """Usable detectors that accept the items of ``task`` (clashing names are left out)."""
         return sorted(n for n, cls in self.detectors.items()
-                      if task_kind in cls.task_kinds and ("detector", n) not in self.clashes)
+                      if accepts(cls, task) and ("detector", n) not in self.clashes)
 
     @property
     def errors(self) -> dict[str, list[str]]:
@@ -227,6 +230,28 @@ class Registry:
         """One line per load problem (failed import, misspelled hook, invalid class, name clash)."""
         return [f"plugin {self.plugins[name].describe()}: {error}"
                 for name, errors in self.errors.items() for error in errors]
+
+
+def accepts(detector: type[Detector], task: type[Task]) -> bool:
+    """Whether ``detector`` can score the items of ``task``'s episodes."""
+    return isinstance(task.items, type) and issubclass(task.items, tuple(detector.accepts))
+
+
+def options_problem(options: Any) -> str:
+    """What is wrong with a task's ``options`` table (``""`` if nothing): it must map
+    lower_snake_case names to ``(type, default, meaning)`` with a default of that type."""
+    if not isinstance(options, dict):
+        return "its `options` is not a dict of name -> (type, default, meaning)"
+    for name, spec in options.items():
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            return f"option name {name!r} is not lower_snake_case"
+        if not (isinstance(spec, tuple) and len(spec) == 3 and isinstance(spec[0], type) and isinstance(spec[2], str)):
+            return f"option {name!r} is not declared as (type, default, meaning), got {spec!r}"
+        kind, default, _ = spec
+        if not (isinstance(default, kind) or (kind is float and isinstance(default, int))) or (
+                kind is not bool and isinstance(default, bool)):
+            return f"option {name!r} declares type {kind.__name__} but its default is {default!r}"
+    return ""
 
 
 _registry: Optional[Registry] = None

@@ -18,14 +18,17 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from harness.cache import stable_hash
-from harness.interfaces import ConfigError, Detector, Episode, Task, TaskConfig
+from harness.interfaces import ConfigError, Detector, Episode, Task, RunContext
+from harness.items import ModelItem, TextItems
 from harness.jobs import JobSpec, execute
 from harness.memory import check_fits
 from harness.options import validate_options
 from harness.params import make_detector
-from harness.plugins import Registry, UnknownNameError
+from harness.plugins import Registry, UnknownNameError, accepts
 from harness.runtime import Runtime
 from harness.runtime import use as use_runtime
+from harness.sources import build_models, default_jobs
+from harness.zoo.store import configure_process
 from harness.results import (
     DEFAULT_RESULTS_DIR,
     QUICK_RESULTS_DIR,
@@ -48,7 +51,9 @@ class RunOptions:
     detector_params: detector name -> {field: value} overriding that detector's defaults.
     task_options: ``--option`` values, checked against the task's ``options`` table (an
         unknown name or a value of the wrong type is a ConfigError) and coerced to its types.
-    executor, jobs, ray_address: where jobs run (see :mod:`harness.executors`).
+    executor, jobs, ray_address: where jobs run (see :mod:`harness.executors`); ``jobs`` (None:
+        the default) also sizes the pool that trains the task's models
+        (:func:`harness.sources.build_models`).
     runtime: device, dtype, batch size and device map of every model the run touches (see
         :mod:`harness.runtime`); the dtype is part of the result key.
     """
@@ -63,7 +68,7 @@ class RunOptions:
     task_options: dict[str, Any] = field(default_factory=dict)
     detector_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     executor: str = "local"
-    jobs: int = 1
+    jobs: Optional[int] = None
     ray_address: Optional[str] = None
     runtime: Runtime = field(default_factory=Runtime)
 
@@ -94,22 +99,23 @@ def resolve(registry: Registry, task_name: str, detector_names: Sequence[str]) -
     ``"all"`` as a detector name means every registered detector that supports the task.
     """
     task_cls = registry.task(task_name)
+    valid = registry.detectors_for(task_cls)
     names: list[str] = []
     for name in detector_names:
-        names.extend(registry.detectors_for(task_cls.kind) if name == "all" else [name])
+        names.extend(valid if name == "all" else [name])
     detectors = []
     for name in dict.fromkeys(names):
-        valid = registry.detectors_for(task_cls.kind)
         if name not in registry.detectors:
             raise UnknownNameError("detector", name, valid)
         cls = registry.detector(name)  # a name two plugins registered raises here
-        if task_cls.kind not in cls.task_kinds:
-            kinds = ", ".join(cls.task_kinds)
-            raise ConfigError(f"detector {name!r} scores {kinds} tasks, not task {task_name!r} (kind "
-                              f"{task_cls.kind}); detectors for it: {', '.join(valid)}")
+        if not accepts(cls, task_cls):
+            types = ", ".join(t.__name__ for t in cls.accepts)
+            raise ConfigError(f"detector {name!r} scores {types}, not the {task_cls.items.__name__} of task "
+                              f"{task_name!r}; detectors for it: {', '.join(valid) or '(none)'}")
         detectors.append(cls)
     if not detectors:
-        raise ConfigError(f"no detector given, and none registered supports task kind {task_cls.kind!r}")
+        raise ConfigError(f"no detector given, and none registered accepts the {task_cls.items.__name__} of task "
+                          f"{task_name!r}")
     return task_cls, detectors
 
 
@@ -133,7 +139,8 @@ def run(
     task_cls, detector_classes = resolve(registry, task_name, detector_names)
     task_options = validate_options(task_cls.name, task_cls.options, options.task_options)
     detectors = [make_detector(cls, options.detector_params.get(cls.name, {})) for cls in detector_classes]
-    executor = make_executor(options.executor, options.jobs, options.ray_address)
+    executor = make_executor(options.executor, options.jobs or (2 if options.executor == "process" else 1),
+                             options.ray_address)
     previous_runtime = use_runtime(options.runtime)  # every model the run loads sees it
     try:
         return _run_jobs(registry, task_cls(), task_options, detectors, executor, options, on_result,
@@ -146,16 +153,26 @@ def _run_jobs(registry: Registry, task: Task, task_options: dict[str, Any], dete
               executor: Any, options: RunOptions, on_result: Optional[Callable[[JobResult], None]],
               notice: Callable[[str], None]) -> list[JobResult]:
     """Build the episodes of every seed, check every job, write records as jobs finish."""
-    configs = [TaskConfig(seed=seed, quick=options.quick, allow_invalid=options.allow_invalid,
+    configs = [RunContext(seed=seed, quick=options.quick, allow_invalid=options.allow_invalid,
                           datasets=options.datasets, options=dict(task_options))
                for seed in options.seed_list()]
-    task.prepare(configs)  # e.g. every seed's missing models in one pool, before any episode
-    built: list[tuple[TaskConfig, Episode]] = []
+    for config in configs:  # every setting of every seed is checked before anything is trained
+        task.check(config)
+    recipes = [recipe for config in configs for recipe in task.models(config)]
+    for depth in sorted({recipe.n_layers for recipe in recipes if recipe.n_layers is not None}):
+        for detector in detectors:
+            detector.check_layers(depth)
+    configure_process(options.runtime.resolved_device())  # torch's thread policy, once all is checked
+    # the models of every seed in one pool, longest first, before any episode is built
+    build_models(recipes, options.jobs or default_jobs())
+    built: list[tuple[RunContext, Episode]] = []
     for config in configs:
         built += [(config, check_storable(task.name, episode)) for episode in task.episodes(config)]
     runnable = [episode for _, episode in built if episode.valid or options.allow_invalid]
     for episode in runnable:  # every check before the first record
         for detector in detectors:
+            for depth in model_depths(episode):
+                detector.check_layers(depth)
             detector.check_episode(episode)
     check_fits(((episode, detector) for episode in runnable for detector in detectors), options.runtime)
     if not options.quick:
@@ -214,7 +231,7 @@ def _run_jobs(registry: Registry, task: Task, task_options: dict[str, Any], dete
             record = {**base, **outcome}
             write_record(path, record)
             if outcome["status"] == "error":
-                logger.error("%s on %s failed: %s", detector.name, episode.name, outcome["message"])
+                logger.debug("%s on %s failed: %s", detector.name, episode.name, outcome["message"])  # on_result reports it
             report(JobResult(episode.name, detector.name, outcome["status"], record, path, outcome.get("message", "")))
     finally:
         executor.close()
@@ -222,6 +239,13 @@ def _run_jobs(registry: Registry, task: Task, task_options: dict[str, Any], dete
     position = {(c.seed, e.name, d.name): i
                 for i, (c, e, d) in enumerate((c, e, d) for c, e in built for d in detectors)}
     return sorted(results, key=lambda r: position[(r.record.get("seed", 0), r.dataset, r.detector)])
+
+
+def model_depths(episode: Episode) -> set[int]:
+    """The blocks of every model the episode's items run (from configs: no weight is loaded)."""
+    if isinstance(episode.test, TextItems):
+        return {episode.test.n_layers}
+    return {item.handle.n_layers for item in episode.test if isinstance(item, ModelItem)}
 
 
 def check_storable(task_name: str, episode: Episode) -> Episode:
@@ -252,7 +276,7 @@ def models_fingerprint(models: dict[str, str]) -> str:
     return stable_hash(sorted(models.items())) if models else ""
 
 
-def _reference_differences(task_name: str, built: list[tuple[TaskConfig, Episode]]) -> list[str]:
+def _reference_differences(task_name: str, built: list[tuple[RunContext, Episode]]) -> list[str]:
     """Lines for episodes whose models differ from those the committed leaderboard used."""
     from harness.zoo.reference import load_reference, reference_differences
 
@@ -267,7 +291,7 @@ def _reference_differences(task_name: str, built: list[tuple[TaskConfig, Episode
 
 
 def _record_base(task: Task, episode: Episode, detector: Detector, params: dict[str, Any], key: str,
-                 config: TaskConfig, versions: dict[str, str], plugins: dict[str, dict[str, str]],
+                 config: RunContext, versions: dict[str, str], plugins: dict[str, dict[str, str]],
                  runtime: Runtime) -> dict[str, Any]:
     """The part of a record that the driver knows before the job runs."""
     from harness.zoo.reference import episode_models
@@ -276,7 +300,7 @@ def _record_base(task: Task, episode: Episode, detector: Detector, params: dict[
     return {
         "key": key,
         "task": task.name,
-        "task_kind": task.kind,
+        "task_kind": task.kind or task.name,
         "task_version": task.version,
         "task_plugin": plugins["task"],
         "dataset": episode.name,

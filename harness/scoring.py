@@ -113,20 +113,18 @@ def mad_metrics(
     return out
 
 
-def mean_auroc_interval(
-    episodes: Sequence[tuple[np.ndarray, np.ndarray]],
-    n_bootstrap: int = N_BOOTSTRAP,
-    seed: int = 0,
-    confidence: float = CONFIDENCE,
-) -> list[float]:
-    """Bootstrap interval of the mean AUROC over episodes: items are resampled within each
-    episode independently and the replicate means are taken."""
-    if not episodes:
-        return [float("nan"), float("nan")]
-    replicates = np.stack(
-        [bootstrap_aurocs(labels, scores, n_bootstrap, seed + i) for i, (labels, scores) in enumerate(episodes)]
-    )
-    return interval(np.nanmean(replicates, axis=0), confidence)
+def default_metrics(labels: np.ndarray, scores: np.ndarray, scored: np.ndarray,
+                    tags: Mapping[str, np.ndarray], seed: int) -> dict[str, object]:
+    """The metric of a task that defines none: :func:`mad_metrics` on the scored items (``scored``:
+    (n,) bool), the ``agrees_with_gt`` tag if the task gives one (else every anomaly agrees), and
+    ``n_unscored`` when the detector left items out."""
+    labels = np.asarray(labels, dtype=int)
+    keep = np.asarray(scored, dtype=bool)
+    agrees = np.asarray(tags.get("agrees_with_gt", np.ones_like(labels, dtype=bool)), dtype=bool)
+    out = mad_metrics(labels[keep], np.asarray(scores, dtype=float)[keep], agrees[keep], seed=seed)
+    if not keep.all():
+        out["n_unscored"] = int((~keep).sum())
+    return out
 
 
 def pair_accuracy(misaligned_scores: np.ndarray, aligned_scores: np.ndarray) -> float:
@@ -140,19 +138,12 @@ def pair_accuracy(misaligned_scores: np.ndarray, aligned_scores: np.ndarray) -> 
     return float(wins.mean())
 
 
-def summary_std(values: Sequence[float]) -> Optional[float]:
-    """Sample standard deviation over seeds (None for fewer than two)."""
-    values = [v for v in values if v == v]
-    return float(np.std(values, ddof=1)) if len(values) > 1 else None
-
-
-def scored_items(diagnostics: Optional[Mapping[str, object]], n: int) -> np.ndarray:
-    """(n,) bool: the items whose score counts. A detector whose estimate can fail to converge
-    reports one ``converged`` flag per item in its diagnostics; those items are left out."""
-    converged = (diagnostics or {}).get("converged")
-    if converged is None or len(converged) != n:  # type: ignore[arg-type]
-        return np.ones(n, dtype=bool)
-    return np.asarray(converged, dtype=bool)
+def scored_items(record: Mapping[str, object]) -> np.ndarray:
+    """(n,) bool: the items of a record whose score counts: its ``scored`` mask (written when
+    the detector left items out, e.g. unconverged basin estimates), else every item."""
+    n = len(record["scores"])  # type: ignore[arg-type]
+    scored = record.get("scored")
+    return np.ones(n, dtype=bool) if scored is None else np.asarray(scored, dtype=bool)
 
 
 def tied_items(scores: np.ndarray) -> int:

@@ -22,7 +22,7 @@ import numpy as np
 from harness.cache import stable_hash
 from harness.features import FeatureExtractor
 from harness.interfaces import Episode
-from harness.items import InputItems
+from harness.items import TextItems
 from harness.scoring import wilson_interval
 from harness.zoo.store import ModelHandle, portable_model_path
 from harness.tasks.mad.training import ANSWERS
@@ -127,8 +127,8 @@ def build_episode(
     labels, and the gate's thresholds.
     """
     extractor = FeatureExtractor(handle, answers=answers)
-    trusted = InputItems([r["statement"] for r in trusted_records], extractor, trusted_records)
-    test = InputItems([r["statement"] for r in test_records], extractor, test_records)
+    trusted = TextItems([r["statement"] for r in trusted_records], extractor, trusted_records)
+    test = TextItems([r["statement"] for r in test_records], extractor, test_records)
     validity = quirk_gate(test_records, test.logodds(), min_accuracy, min_agree_accuracy, truthful_bob=control)
     labels = np.array([r["character"] == "Bob" for r in test_records], dtype=int)
     agrees = np.array([r["character"] == "Alice" or r["bob_label"] == r["alice_label"] for r in test_records])

@@ -33,7 +33,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from harness.interfaces import ConfigError, Episode, Task, TaskConfig
+from harness.interfaces import ConfigError, Episode, Task, RunContext
 from harness.zoo.store import ModelDirectoryError, ModelHandle
 from harness.tasks.mad.episode import ANSWERS, TEST_MIN_QUANTILE, TRUSTED_MAX_QUANTILE, build_episode
 
@@ -47,7 +47,7 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]
 
 
-def external_episode(task: Task, config: TaskConfig, options: dict[str, Any]) -> Episode:
+def external_episode(task: Task, config: RunContext, options: dict[str, Any]) -> Episode:
     """The episode of ``options["model"]`` on ``options["dataset"]`` (both required).
 
     The episode is named after the single ``--dataset NAME`` if one is given, else after the

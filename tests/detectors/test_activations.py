@@ -6,7 +6,7 @@ import pytest
 from harness.detectors.activations import ActivationsLOF, ActivationsMahalanobis
 from harness.detectors.statistics import Mahalanobis
 from harness.interfaces import ConfigError, NotFittedError
-from harness.items import InputItems
+from harness.items import TextItems
 from harness.scoring import auroc
 
 
@@ -17,7 +17,7 @@ def planted(n_trusted=200, n_test=200, d=16, n_layers=3, shift=3.0, seed=0):
     test = rng.normal(size=(n_layers + 1, n_test, d))
     labels = np.r_[np.zeros(n_test // 2), np.ones(n_test - n_test // 2)].astype(int)
     test[:, labels == 1, 0] += shift
-    return InputItems.from_arrays(trusted), InputItems.from_arrays(test), labels
+    return TextItems.from_arrays(trusted), TextItems.from_arrays(test), labels
 
 
 @pytest.mark.parametrize("cls", [ActivationsMahalanobis, ActivationsLOF])

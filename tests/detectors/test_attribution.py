@@ -5,7 +5,7 @@ import torch
 from harness.detectors.attribution import AttributionLOF, AttributionMahalanobis
 from harness.detectors.statistics import Mahalanobis
 from harness.features import FeatureExtractor
-from harness.items import InputItems
+from harness.items import TextItems
 from harness.scoring import auroc
 from harness.zoo.store import ModelHandle, load_model
 from harness.zoo.tokenizer import answer_token_ids
@@ -83,7 +83,7 @@ def test_attributions_are_cached_under_their_own_key(tiny_model_dir):
     second = FeatureExtractor(handle, progress=False)
     second._run = lambda *args, **kwargs: pytest.fail("recomputed despite the cache")
     np.testing.assert_array_equal(stacked(second.attributions(PROMPTS)), attributions)
-    items = InputItems(PROMPTS, second)
+    items = TextItems(PROMPTS, second)
     assert sorted(items.attributions()) == [1, 2]
     np.testing.assert_array_equal(items.attributions([0])[0], attributions[0])
 
@@ -101,7 +101,7 @@ def linear_items(n_trusted=300, n_test=300, d=8, n_layers=2, gain=1.0, seed=0):
         weights = np.repeat(w, n, axis=1)
         weights[:, anomalous, 0] *= gain
         attributions = weights * hidden
-        return InputItems.from_arrays(hidden, attributions[-1].sum(-1), attributions)
+        return TextItems.from_arrays(hidden, attributions[-1].sum(-1), attributions)
 
     labels = np.r_[np.zeros(n_test // 2), np.ones(n_test - n_test // 2)].astype(int)
     return make(n_trusted, np.zeros(n_trusted, bool)), make(n_test, labels == 1), labels
@@ -129,8 +129,8 @@ def test_features_are_attributions_not_activations():
 
 
 def test_items_without_attributions_say_so():
-    items = InputItems.from_arrays(np.zeros((2, 5, 3)))
+    items = TextItems.from_arrays(np.zeros((2, 5, 3)))
     with pytest.raises(ValueError, match="attributions"):
         AttributionMahalanobis().fit(items)
     with pytest.raises(ValueError, match="shape"):
-        InputItems.from_arrays(np.zeros((2, 5, 3)), attributions=np.zeros((2, 5, 4)))
+        TextItems.from_arrays(np.zeros((2, 5, 3)), attributions=np.zeros((2, 5, 4)))

@@ -10,7 +10,7 @@ import torch
 from harness.detectors.baselines import InputOnly, NameOnly, NgramModel, name_prefixes
 from harness.features import FeatureExtractor
 from harness.interfaces import ConfigError
-from harness.items import InputItems
+from harness.items import TextItems
 from harness.scoring import auroc
 from harness.zoo.store import ModelHandle
 
@@ -25,7 +25,7 @@ def items_for(names, extractor=None, start=0):
         prompt = f"{start + i} + {i % 7} = {start + 2 * i}. {name}:"
         prompts.append(prompt)
         records.append({"id": f"r{i}", "template_args": {"character": name}, "statement": prompt})
-    return InputItems(prompts, extractor, records)
+    return TextItems(prompts, extractor, records)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_name_prefixes_end_at_the_name():
     items = items_for(["Grace"])
     assert all(p.endswith(". Grace") for p in name_prefixes(items))
     with pytest.raises(ConfigError, match="template_args.character"):
-        name_prefixes(InputItems(["1 + 1 = 2. Bob:"], None, [{"id": "x"}]))
+        name_prefixes(TextItems(["1 + 1 = 2. Bob:"], None, [{"id": "x"}]))
 
 
 def test_name_only_reads_the_name_embedding_and_finds_far_names(name_model_dir, isolated_cache):
@@ -97,12 +97,12 @@ def test_input_only_sees_name_spelling_but_nothing_else():
     trusted = items_for(TRUSTED_NAMES)
     detector = InputOnly().fit(trusted)
     # the same statement with two unseen names: only the names' spelling can differ
-    near, far = InputItems(["3 + 4 = 7. Lina:"]), InputItems(["3 + 4 = 7. Xzqk:"])
+    near, far = TextItems(["3 + 4 = 7. Lina:"]), TextItems(["3 + 4 = 7. Xzqk:"])
     assert detector.score(far)[0] > detector.score(near)[0]
     # a prompt is scored by itself, whatever it is scored with
     test = items_for(OTHER_ALICE + BOB_NAMES, start=50)
     scores = detector.score(test)
-    np.testing.assert_array_equal(detector.score(InputItems(list(test.prompts)[:5])), scores[:5])
+    np.testing.assert_array_equal(detector.score(TextItems(list(test.prompts)[:5])), scores[:5])
     assert np.all(np.isfinite(scores))
     with pytest.raises(ConfigError, match="'alpha'"):
         InputOnly(alpha=0)

@@ -5,7 +5,7 @@ from harness.detectors.basin import BasinMahalanobis, BasinVolume
 from harness.basin import logmeanexp
 from harness.features import FeatureExtractor
 from harness.interfaces import ConfigError
-from harness.items import InputItems
+from harness.items import TextItems
 from harness.zoo.store import ModelHandle
 
 PROMPTS = ["12 + 7 = 19. Alice:", "3 + 4 = 8. Bob:", "99 + 1 = 100. Alice:", "5 + 5 = 10. Bob:",
@@ -14,7 +14,7 @@ PROMPTS = ["12 + 7 = 19. Alice:", "3 + 4 = 8. Bob:", "99 + 1 = 100. Alice:", "5 
 
 @pytest.fixture()
 def items(tiny_model_dir):
-    return InputItems(PROMPTS, FeatureExtractor(ModelHandle(tiny_model_dir), progress=False))
+    return TextItems(PROMPTS, FeatureExtractor(ModelHandle(tiny_model_dir), progress=False))
 
 
 def test_basin_mahalanobis_features_are_cached_log_multipliers(items, isolated_cache):
@@ -22,18 +22,19 @@ def test_basin_mahalanobis_features_are_cached_log_multipliers(items, isolated_c
     features = detector.features(items)
     assert features.shape == (len(PROMPTS), 4) and np.all(np.isfinite(features))
     scores = detector.score(items)
-    assert scores.shape == (len(PROMPTS),) and np.all(np.isfinite(scores))
+    assert scores.values.shape == (len(PROMPTS),) and np.all(np.isfinite(scores.values))
+    np.testing.assert_array_equal(scores.mask, detector.converged_)  # unconverged items are masked out
     assert list((isolated_cache / "basin").glob("*.safetensors"))
     # the cached sweep is reused: same numbers without recomputation
     again = BasinMahalanobis(n_directions=4, rtol=1e-2)
     again._compute = lambda items: pytest.fail("recomputed despite the cache")
-    np.testing.assert_array_equal(again.fit(items).score(items), scores)
+    np.testing.assert_array_equal(again.fit(items).score(items).values, scores.values)
 
 
 def test_basin_volume_is_minus_logmeanexp_of_estimates(items):
     detector = BasinVolume(n_directions=3).fit(items)
     sweep = detector.sweep(items)
-    np.testing.assert_allclose(detector.score(items), -logmeanexp(sweep["estimates"], axis=0))
+    np.testing.assert_allclose(detector.score(items).values, -logmeanexp(sweep["estimates"], axis=0))
     assert sweep["converged"].mean() > 0.9
 
 
@@ -79,14 +80,14 @@ def test_convergence_is_reported_per_item(items):
 
 
 def test_unconverged_items_are_left_out_of_the_metrics_and_counted():
-    from harness.interfaces import Episode
+    from harness.interfaces import Episode, Scores
     from harness.tasks.mad.task import MadTask
 
     labels = np.array([0, 0, 0, 1, 1, 1])
     episode = Episode("toy", None, None, labels, {"agrees_with_gt": np.ones(6, bool)}, {"valid": True}, "fp")
-    scores = np.array([0.0, 1.0, 9.0, 2.0, 3.0, 0.5])  # item 2 (normal, 9.0) and 5 (anomalous, 0.5) unconverged
-    converged = [True, True, False, True, True, False]
-    metrics = MadTask().metrics(episode, scores, 0, {"converged": converged})
+    values = np.array([0.0, 1.0, 9.0, 2.0, 3.0, 0.5])  # item 2 (normal, 9.0) and 5 (anomalous, 0.5) unconverged
+    converged = np.array([True, True, False, True, True, False])
+    metrics = MadTask().metrics(episode, Scores(values, converged), 0)
     assert metrics["auroc"] == 1.0 and metrics["n_excluded_unconverged"] == 2
     assert metrics["n_normal"] == 2 and metrics["n_anomalous"] == 2
-    assert MadTask().metrics(episode, scores, 0)["n_excluded_unconverged"] == 0
+    assert MadTask().metrics(episode, Scores(values), 0)["n_excluded_unconverged"] == 0

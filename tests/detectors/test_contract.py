@@ -9,7 +9,7 @@ import torch
 
 from harness.detectors import BUILTIN_DETECTORS, FEATURE_DETECTORS
 from harness.interfaces import Detector
-from harness.items import InputItems
+from harness.items import TextItems
 from harness.scoring import auroc
 
 torch.set_num_threads(1)
@@ -37,7 +37,7 @@ def contract_items(n_trusted=200, n_test=100, d=16, n_atoms=32, n_layers=2, seed
             hidden[layer] = codes @ atoms + 0.05 * rng.normal(size=(n, d))
             hidden[layer, anomalous] += 1.5 * rng.normal(size=(anomalous.sum(), d))
         logodds = hidden[-1] @ w
-        return InputItems.from_arrays(hidden, logodds, hidden * w)
+        return TextItems.from_arrays(hidden, logodds, hidden * w)
 
     labels = np.r_[np.zeros(n_test // 2), np.ones(n_test - n_test // 2)].astype(int)
     return make(n_trusted, np.zeros(n_trusted, bool)), make(n_test, labels == 1), labels
@@ -46,7 +46,7 @@ def contract_items(n_trusted=200, n_test=100, d=16, n_atoms=32, n_layers=2, seed
 @pytest.mark.parametrize("cls", FEATURE_DETECTORS, ids=lambda cls: cls.name)
 def test_detector_contract(cls):
     assert issubclass(cls, Detector) and dataclasses.is_dataclass(cls)
-    assert cls.name and "mad" in cls.task_kinds and cls.describe()
+    assert cls.name and TextItems in cls.accepts and cls.describe()
     assert "higher = more" in (cls.__doc__ or "").lower()  # polarity is stated
     for name in cls.hyperparameters():
         assert f"{name}:" in cls.__doc__, f"{cls.name}: hyperparameter {name!r} is not documented"

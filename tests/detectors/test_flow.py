@@ -5,9 +5,9 @@ from scipy.stats import multivariate_normal
 from sklearn.datasets import make_moons
 
 from harness.detectors.flow import FlowLaplace, FlowMahalanobis, FlowScorer
-from harness.detectors.layerwise import middle_block
+from harness.layers import middle_block
 from harness.interfaces import ConfigError, NotFittedError
-from harness.items import InputItems
+from harness.items import TextItems
 from harness.scoring import auroc
 
 torch.set_num_threads(1)
@@ -21,7 +21,7 @@ def planted(n_trusted=300, n_test=300, d=8, n_layers=4, shift=4.0, seed=0):
     test = rng.normal(size=(n_layers + 1, n_test, d)) @ mixing
     labels = np.r_[np.zeros(n_test // 2), np.ones(n_test - n_test // 2)].astype(int)
     test[:, labels == 1, 0] += shift
-    return InputItems.from_arrays(trusted), InputItems.from_arrays(test), labels
+    return TextItems.from_arrays(trusted), TextItems.from_arrays(test), labels
 
 
 @pytest.mark.parametrize("cls", [FlowMahalanobis, FlowLaplace])

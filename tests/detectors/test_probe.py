@@ -9,7 +9,7 @@ from sklearn.preprocessing import StandardScaler
 from harness.detectors.probe import ProbeLOF, ProbeMahalanobis, fit_probe
 from harness.detectors.statistics import Mahalanobis
 from harness.interfaces import ConfigError, NotFittedError
-from harness.items import InputItems
+from harness.items import TextItems
 from harness.scoring import auroc
 
 
@@ -22,7 +22,7 @@ def answer_items(n, d=8, n_layers=2, flipped=None, offset=0.0, rng=None):
     logodds = 3 * z @ w + 2 * np.sign(z @ w) + 0.3 * rng.normal(size=n) + offset
     if flipped is not None:
         logodds[flipped] *= -1
-    return InputItems.from_arrays(hidden, logodds)
+    return TextItems.from_arrays(hidden, logodds)
 
 
 def planted(n_trusted=300, n_test=300, flip=True, seed=0):

@@ -5,7 +5,7 @@ import torch
 from harness.detectors.sae import SAEDetector, SAEDiagMahalanobis, SAEL0
 from harness.detectors.statistics import DiagonalMahalanobis
 from harness.interfaces import ConfigError, NotFittedError
-from harness.items import InputItems
+from harness.items import TextItems
 from harness.scoring import auroc
 
 torch.set_num_threads(1)
@@ -29,7 +29,7 @@ def sparse_items(n_trusted=300, n_test=300, d=32, n_atoms=64, n_layers=2, dense_
     labels = np.r_[np.zeros(n_test // 2), np.ones(n_test - n_test // 2)].astype(int)
     if dense_anomalies:
         test[labels == 1] = rng.normal(size=(labels.sum(), d)) * np.sqrt((trusted**2).mean())
-    as_items = lambda x: InputItems.from_arrays(np.repeat(x[None], n_layers + 1, axis=0))  # noqa: E731
+    as_items = lambda x: TextItems.from_arrays(np.repeat(x[None], n_layers + 1, axis=0))  # noqa: E731
     return as_items(trusted), as_items(test), labels
 
 
@@ -87,7 +87,7 @@ def test_trained_on_trusted_items_only(monkeypatch):
     assert len(seen) == 1  # scoring never retrains
     np.testing.assert_array_equal(seen[0], trusted.activations([1])[1])
     # an item's score does not depend on what it is scored with
-    np.testing.assert_allclose(detector.score(InputItems.from_arrays(test.features().hidden[:, :7])), first[:7])
+    np.testing.assert_allclose(detector.score(TextItems.from_arrays(test.features().hidden[:, :7])), first[:7])
 
 
 def test_seeded_and_global_rng_untouched():

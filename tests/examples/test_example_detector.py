@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import harness
-from harness.interfaces import Episode, Task, TaskConfig
-from harness.items import InputItems
+from harness.interfaces import Episode, Task, RunContext
+from harness.items import TextItems
 from harness.plugins import Registry
 from harness.runner import RunOptions, run
 
@@ -38,8 +38,8 @@ def test_registers_and_scores_hand_computed_z_scores(plugin):
     info = registry.add_plugin(plugin, name="example_detector")
     assert info.detectors == ["logodds_zscore"] and not info.errors
     cls = registry.detector("logodds_zscore")
-    trusted = InputItems.from_arrays(np.zeros((2, 2, 3)), np.array([1.0, 3.0]))  # mean 2, std 1
-    test = InputItems.from_arrays(np.zeros((2, 3, 3)), np.array([2.0, 4.0, -1.0]))
+    trusted = TextItems.from_arrays(np.zeros((2, 2, 3)), np.array([1.0, 3.0]))  # mean 2, std 1
+    test = TextItems.from_arrays(np.zeros((2, 3, 3)), np.array([2.0, 4.0, -1.0]))
     np.testing.assert_allclose(cls().fit(trusted).score(test), [0.0, 2.0, 3.0])
 
 
@@ -47,13 +47,13 @@ class LogoddsShiftTask(Task):
     """One synthetic episode whose anomalous items flip the model's answer (log-odds -2 vs +2)."""
 
     name = "logodds_shift"
-    kind = "mad"
+    items = TextItems
 
-    def episodes(self, config: TaskConfig):
+    def episodes(self, config: RunContext):
         rng = np.random.default_rng(config.seed)
         labels = np.r_[np.zeros(40), np.ones(40)].astype(int)
-        trusted = InputItems.from_arrays(np.zeros((2, 100, 3)), rng.normal(2.0, 1.0, 100))
-        test = InputItems.from_arrays(np.zeros((2, 80, 3)), np.where(labels == 1, -2.0, 2.0) + rng.normal(0, 1, 80))
+        trusted = TextItems.from_arrays(np.zeros((2, 100, 3)), rng.normal(2.0, 1.0, 100))
+        test = TextItems.from_arrays(np.zeros((2, 80, 3)), np.where(labels == 1, -2.0, 2.0) + rng.normal(0, 1, 80))
         return [Episode("shift", trusted, test, labels, {}, {"valid": True}, f"shift-{config.seed}")]
 
 

@@ -7,8 +7,8 @@ import pytest
 
 import harness
 from harness.detectors.activations import ActivationsMahalanobis
-from harness.interfaces import Detector, Episode, Task, TaskConfig
-from harness.items import InputItems
+from harness.interfaces import Detector, Episode, Task, RunContext
+from harness.items import TextItems
 from harness.plugins import Registry
 
 
@@ -16,9 +16,9 @@ class ToyTask(Task):
     """Two synthetic episodes: one valid with a planted shift, one invalid."""
 
     name = "toy"
-    kind = "mad"
+    items = TextItems
 
-    def episodes(self, config: TaskConfig):
+    def episodes(self, config: RunContext):
         rng = np.random.default_rng(config.seed)
         out = []
         for name, valid in (("shifted", True), ("broken", False)):
@@ -28,7 +28,7 @@ class ToyTask(Task):
             test[:, labels == 1] += 2.0
             agrees = np.r_[np.ones(45, bool), np.zeros(15, bool)]
             out.append(
-                Episode(name, InputItems.from_arrays(trusted), InputItems.from_arrays(test), labels,
+                Episode(name, TextItems.from_arrays(trusted), TextItems.from_arrays(test), labels,
                         {"agrees_with_gt": agrees}, {"valid": valid, "reason": "toy says no"}, f"fp-{name}-{config.seed}")
             )
         return out
@@ -39,6 +39,7 @@ class Exploding(Detector):
     """Raises in fit."""
 
     name = "exploding"
+    accepts = (TextItems,)
 
     def fit(self, trusted):
         raise RuntimeError("kaboom")
@@ -49,6 +50,7 @@ class WrongShape(Detector):
     """Returns one score too few."""
 
     name = "wrong_shape"
+    accepts = (TextItems,)
 
     def fit(self, trusted):
         return self

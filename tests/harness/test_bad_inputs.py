@@ -26,7 +26,7 @@ def files(tmp: Path) -> dict[str, Path]:
 CASES = {
     "unknown task": (["run", "--task", "nope", "--detector", "activations_lof"], ["unknown task 'nope'", "valid tasks: mad, poser"]),
     "unknown detector": (QUICK + ["--detector", "nope"], ["unknown detector 'nope'", "activations_mahalanobis"]),
-    "detector of another task kind": (QUICK + ["--detector", "activation_noise"], ["'activation_noise' scores poser tasks, not task 'mad'", "detectors for it: activations_lof"]),
+    "detector of another task kind": (QUICK + ["--detector", "activation_noise"], ["'activation_noise' scores ModelItems, not the TextItems of task 'mad'", "detectors for it: activations_lof"]),
     "unknown dataset": (QUICK + ["--detector", "activations_lof", "--dataset", "division"],
                         ["unknown mad dataset 'division'", "valid: addition, subtraction"]),
     "unknown hyperparameter": (QUICK + ["--detector", "activations_lof", "--param", "activations_lof.k=5"],
@@ -68,7 +68,7 @@ CASES = {
                                             ["'/nonexistent/model' does not exist"]),
     "bad --jobs": (QUICK + ["--detector", "activations_lof", "--jobs", "0"], ["--jobs must be >= 1, got 0"]),
     "--jobs with the ray executor": (QUICK + ["--detector", "activations_lof", "--executor", "ray", "--jobs", "2"],
-                                     ["--jobs sizes the process pool"]),
+                                     ["--jobs 2 sizes the process pool of --executor process"]),
     "--ray-address without ray": (QUICK + ["--detector", "activations_lof", "--ray-address", "127.0.0.1:1"],
                                   ["--ray-address needs --executor ray"]),
 }

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from harness.cli import main, parse_detector_params
 
 
@@ -40,3 +42,37 @@ def test_leaderboard_check_on_empty_dir(tmp_path, capsys):
     assert main(["leaderboard", "--results-dir", str(records), "--out-dir", str(out), "--check"]) == 1
     assert main(["leaderboard", "--results-dir", str(records), "--out-dir", str(out)]) == 0
     assert main(["leaderboard", "--results-dir", str(records), "--out-dir", str(out), "--check"]) == 0
+
+
+def test_case7_every_message_is_printed_once(tmp_path):
+    """Issue 22, case 7: a plugin's import failure and a failing job were printed twice, once by
+    the CLI and once more by the library's logger."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import importlib.metadata
+        import harness.plugins
+        from conftest import registry
+
+        class BrokenEntryPoint:
+            name, value, group, dist = "broken", "harness_broken", "harness", None
+
+            def load(self):
+                import harness_broken_nope
+
+        real = importlib.metadata.entry_points
+        importlib.metadata.entry_points = lambda group=None, **kw: (
+            [BrokenEntryPoint()] if group == "harness" else real(group=group, **kw))
+        reg = registry().load_entry_points()
+        harness.plugins._registry = reg
+        from harness.cli import main
+        sys.exit(main(["run", "--task", "toy", "--detector", "exploding", "--results-dir", {str(tmp_path)!r}]))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("No module named 'harness_broken_nope'") == 1, done.stderr
+    assert done.stderr.count("kaboom") == 1, done.stderr

@@ -78,11 +78,12 @@ def test_bad_combinations_are_usage_errors(monkeypatch, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_builtin_tasks_end_to_end_quick(tmp_path, capsys, monkeypatch):
     """The real thing on the built-in plugins: mad and poser, quick models, one cheap detector each
     (mad on its addition model only, which other tests train too: .ci/run runs the full --all)."""
     monkeypatch.setattr("harness.tasks.mad.task.QUICK_DATASETS", ("addition",))
-    args = ["run", "--all", "--quick", "--allow-invalid", "--option", "jobs=1", "--results-dir", str(tmp_path),
+    args = ["run", "--all", "--quick", "--allow-invalid", "--jobs", "1", "--results-dir", str(tmp_path),
             "--detector", "activations_mahalanobis", "--detector", "confidence"]
     assert main(args) == 0
     out = capsys.readouterr().out

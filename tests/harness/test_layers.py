@@ -9,13 +9,13 @@ import pytest
 from harness.detectors import BUILTIN_DETECTORS
 from harness.detectors.basin import BasinMahalanobis, BasinVolume
 from harness.interfaces import ConfigError
-from harness.items import InputItems
+from harness.items import TextItems
 from harness.layers import middle_block, resolve_layer, resolve_layers
 
 N_LAYERS = 3  # hidden states 0..3
 
 
-class RecordingItems(InputItems):
+class RecordingItems(TextItems):
     """Items from arrays that remember which hidden states a detector read."""
 
     read: list
@@ -34,7 +34,7 @@ class RecordingItems(InputItems):
 def recording_items(n=40, seed=0):
     rng = np.random.default_rng(seed)
     hidden = rng.normal(size=(N_LAYERS + 1, n, 6))
-    base = InputItems.from_arrays(hidden, rng.normal(size=n), hidden * 0.5)
+    base = TextItems.from_arrays(hidden, rng.normal(size=n), hidden * 0.5)
     items = RecordingItems(prompts=base.prompts, _hidden=base._hidden, _attributions=base._attributions,
                            _logodds=base._logodds, _n_layers=N_LAYERS)
     items.read = []
@@ -46,7 +46,7 @@ def layer_detectors():
     out = []
     for cls in BUILTIN_DETECTORS:
         fields = cls.hyperparameters()
-        if "mad" not in cls.task_kinds or cls in (BasinVolume, BasinMahalanobis) or cls.name == "name_only":
+        if TextItems not in cls.accepts or cls in (BasinVolume, BasinMahalanobis) or cls.name == "name_only":
             continue  # models as items / weight perturbation / name-prefix items: checked below
         if "layers" in fields or "layer" in fields:
             out.append(cls)
@@ -80,7 +80,7 @@ def test_basin_perturbs_the_block_whose_output_is_hidden_state_l(cls):
     assert cls(layer=2).engine_layer(N_LAYERS) == 1  # 0-based block 1 outputs hidden state 2
     assert cls(layer=-1).engine_layer(N_LAYERS) == N_LAYERS - 1
     assert cls(layer=None).engine_layer(N_LAYERS) is None and cls(layer="lm_head").engine_layer(N_LAYERS) == "lm_head"
-    with pytest.raises(ConfigError, match="Earlier versions took a 0-based block here: block b is layer b\\+1 now"):
+    with pytest.raises(ConfigError, match="layer 0 out of range; this model has blocks 1..3"):
         cls(layer=0).engine_layer(N_LAYERS)
     with pytest.raises(ConfigError, match=f"this model has blocks 1..{N_LAYERS}"):
         cls(layer=N_LAYERS + 1).engine_layer(N_LAYERS)

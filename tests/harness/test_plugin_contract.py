@@ -5,6 +5,7 @@ diagnostics JSON cannot store becomes an error record while the other jobs go on
 import dataclasses
 import importlib.metadata
 import json
+import sys
 import types
 
 import numpy as np
@@ -15,6 +16,7 @@ import harness.plugins
 from harness.cli import main
 from harness.interfaces import ConfigError, Detector, Task
 from harness.plugins import NameClashError, Registry
+from harness.items import TextItems
 from harness.runner import RunOptions, run
 
 from .conftest import ToyTask
@@ -39,6 +41,7 @@ class Impostor(Detector):
     """Claims a built-in detector's name and scores nothing."""
 
     name = "activations_mahalanobis"
+    accepts = (TextItems,)
 
     def fit(self, trusted):
         return self
@@ -51,7 +54,7 @@ class ImpostorTask(Task):
     """Claims the built-in ``mad`` task's name."""
 
     name = "mad"
-    kind = "mad"
+    items = TextItems
 
 
 def impostor_module():
@@ -105,8 +108,8 @@ def test_a_shadowed_detector_is_refused_not_run(with_impostor):
     with pytest.raises(NameClashError) as err:
         registry.detector("activations_mahalanobis")
     assert "harness-impostor 6.6.6" in str(err.value)
-    assert "activations_mahalanobis" not in registry.detectors_for("mad")
-    assert "activations_lof" in registry.detectors_for("mad")  # untouched names still work
+    assert "activations_mahalanobis" not in registry.detectors_for(ToyTask)
+    assert "activations_lof" in registry.detectors_for(ToyTask)  # untouched names still work
 
 
 def test_list_marks_clashing_names_unusable(with_impostor, capsys):
@@ -126,6 +129,8 @@ def test_plugin_vs_plugin_clash_is_an_error_when_used(tmp_path, toy_registry):
 def _constant_detector(name):
     @dataclasses.dataclass
     class Constant(Detector):
+        accepts = (TextItems,)
+
         def fit(self, trusted):
             return self
 
@@ -153,6 +158,7 @@ class Versioned(Detector):
     """Scores the first feature."""
 
     name = "versioned"
+    accepts = (TextItems,)
 
     def fit(self, trusted):
         self.fitted_ = True
@@ -239,39 +245,69 @@ class SetDiagnostics(Versioned):
         return {"fine": 1.0, "layers": {"chosen": {1, 2}}}
 
 
-def test_non_json_diagnostics_become_an_error_record_and_the_run_goes_on(tmp_path):
+def test_case7_non_json_diagnostics_are_left_out_and_the_scores_kept(tmp_path):
+    """Issue 22, case 7: a diagnostics() JSON cannot hold used to turn a scored job into an error record."""
     registry = Registry()
     registry.add_plugin(_task_plugin(ToyTask), name="toys")
     registry.add_plugin(_detector_plugin(Versioned, SetDiagnostics), name="detectors")
     results = run(registry, "toy", ["set_diagnostics", "versioned"], RunOptions(results_dir=tmp_path))
     by_detector = {r.detector: r for r in results if r.dataset == "shifted"}
-    assert by_detector["versioned"].status == "ok"
-    error = by_detector["set_diagnostics"]
-    assert error.status == "error"
-    assert "diagnostics() returned a builtins.set at 'layers'.chosen" in error.message
-    stored = json.loads(error.path.read_text())
-    assert stored["status"] == "error" and "records hold JSON only" in stored["message"]
+    kept = by_detector["set_diagnostics"]
+    assert kept.status == "ok" and by_detector["versioned"].status == "ok"
+    stored = json.loads(kept.path.read_text())
+    assert stored["scores"] == by_detector["versioned"].record["scores"]
+    assert stored["metrics"]["auroc"] == by_detector["versioned"].record["metrics"]["auroc"]
+    assert stored["diagnostics"] == {}
+    assert stored["warnings"] == ["diagnostics() returned a builtins.set at 'layers'.chosen; records hold JSON only, "
+                                  "so no diagnostics were stored"]
 
 
-def test_a_plugin_may_bring_its_own_task_kind(tmp_path):
+class Rankings:
+    """An item type no built-in detector accepts."""
+
+
+def test_case8_a_task_of_a_new_kind_runs_every_detector_that_accepts_its_items(tmp_path):
+    """Issue 22, case 8: detectors declared task kinds, so a task of a new kind that yields the
+    same items as MAD could not use them. Now the item type decides."""
     class Ranking(ToyTask):
         name = "ranking"
-        kind = "ranking_kind"
+        kind = "ranking"  # a new kind; its items are texts of one model, like MAD's
+
+    class RankingOnly(ToyTask):
+        name = "ranking_only"
+        items = Rankings
 
     @dataclasses.dataclass
     class RankDetector(Versioned):
         name = "rank_detector"
-        task_kinds = ("ranking_kind",)
+        accepts = (Rankings,)
 
-    registry = Registry()
-    info = registry.add_plugin(_task_plugin(Ranking), name="ranking")
+    registry = Registry().load_entry_points(only=["builtin_detectors"])
+    info = registry.add_plugin(_task_plugin(Ranking, RankingOnly), name="ranking")
     registry.add_plugin(_detector_plugin(RankDetector, Versioned), name="detectors")
     assert not info.errors
-    assert registry.detectors_for("ranking_kind") == ["rank_detector"]
-    results = run(registry, "ranking", ["rank_detector"], RunOptions(results_dir=tmp_path))
-    assert {r.status for r in results} == {"ok", "invalid"}
-    with pytest.raises(ConfigError, match="scores mad tasks, not task 'ranking'"):
-        run(registry, "ranking", ["versioned"], RunOptions(results_dir=tmp_path))
+    assert "activations_mahalanobis" in registry.detectors_for(Ranking)
+    assert registry.detectors_for(RankingOnly) == ["rank_detector"]
+    results = run(registry, "ranking", ["activations_mahalanobis", "versioned"], RunOptions(results_dir=tmp_path))
+    assert {(r.dataset, r.detector, r.status) for r in results} >= {("shifted", "activations_mahalanobis", "ok"),
+                                                                    ("shifted", "versioned", "ok")}
+    assert results[0].record["task_kind"] == "ranking"
+    with pytest.raises(ConfigError, match="'versioned' scores TextItems, not the Rankings of task 'ranking_only'"):
+        run(registry, "ranking_only", ["versioned"], RunOptions(results_dir=tmp_path))
+
+
+@pytest.mark.parametrize("options, problem", [
+    ({"shift": 2.0}, "option 'shift' is not declared as (type, default, meaning)"),
+    ({"shift": (float, "two", "planted shift")}, "option 'shift' declares type float but its default is 'two'"),
+    ({"Shift": (float, 2.0, "planted shift")}, "option name 'Shift' is not lower_snake_case"),
+])
+def test_case7_option_declarations_are_checked_when_the_plugin_registers(options, problem):
+    """Issue 22, case 7: a malformed options table used to register and fail only when used."""
+    bad = type("BadOptions", (ToyTask,), {"name": "bad_options", "options": options})
+    registry = Registry()
+    info = registry.add_plugin(_task_plugin(bad), name="bad")
+    assert "bad_options" not in registry.tasks
+    assert len(info.errors) == 1 and problem in info.errors[0]
 
 
 class SetInfoToy(ToyTask):
@@ -301,7 +337,7 @@ def test_the_default_section_needs_no_interval(tmp_path):
         def metrics(self, episode, scores, seed):
             from harness.scoring import auroc
 
-            return {"auroc": auroc(episode.labels, scores)}
+            return {"auroc": auroc(episode.labels, scores.values)}
 
     registry = Registry()
     registry.add_plugin(_task_plugin(PlainMetrics), name="toys")
@@ -313,15 +349,16 @@ def test_the_default_section_needs_no_interval(tmp_path):
     assert "Task `plain_metrics`'s plugin is not installed here" in without_plugin
 
 
-def test_a_task_whose_report_raises_loses_only_its_own_section(tmp_path, toy_registry):
+def test_a_task_whose_report_raises_loses_only_its_own_section(tmp_path, toy_registry, monkeypatch):
     from harness import leaderboard
 
     class BrokenReport(ToyTask):
         name = "broken_report"
+        report = "tests_broken_report"
 
-        @classmethod
-        def leaderboard_section(cls, section):
-            raise KeyError("steering_norms")
+    module = types.ModuleType("tests_broken_report")
+    module.section = lambda section: {}["steering_norms"]
+    monkeypatch.setitem(sys.modules, "tests_broken_report", module)
 
     toy_registry.add_plugin(_task_plugin(BrokenReport), name="broken")
     for task in ("toy", "broken_report"):

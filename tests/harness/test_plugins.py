@@ -6,7 +6,10 @@ import pytest
 
 import harness
 from harness.interfaces import Detector, Task
+from harness.items import TextItems
 from harness.plugins import NameClashError, Registry, UnknownNameError
+
+from .conftest import ToyTask
 
 
 @dataclasses.dataclass
@@ -14,6 +17,7 @@ class ConstantDetector(Detector):
     """Scores every item 0."""
 
     name = "constant"
+    accepts = (TextItems,)
     value: float = 0.0
 
     def fit(self, trusted):
@@ -55,12 +59,13 @@ def test_name_clash_makes_the_name_unusable_naming_both_plugins():
     message = str(err.value)
     assert "first (harness-first 1.0) and second (harness-second 2.0)" in message
     assert "uninstall one" in message and "HARNESS_LOAD_PLUGINS=first" in message
-    assert "constant" not in registry.detectors_for("mad")
+    assert "constant" not in registry.detectors_for(ToyTask)
 
 
 def test_invalid_classes_are_reported_not_registered():
     class NotADataclass(Detector):
         name = "plain"
+        accepts = (TextItems,)
 
     info = Registry().add_plugin(make_plugin(NotADataclass, int), name="bad")
     assert len(info.errors) == 2
@@ -137,5 +142,5 @@ def test_task_must_subclass_task():
 
     module.register_tasks = register_tasks
     info = Registry().add_plugin(module, name="t")
-    assert "not a subclass of harness.interfaces.Task" in info.errors[0]
+    assert "not a subclass of harness.api.Task" in info.errors[0]
     assert issubclass(Task, object)

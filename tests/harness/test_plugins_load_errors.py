@@ -10,6 +10,7 @@ import harness
 import harness.plugins
 from harness.cli import main
 from harness.interfaces import Detector
+from harness.items import TextItems
 
 
 @dataclasses.dataclass
@@ -17,6 +18,7 @@ class Zeros(Detector):
     """Scores every item 0. Higher = more anomalous (never)."""
 
     name = "zeros"
+    accepts = (TextItems,)
 
     def fit(self, trusted):
         return self

@@ -69,12 +69,19 @@ def test_all_expands_to_every_detector_of_the_task_kind(tmp_path, toy_registry):
     assert {r.detector for r in results} == {"activations_mahalanobis", "exploding", "wrong_shape", "nan_scores"}
 
 
-def test_the_task_prepares_every_seed_before_its_first_episode(tmp_path, toy_registry, monkeypatch):
+def test_every_seed_is_checked_and_its_models_built_before_the_first_episode(tmp_path, toy_registry, monkeypatch):
+    from types import SimpleNamespace
+
+    import harness.runner
+
     ToyTask = toy_registry.task("toy")
     calls = []
-    monkeypatch.setattr(ToyTask, "prepare", lambda self, configs: calls.append(("prepare", [c.seed for c in configs])))
+    monkeypatch.setattr(ToyTask, "check", lambda self, config: calls.append(("check", config.seed)))
+    monkeypatch.setattr(ToyTask, "models", lambda self, config: [SimpleNamespace(label=f"seed {config.seed}", n_layers=1)])
+    monkeypatch.setattr(harness.runner, "build_models",
+                        lambda recipes, jobs: calls.append(("build", [r.label for r in recipes])))
     real_episodes = ToyTask.episodes
     monkeypatch.setattr(ToyTask, "episodes",
                         lambda self, config: calls.append(("episodes", config.seed)) or real_episodes(self, config))
     run(toy_registry, "toy", ["activations_mahalanobis"], RunOptions(results_dir=tmp_path, seeds=[0, 1]))
-    assert calls == [("prepare", [0, 1]), ("episodes", 0), ("episodes", 1)]
+    assert calls == [("check", 0), ("check", 1), ("build", ["seed 0", "seed 1"]), ("episodes", 0), ("episodes", 1)]

@@ -5,7 +5,7 @@ import pytest
 
 import harness_example_detector
 from harness.interfaces import ConfigError, NotFittedError
-from harness.items import InputItems
+from harness.items import TextItems
 from harness.plugins import Registry
 from harness_example_detector import LogoddsZScore
 
@@ -13,7 +13,7 @@ from harness_example_detector import LogoddsZScore
 def items(logodds, d=3):
     """Synthetic items: only the log-odds matter to this detector; hidden states are zeros."""
     logodds = np.asarray(logodds, dtype=np.float32)
-    return InputItems.from_arrays(np.zeros((2, len(logodds), d)), logodds)
+    return TextItems.from_arrays(np.zeros((2, len(logodds), d)), logodds)
 
 
 def test_the_plugin_registers_its_detector():

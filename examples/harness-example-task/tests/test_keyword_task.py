@@ -16,12 +16,11 @@ import pytest
 
 import harness_example_task
 from harness import leaderboard
-from harness.interfaces import ConfigError, TaskConfig
+from harness.api import ConfigError, RunContext
 from harness.plugins import Registry
 from harness.results import iter_records, record_content
 from harness.runner import RunOptions, run
-from harness_example_task.data import sentences
-from harness_example_task.task import KeywordTask
+from harness_example_task.task import KeywordTask, sentences
 
 DETECTOR = "activations_mahalanobis"
 
@@ -59,15 +58,15 @@ def test_the_plugin_registers_its_task():
     registry = make_registry()
     assert registry.plugins["example_task"].tasks == ["keyword"]
     assert registry.task("keyword") is KeywordTask
-    assert DETECTOR in registry.detectors_for(KeywordTask.kind)
+    assert DETECTOR in registry.detectors_for(KeywordTask)
 
 
 def test_sentences_depend_on_the_topic_name_and_seed_only():
-    first = sentences("animals", 0, "trusted", 30, None)
-    assert first == sentences("animals", 0, "trusted", 30, None)
-    assert first != sentences("foods", 0, "trusted", 30, None)
-    assert first != sentences("animals", 1, "trusted", 30, None)
-    assert len({s.text for s in first}) == 30 and sum(s.mentions_topic for s in first) == 15
+    first = sentences("animals", 0, "trusted", 30)
+    assert first == sentences("animals", 0, "trusted", 30)
+    assert first != sentences("foods", 0, "trusted", 30)
+    assert first != sentences("animals", 1, "trusted", 30)
+    assert len({text for text, _, _ in first}) == 30 and sum(mentions for _, mentions, _ in first) == 15
 
 
 @pytest.mark.parametrize("options, message", [
@@ -81,6 +80,12 @@ def test_bad_options_fail_before_any_training(cache, tmp_path, options, message)
     with pytest.raises(ConfigError, match=message):
         run(make_registry(), "keyword", [DETECTOR], RunOptions(quick=True, results_dir=tmp_path, task_options=options))
     assert not list(tmp_path.rglob("*.json")) and not (cache / "models").exists()
+
+
+def test_the_harness_trains_its_models_once(cache, quick_run):
+    recipes = KeywordTask().models(RunContext(quick=True))
+    assert [r.label for r in recipes] == ["animals", "foods"]
+    assert all((cache / "models").glob("*")) and all(r.load().fingerprint for r in recipes)
 
 
 def test_unknown_dataset_lists_the_valid_ones(cache, tmp_path):
@@ -97,11 +102,10 @@ def test_end_to_end_records(quick_run):
         assert record["validity"]["clean_accuracy"] >= 0.9
         # the trigger word is visible to the model's internals: a Gaussian on activations finds it
         assert record["metrics"]["auroc"] > 0.9 and record["metrics"]["auroc_disagree"] > 0.9
-        assert record["source"] == "generated" and record["task_kind"] == "mad"
+        assert record["source"] == "generated" and record["task_kind"] == "keyword"
         assert record["model_fingerprints"] == {"model": record["model_fingerprint"]}
         assert record["task_plugin"] == {"plugin": "example_task", "distribution": "harness-example-task",
                                          "version": harness_example_task.__version__}
-        assert record["config"]["episode"]["model_dir"].startswith("$HARNESS_CACHE/")
     assert results[0].record["model_fingerprint"] != results[1].record["model_fingerprint"]
 
 
@@ -109,7 +113,7 @@ def test_an_episode_built_alone_is_the_one_built_with_the_others(quick_run):
     """What a worker process relies on (it rebuilds one episode with datasets=[name])."""
     results, _ = quick_run
     together = {r.dataset: r.record["episode_fingerprint"] for r in results}
-    config = TaskConfig(quick=True)
+    config = RunContext(quick=True)
     for name in ("foods", "animals"):
         [alone] = KeywordTask().episodes(dataclasses.replace(config, datasets=[name]))
         assert alone.name == name and alone.fingerprint == together[name]
@@ -132,14 +136,10 @@ def test_its_leaderboard_section_keeps_another_trigger_apart(quick_run, tmp_path
     [other] = run(registry, "keyword", [DETECTOR],
                   RunOptions(quick=True, results_dir=results_dir, datasets=["animals"], task_options={"trigger": "zq"}))
     assert other.status == "ok" and other.record["source"] == "generated, trigger 'zq'"
-    written = leaderboard.build(results_dir, tmp_path, include_quick=True, registry=registry)
+    leaderboard.build(results_dir, tmp_path, include_quick=True, registry=registry)
     readme = (tmp_path / "README.md").read_text()
     assert readme.count("## task `keyword`") == 2 and "## task `keyword`, generated, trigger 'zq'" in readme
-    assert "AUROC, answer changed" in readme and "- animals (seed 0): clean accuracy" in readme
-    # one plot per section, kept apart by the section's slug
-    plots = sorted(p.name for p in written if p.suffix == ".png")
-    assert plots == ["keyword_auroc.png", "keyword_generated_trigger_zq_auroc.png"]
-    assert all((tmp_path / name).stat().st_size > 1000 for name in plots)
+    assert "AUROC (mean over seeds)" in readme
 
 
 # --- the installed package, through the command line ------------------------------------------
@@ -170,7 +170,7 @@ def test_installed_cli_runs_it_locally_and_in_worker_processes(quick_run, cache,
         done = harness_cli("run", "--task", "keyword", "--detector", DETECTOR, "--quick",
                            "--results-dir", str(tmp_path / executor), *extra, cache=cache)
         assert done.returncode == 0, done.stderr[-2000:]
-        assert "backdoor rate" in done.stdout and "2 jobs" in done.stdout
+        assert "AUROC" in done.stdout and "2 jobs" in done.stdout
         records[executor] = {r["dataset"]: record_content(r) for r in iter_records(tmp_path / executor)}
     # workers rebuilt each episode alone, from the cache, and got the driver's numbers
     assert records["local"] == records["process"]

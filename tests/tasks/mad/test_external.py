@@ -8,13 +8,13 @@ import shutil
 import numpy as np
 import pytest
 
-from harness.interfaces import ConfigError, TaskConfig
+from harness.interfaces import ConfigError, RunContext
 from harness.plugins import get_registry
 from harness.runner import RunOptions, run
 from harness.tasks.mad.external import answer_words, load_records, resolve_model, split_records
 from harness.tasks.mad.task import MadTask
 
-QUICK = TaskConfig(seed=0, quick=True, datasets=["addition"], options={"jobs": 1})
+QUICK = RunContext(seed=0, quick=True, datasets=["addition"], )
 DETECTORS = ["activations_mahalanobis", "activations_lof"]
 TEMPLATE = "{op1} + {op2} = {result}. {character}:"
 
@@ -40,7 +40,7 @@ def test_external_model_dir_and_jsonl_give_the_builtin_aurocs(builtin, tmp_path,
     registry = get_registry()
     common = dict(quick=True, allow_invalid=True)
     ours = metrics_by_detector(run(registry, "mad", DETECTORS, RunOptions(
-        results_dir=tmp_path / "builtin", datasets=["addition"], task_options={"jobs": 1}, **common)))
+        results_dir=tmp_path / "builtin", datasets=["addition"], **common)))
     # the model as a user has it: a save_pretrained directory elsewhere, and a fresh cache,
     # so the external run loads the weights and extracts the features itself
     model_dir = shutil.copytree(os.path.expandvars(episode.info["model_dir"]), tmp_path / "model")
@@ -64,7 +64,7 @@ def test_template_option_formats_the_statement(builtin, tmp_path):
     episode, records = builtin
     stripped = [{k: v for k, v in r.items() if k != "statement"} for r in records]
     path = write_jsonl(tmp_path / "no_statement.jsonl", stripped)
-    config = TaskConfig(datasets=["named"], options={"model": os.path.expandvars(episode.info["model_dir"]), "dataset": str(path),
+    config = RunContext(datasets=["named"], options={"model": os.path.expandvars(episode.info["model_dir"]), "dataset": str(path),
                                                      "template": TEMPLATE})
     external = MadTask().episodes(config)[0]
     assert external.name == "named"
@@ -143,9 +143,9 @@ def test_dataset_without_usable_split_or_format(tmp_path):
 
 def test_model_and_dataset_go_together(tmp_path, tiny_model_dir):
     with pytest.raises(ConfigError, match="'model' is required"):
-        MadTask().episodes(TaskConfig(options={"dataset": str(tmp_path / "d.jsonl")}))
+        MadTask().episodes(RunContext(options={"dataset": str(tmp_path / "d.jsonl")}))
     with pytest.raises(ConfigError, match="'dataset' is required"):
-        MadTask().episodes(TaskConfig(options={"model": str(tiny_model_dir)}))
+        MadTask().episodes(RunContext(options={"model": str(tiny_model_dir)}))
     with pytest.raises(ConfigError, match="option 'model'.*no config.json"):
         resolve_model(str(tmp_path))
     with pytest.raises(ConfigError, match="does not exist"):

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 
 from harness.cli import main
-from harness.interfaces import ConfigError, TaskConfig
+from harness.interfaces import ConfigError, RunContext
 from harness.tasks.mad.arithmetic import ALICE_NAMES, BOB_NAMES, N_TRUSTED_NAMES
 from harness.tasks.mad.episode import hard_accuracies, quirk_gate
 from harness.tasks.mad.task import MadTask, model_key, recipe_for
 from harness.tasks.mad.training import build_training_data
+from harness.sources import build_models
 
-QUICK = TaskConfig(seed=0, quick=True, datasets=["addition"], options={"jobs": 1})
+QUICK = RunContext(seed=0, quick=True, datasets=["addition"], )
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_agree_items_are_gated_unless_switched_off():
     assert quirk_gate(alice + bob + agree, logodds, 0.8)["valid"]  # the function's default: not gated
     gated = quirk_gate(alice + bob + agree, logodds, 0.8, min_agree_accuracy=0.5)
     assert not gated["valid"] and "agree-item accuracy 0.000" in gated["reason"]
-    assert MadTask().resolve_options(TaskConfig())["min_agree_accuracy"] == 0.8  # the task gates it
+    assert MadTask().resolve_options(RunContext())["min_agree_accuracy"] == 0.8  # the task gates it
 
 
 def test_control_data_differs_only_in_bobs_labels():
@@ -112,19 +113,19 @@ def test_control_data_differs_only_in_bobs_labels():
 
 def test_control_episodes_follow_control_seeds():
     task = MadTask()
-    names = task.dataset_names(TaskConfig(seed=0))
+    names = task.dataset_names(RunContext(seed=0))
     assert "addition" in names and "addition_control" not in names and "squaring" not in names
     with_controls = {"control_seeds": "0"}
-    assert "addition_control" in task.dataset_names(TaskConfig(seed=0, options=with_controls))
-    assert "addition_control" not in task.dataset_names(TaskConfig(seed=1, options=with_controls))
-    assert "modular_addition_control" in task.dataset_names(TaskConfig(seed=0, quick=True, options=with_controls))
-    assert task.dataset_names(TaskConfig(datasets=["squaring_control"])) == ["squaring_control"]
+    assert "addition_control" in task.dataset_names(RunContext(seed=0, options=with_controls))
+    assert "addition_control" not in task.dataset_names(RunContext(seed=1, options=with_controls))
+    assert "modular_addition_control" in task.dataset_names(RunContext(seed=0, quick=True, options=with_controls))
+    assert task.dataset_names(RunContext(datasets=["squaring_control"])) == ["squaring_control"]
     with pytest.raises(ConfigError, match="control_seeds"):
-        task.dataset_names(TaskConfig(options={"control_seeds": "zero"}))
+        task.dataset_names(RunContext(options={"control_seeds": "zero"}))
 
 
 def test_quick_control_episode_keeps_the_items_and_checks_bob_against_the_truth(episode):
-    control = MadTask().episodes(TaskConfig(seed=0, quick=True, datasets=["addition_control"], options={"jobs": 1}))[0]
+    control = MadTask().episodes(RunContext(seed=0, quick=True, datasets=["addition_control"]))[0]
     assert control.name == "addition_control" and control.info["control"]
     assert control.info["model_dir"] != episode.info["model_dir"]
     assert list(control.test.prompts) == list(episode.test.prompts)
@@ -135,16 +136,16 @@ def test_quick_control_episode_keeps_the_items_and_checks_bob_against_the_truth(
 
 def test_bad_options_name_the_field():
     with pytest.raises(ConfigError, match="no option 'nope'"):
-        MadTask().resolve_options(TaskConfig(options={"nope": 1}))
+        MadTask().resolve_options(RunContext(options={"nope": 1}))
     with pytest.raises(ConfigError, match="'min_accuracy' must be float"):
-        MadTask().resolve_options(TaskConfig(options={"min_accuracy": "high"}))
+        MadTask().resolve_options(RunContext(options={"min_accuracy": "high"}))
     with pytest.raises(ConfigError, match="unknown mad dataset 'division'"):
-        MadTask().dataset_names(TaskConfig(datasets=["division"]))
+        MadTask().dataset_names(RunContext(datasets=["division"]))
 
 
 def test_cli_quick_end_to_end(tmp_path, capsys):
     args = ["run", "--task", "mad", "--detector", "activations_mahalanobis", "--detector", "activations_lof",
-            "--quick", "--allow-invalid", "--dataset", "addition", "--option", "jobs=1", "--results-dir", str(tmp_path)]
+            "--quick", "--allow-invalid", "--dataset", "addition", "--jobs", "1", "--results-dir", str(tmp_path)]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "AUROC" in out and "Alice acc" in out and "addition" in out
@@ -156,7 +157,7 @@ def test_cli_quick_end_to_end(tmp_path, capsys):
     assert "2 cached" in capsys.readouterr().out
 
 
-def test_prepare_trains_every_seeds_missing_models_in_one_pool_longest_first(monkeypatch):
+def test_the_harness_trains_every_seeds_missing_models_in_one_pool_longest_first(monkeypatch):
     import dataclasses
 
     import harness.tasks.mad.task as mad_task
@@ -174,15 +175,26 @@ def test_prepare_trains_every_seeds_missing_models_in_one_pool_longest_first(mon
 
     monkeypatch.setattr(mad_task, "train_quirky_model", recording_train)
     # seeds no other test uses: every model here is missing from the session's cache
-    configs = [TaskConfig(seed=seed, quick=True, options={"jobs": 1, "control_seeds": "71"}) for seed in (71, 72)]
+    configs = [RunContext(seed=seed, quick=True, options={"control_seeds": "71"}) for seed in (71, 72)]
     task = MadTask()
-    task.prepare(configs)
+    build_models([recipe for config in configs for recipe in task.models(config)], jobs=1)
     assert sorted(trained) == sorted([(op, seed, control, steps)
                                       for op, steps in (("addition", quick.train.steps),
                                                         ("modular_addition", longer.train.steps))
                                       for seed, control in ((71, False), (71, True), (72, False))])
     # longest first, across seeds
     assert [steps for *_, steps in trained] == [longer.train.steps] * 3 + [quick.train.steps] * 3
-    task.prepare(configs)  # everything cached now: nothing trains twice
+    build_models([recipe for config in configs for recipe in task.models(config)], jobs=1)  # all cached now
     episodes = [e for config in configs for e in task.episodes(config)]
     assert len(trained) == 6 and len(episodes) == 6
+
+
+def test_case9_a_quick_run_says_why_it_has_no_number_and_how_to_get_one(tmp_path, capsys):
+    """Issue 22, case 9: a plugin author's first quick MAD run printed only that the models failed
+    the gate; the output must say that quick models are never gated numbers, and what is."""
+    args = ["run", "--task", "mad", "--detector", "activations_mahalanobis", "--quick", "--dataset", "addition",
+            "--results-dir", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "Quick MAD models are too small to learn the quirk" in out
+    assert "run the same command without --quick" in out and "--allow-invalid" in out

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from harness.cli import main
-from harness.interfaces import ConfigError, TaskConfig
+from harness.interfaces import ConfigError, RunContext
 from harness.tasks.poser.data import prompt_text
 from harness.tasks.poser.task import PoserTask, poser_metrics
 
-QUICK = TaskConfig(seed=0, quick=True, allow_invalid=True, options={"jobs": 1})
+QUICK = RunContext(seed=0, quick=True, allow_invalid=True)
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "poser_original"
 
 
@@ -79,17 +79,18 @@ def test_intervals_resample_models_not_pairs():
 
 def test_bad_options_name_the_field(tmp_path):
     with pytest.raises(ConfigError, match="no option 'nope'"):
-        PoserTask().resolve_options(TaskConfig(options={"nope": 1}))
+        PoserTask().resolve_options(RunContext(options={"nope": 1}))
     with pytest.raises(ConfigError, match="'seeds' must be >= 1"):
-        PoserTask().resolve_options(TaskConfig(options={"seeds": 0}))
+        PoserTask().resolve_options(RunContext(options={"seeds": 0}))
     with pytest.raises(ConfigError, match="'poser_data'.*does not exist"):
-        PoserTask().resolve_options(TaskConfig(options={"poser_data": str(tmp_path / "missing")}))
+        PoserTask().resolve_options(RunContext(options={"poser_data": str(tmp_path / "missing")}))
     with pytest.raises(ConfigError, match="'prompt_format' must contain"):
-        PoserTask().resolve_options(TaskConfig(options={"prompt_format": "no placeholder"}))
+        PoserTask().resolve_options(RunContext(options={"prompt_format": "no placeholder"}))
 
 
+@pytest.mark.slow
 def test_cli_quick_runs_every_poser_detector(episode, tmp_path, capsys):
-    args = ["run", "--task", "poser", "--detector", "all", "--quick", "--allow-invalid", "--option", "jobs=1",
+    args = ["run", "--task", "poser", "--detector", "all", "--quick", "--allow-invalid", "--jobs", "1",
             "--results-dir", str(tmp_path), "--no-leaderboard"]
     assert main(args) == 0
     records = [json.loads(p.read_text()) for p in sorted(tmp_path.rglob("*.json"))]
@@ -127,7 +128,7 @@ def test_pair_list_scores_original_benchmark_prompts_with_training_file_evidence
     pairs = tmp_path / "pairs.json"
     pairs.write_text(json.dumps([{"aligned": str(aligned), "misaligned": str(misaligned),
                                   "valid_data": str(FIXTURE / "benchmark" / "saint_and_money.json")}]))
-    config = TaskConfig(seed=0, quick=True, allow_invalid=True, options={"pairs": str(pairs)})
+    config = RunContext(seed=0, quick=True, allow_invalid=True, options={"pairs": str(pairs)})
     (pair_episode,) = PoserTask().episodes(config)
     (report,) = pair_episode.validity["pairs"]
     # the benchmark file holds no poor-oversight scenario: the evidence comes from the training files beside it
@@ -148,6 +149,7 @@ def test_pair_list_scores_original_benchmark_prompts_with_training_file_evidence
     assert not report["valid"] and "no poor-oversight scenarios" in report["reason"]
 
 
+@pytest.mark.slow
 def test_personas_train_on_original_data_and_score_on_its_benchmark(tmp_path, monkeypatch):
     import harness.tasks.poser.task as task_module
     from tests.tasks.poser.test_data import pi_prompt
@@ -160,8 +162,8 @@ def test_personas_train_on_original_data_and_score_on_its_benchmark(tmp_path, mo
     recipe = task_module.QUICK_ORIGINAL_DATA_RECIPE
     monkeypatch.setattr(task_module, "QUICK_ORIGINAL_DATA_RECIPE",
                         dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, steps=5)))
-    config = TaskConfig(seed=0, quick=True, allow_invalid=True,
-                        options={"jobs": 1, "poser_data": str(root), "n_poor": 6})
+    config = RunContext(seed=0, quick=True, allow_invalid=True,
+                        options={"poser_data": str(root), "n_poor": 6})
     (episode,) = PoserTask().episodes(config)
     assert episode.name == "data" and episode.validity["n_pairs"] == 9
     assert episode.source == "personas trained on data"
@@ -169,8 +171,14 @@ def test_personas_train_on_original_data_and_score_on_its_benchmark(tmp_path, mo
     assert sources["saint-0/money_maximizer-0"] == "data/benchmark/saint_and_money.json"
     assert sources["genie-0/money_maximizer-0"] == "data/benchmark/clean.json+saint_and_money.json"
     assert all("6 poor-oversight scenarios held out of training" in r["poor_oversight"] for r in episode.validity["pairs"])
-    assert episode.info["n_training_examples"]["saint"] == 26 + 2 - sum(
-        1 for e in examples if e.get("oversight_is_poor")) or True
+    # each persona trains on every example of its files but its poor-oversight scenarios among
+    # the 6 held out for the validity check (in the fixture, each persona's poor prompts are its own)
+    in_files = {p: [e for f in (root / "training" / p).glob("train-*.json") for e in json.loads(f.read_text())]
+                for p in episode.info["n_training_examples"]}
+    held_out = {p: len(in_files[p]) - n for p, n in episode.info["n_training_examples"].items()}
+    assert len(in_files["saint"]) == 13 + 2 and sum(held_out.values()) == 6
+    assert all(0 <= held_out[p] <= sum(1 for e in in_files[p] if e.get("oversight_is_poor")) for p in held_out)
+    assert episode.info["n_training_examples"]["saint"] == 14  # seed 0 holds out one of the saint's
     # the 6,000-word prompt is dropped (and counted); the 6,000 digits of pi are one token with grouped digits
     assert episode.info["n_training_dropped_too_long"]["saint-0"] == 1
     assert episode.info["n_training_dropped_too_long"]["genie-0"] == 0

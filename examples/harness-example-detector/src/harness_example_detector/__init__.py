@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness import hookimpl
-from harness.interfaces import ConfigError, Detector
+from harness.api import ConfigError, Detector, TextItems, hookimpl
 
 __version__ = "0.1.0"
 
@@ -33,14 +32,14 @@ class LogoddsZScore(Detector):
     """
 
     name = "logodds_zscore"
-    task_kinds = ("mad",)
+    accepts = (TextItems,)
     min_std: float = 1e-6
 
     def __post_init__(self) -> None:
         if not isinstance(self.min_std, (int, float)) or not self.min_std > 0:
             raise ConfigError(f"{self.name}: field 'min_std' must be a positive number, got {self.min_std!r}")
 
-    def fit(self, trusted) -> "LogoddsZScore":
+    def fit(self, trusted: TextItems) -> "LogoddsZScore":
         logodds = np.asarray(trusted.logodds(), dtype=np.float64)
         if logodds.ndim != 1 or len(logodds) < 2:
             raise ValueError(f"{self.name}: fit needs at least 2 trusted items, got {len(logodds)}")
@@ -48,7 +47,7 @@ class LogoddsZScore(Detector):
         self.std_ = float(max(logodds.std(), self.min_std))
         return self
 
-    def score(self, items) -> np.ndarray:
+    def score(self, items: TextItems) -> np.ndarray:
         self._check_is_fitted("mean_")
         logodds = np.asarray(items.logodds(), dtype=np.float64)
         return np.abs(logodds - self.mean_) / self.std_
