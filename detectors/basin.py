@@ -31,10 +31,7 @@ from harness.runtime import current, with_batch_backoff
 
 from .statistics import COVARIANCE_ESTIMATORS, Mahalanobis
 
-# 3: Chandrupatla search, pilot start for per-example roots; 4: evaluations stored;
-# 5: an int layer is a hidden-state index (harness.layers): the block whose output it is; directions
-#    drawn in seeded float32 RNG blocks (harness/basin/directions.py)
-# 6: per-model starts from a stratified probe of fragile examples
+# part of every basin sweep's cache key: bump it when a change to harness/basin changes its numbers
 ENGINE_VERSION = "6"
 
 

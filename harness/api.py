@@ -6,8 +6,8 @@ bad hyperparameter). A task plugin adds ``Task``, ``Episode``, ``RunContext`` an
 harness trains its models, ``ModelRecipe`` and ``train_tiny_lm``.
 
 Conventions, once: scores are higher = more suspicious; a ``Layer`` is a hidden-state index
-(0 = embeddings, 1..L = block outputs, negative counts from the end); labels are 1 =
-anomalous / misaligned.
+(0 = embeddings, 1..L = block outputs, negative counts from the end; ``resolve_layer`` checks
+one against a model's depth); labels are 1 = anomalous / misaligned.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 from harness import hookimpl
 from harness.interfaces import ConfigError, Detector, Episode, NotFittedError, RunContext, Scores, Task
 from harness.items import ModelItem, ModelItems, TextItems
-from harness.layers import Layer
+from harness.layers import Layer, resolve_layer
 from harness.sources import ModelRecipe, train_tiny_lm
 
 
@@ -30,6 +30,7 @@ __all__ = [
     "ModelItem",
     "Scores",
     "Layer",
+    "resolve_layer",
     "ModelRecipe",
     "train_tiny_lm",
     "ConfigError",

@@ -277,13 +277,25 @@ def _print_summary(registry: Any, records: list[dict[str, Any]], failed_tasks: d
     from tabulate import tabulate
 
     from harness.leaderboard import task_class
-    from harness.report import report_of
+    from harness.report import DEFAULT_REPORT, report_of
 
+    def part(task_name: str, name: str) -> Any:
+        """The task's report function, or the default one when its report module is broken (said once)."""
+        try:
+            return report_of(task_class(registry, task_name), name)
+        except Exception as exc:  # the records are written: a broken report must not lose the summary
+            if (task_name, name) not in broken:
+                broken.add((task_name, name))
+                print(f"warning: task {task_name!r}'s report failed to load ({type(exc).__name__}: {exc}); "
+                      "the default run summary is shown", file=sys.stderr)
+            return DEFAULT_REPORT[name]
+
+    broken: set[tuple[str, str]] = set()
     by_task: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         by_task.setdefault(record["task"], []).append(record)
     for task_name, task_records in by_task.items():
-        for line in report_of(task_class(registry, task_name), "summary_notes")(task_records):
+        for line in part(task_name, "summary_notes")(task_records):
             print(f"\n{line}" if not line.startswith("|") else line)
     rows = []
     for record in records:
@@ -292,7 +304,7 @@ def _print_summary(registry: Any, records: list[dict[str, Any]], failed_tasks: d
         if len({r.get("seed", 0) for r in records}) > 1:
             row["seed"] = record.get("seed", 0)
         row["status"] = record.get("status")
-        row.update(report_of(task_class(registry, record["task"]), "summary_row")(record))
+        row.update(part(record["task"], "summary_row")(record))
         rows.append(row)
     table = pd.DataFrame(rows)
     if with_task and failed_tasks:

@@ -16,6 +16,7 @@ import dataclasses
 import importlib.metadata
 import logging
 import os
+import re
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
@@ -28,6 +29,7 @@ from harness.interfaces import NAME_PATTERN, ConfigError, Detector, Task
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "harness"
+MODULE_PATTERN = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
 @dataclass
@@ -178,6 +180,8 @@ class Registry:
                 return "its `items` is not an item type (e.g. harness.api.TextItems or ModelItems)"
             if cls.kind and not NAME_PATTERN.match(cls.kind):
                 return f"task kind {cls.kind!r} is not lower_snake_case"
+            if not isinstance(cls.report, str) or (cls.report and not MODULE_PATTERN.match(cls.report)):
+                return f"its `report` {cls.report!r} is not a dotted module name (e.g. 'mypackage.report') or ''"
             return options_problem(getattr(cls, "options", {}))
         accepts = getattr(cls, "accepts", ())
         if not isinstance(accepts, tuple) or not accepts or not all(isinstance(t, type) for t in accepts):

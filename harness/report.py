@@ -93,14 +93,13 @@ def _number(value: Any) -> float:
 
 
 def record_source(record: dict[str, Any]) -> str:
-    """The record's source (records written before sources existed came from generated zoos)."""
+    """The record's source (``"generated"``: a task's own zoo)."""
     return record.get("source") or "generated"
 
 
 def record_model_fingerprint(record: dict[str, Any]) -> str:
-    """The record's combined model fingerprint (older records state it in the episode info)."""
-    return record.get("model_fingerprint") or ((record.get("config") or {}).get("episode") or {}).get(
-        "model_fingerprint", "")
+    """The record's combined model fingerprint (``""`` when its task states no model)."""
+    return record.get("model_fingerprint") or ""
 
 
 def record_models(record: dict[str, Any]) -> dict[str, str]:

@@ -10,8 +10,8 @@ Guarantees: memory for directions is a small multiple of the perturbed block's s
 the number of directions; a direction is the same for every chunk size and device; the
 perturbed parameters are bitwise restored after every call, also when it raises.
 The method: "Estimating the Probability of Sampling a Trained Neural Network at Random"
-(arXiv 2501.18812) and its ``tyche`` library; the README's "The basin-volume engine" has the
-benchmark against a plain reference.
+(arXiv 2501.18812) and its ``tyche`` library; docs/benchmarks.md ("The basin-volume engine")
+has the benchmark against a plain reference.
 """
 
 from harness.basin.directions import SeededDirections, SubsetDirections, prior_terms, sample_directions

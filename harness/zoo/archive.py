@@ -148,9 +148,6 @@ def fingerprints_in_records(records_dir: PathLike) -> tuple[set[str], set[str]]:
         walk(record)
         if isinstance(record, dict):
             named.update(v for v in (record.get("model_fingerprints") or {}).values() if isinstance(v, str))
-            legacy = ((record.get("config") or {}).get("episode") or {}).get("model_fingerprint")
-            if isinstance(legacy, str):
-                named.add(legacy)
     return strings, named
 
 

@@ -51,17 +51,12 @@ def load_reference(path: PathLike = DEFAULT_REFERENCE) -> list[dict[str, Any]]:
 
 def episode_source(episode: Any) -> str:
     """Where an episode's models and data come from (``"generated"`` for a task's own zoo)."""
-    return getattr(episode, "source", None) or GENERATED_SOURCE
+    return episode.source or GENERATED_SOURCE
 
 
 def episode_models(episode: Any) -> dict[str, str]:
-    """Role -> model fingerprint of an episode: its ``models``, else the single model of its
-    info (``info["model_fingerprint"]``, episodes built before ``Episode.models`` existed)."""
-    models = getattr(episode, "models", None)
-    if models:
-        return dict(models)
-    fingerprint = (getattr(episode, "info", None) or {}).get("model_fingerprint")
-    return {"model": fingerprint} if fingerprint else {}
+    """Role -> model fingerprint of every model of an episode (its ``models``)."""
+    return dict(episode.models)
 
 
 def reference_entry(reference: Iterable[dict[str, Any]], task_name: str, source: str, dataset: str, seed: int,
@@ -97,7 +92,7 @@ def reference_differences(task_name: str, episodes: Iterable[Any], seed: int, re
             lines.append(
                 f"your {episode.name} episode differs from the leaderboard's although its models are the same "
                 f"(episode {episode.fingerprint[:SHORT]}, leaderboard {entry['episode_fingerprint'][:SHORT]}: other data "
-                f"or task settings): numbers will go in their own leaderboard section"
+                f"or task settings): the leaderboard lists its records apart and never averages them with its numbers"
             )
     return lines
 

@@ -170,9 +170,9 @@ class MadTask(Task):
         return resolved
 
     def check(self, config: RunContext) -> None:
-        self.resolve_options(config)
-        if not (self.resolve_options(config)["model"] or self.resolve_options(config)["dataset"]):
-            self.dataset_names(config)
+        options = self.resolve_options(config)  # raises on an option out of range
+        if not (options["model"] or options["dataset"]):
+            self.dataset_names(config)  # raises on an unknown dataset
 
     def models(self, config: RunContext) -> list[ModelRecipe]:
         """The generated models the episodes of ``config`` use (none for a model on disk)."""

@@ -430,7 +430,11 @@ class PoserTask(Task):
 
     # -- scoring -------------------------------------------------------------------------
     def metrics(self, episode: Episode, scores: Scores, seed: int) -> dict[str, Any]:
-        """Pair accuracy (ties half) with a 95% interval from resampling models (see :func:`poser_metrics`)."""
+        """Pair accuracy (ties half) with a 95% interval from resampling models (see :func:`poser_metrics`).
+        Every model of a pair must be scored: a detector that leaves models out cannot be scored here."""
+        if not scores.kept().all():
+            raise ValueError(f"the detector left {int((~scores.kept()).sum())} models unscored; pair accuracy needs "
+                             "a score for both models of every pair")
         return poser_metrics(episode.labels, scores.values, episode.tags["pair"], episode.tags.get("model"), seed=seed)
 
 

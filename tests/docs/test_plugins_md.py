@@ -12,9 +12,9 @@ import pytest
 
 from harness import hookspecs
 from harness.cli import build_parser
-from harness.interfaces import Detector, Episode, Task, TaskConfig
-from harness.items import InputItems, ModelItem
-from harness.leaderboard import Section
+from harness.interfaces import Detector, Episode, Task, RunContext
+from harness.items import TextItems, ModelItem
+from harness.report import Section
 from harness.runner import RunOptions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +36,7 @@ def public_members(cls):
     return sorted(n for n in set(vars(cls)) | set(fields) if not n.startswith("_"))
 
 
-@pytest.mark.parametrize("cls", [InputItems, ModelItem, Detector, Task, Episode, TaskConfig, RunOptions, Section])
+@pytest.mark.parametrize("cls", [TextItems, ModelItem, Detector, Task, Episode, RunContext, RunOptions, Section])
 def test_every_item_accessor_and_interface_member_is_documented(cls):
     assert cls.__name__ in DOC
     for name in public_members(cls):

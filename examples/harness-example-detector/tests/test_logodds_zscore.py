@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 import harness_example_detector
-from harness.interfaces import ConfigError, NotFittedError
-from harness.items import TextItems
+from harness.api import ConfigError, NotFittedError, TextItems
 from harness.plugins import Registry
 from harness_example_detector import LogoddsZScore
 
@@ -22,7 +21,7 @@ def test_the_plugin_registers_its_detector():
     assert not info.errors, info.errors
     assert info.detectors == ["logodds_zscore"]
     assert registry.detector("logodds_zscore") is LogoddsZScore
-    assert registry.detectors_for("mad") == ["logodds_zscore"]
+    assert LogoddsZScore.accepts == (TextItems,)  # it scores every task whose items are texts of one model
 
 
 def test_scores_are_hand_computed_z_scores():

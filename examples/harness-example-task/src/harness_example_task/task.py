@@ -98,7 +98,7 @@ class KeywordTask(Task):
         trigger, size = self.settings(ctx)["trigger"], QUICK if ctx.quick else FULL
         return [ModelRecipe(key={"task": "keyword", "model_version": "2", "topic": topic, "seed": ctx.seed,
                                  "trigger": trigger, "size": size, "vocabulary": vocabulary(trigger)},
-                            train=functools.partial(train, topic, ctx.seed, trigger, size), label=topic)
+                            train=functools.partial(train, topic, ctx.seed, trigger, size), label=topic, n_layers=2)
                 for topic in ctx.datasets or TOPICS]
 
     def episodes(self, ctx: RunContext) -> list[Episode]:
