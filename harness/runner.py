@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from harness.cache import stable_hash
-from harness.interfaces import ConfigError, Detector, Episode, Task, RunContext
+from harness.interfaces import ConfigError, Detector, Episode, RunContext, Task
 from harness.items import ModelItem, TextItems
 from harness.jobs import JobSpec, execute
 from harness.memory import check_fits
