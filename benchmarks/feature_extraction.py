@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from harness.features import FeatureExtractor
+from harness.features.extractor import FeatureExtractor
 from harness.zoo import build_model, build_word_tokenizer
 from harness.zoo.store import ModelHandle, configure_process
 from harness.tasks.mad.arithmetic import generate_examples, to_records

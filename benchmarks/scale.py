@@ -89,7 +89,7 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     from harness import runtime
-    from harness.features import FeatureExtractor, last_logits_only, length_sorted_batches
+    from harness.features.extractor import FeatureExtractor, last_logits_only, length_sorted_batches
     from harness.zoo.store import ModelHandle, configure_process
     from harness.zoo.tokenizer import encode_batch
 

@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from harness.items import TextItems
+from harness.features.items import TextItems
 
 from .activations import ActivationsLOF, ActivationsMahalanobis
 
@@ -47,8 +47,8 @@ class AttributionMahalanobis(ActivationsMahalanobis):
 def backward_bytes(episode) -> int:
     """What a backward pass keeps: about 16 activations of (micro-batch x tokens x d) per block
     (attention and MLP intermediates), micro-batches a quarter of the forward batch."""
-    from harness.features import ATTRIBUTION_BATCH_DIVISOR
-    from harness.memory import DEFAULT_TOKENS
+    from harness.features.extractor import ATTRIBUTION_BATCH_DIVISOR
+    from harness.plan.memory import DEFAULT_TOKENS
     from harness.runtime import current
 
     handle = getattr(getattr(episode.trusted, "extractor", None), "handle", None)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from harness.cache import cached_arrays, stable_hash
 from harness.interfaces import ConfigError, Detector, Scores
-from harness.items import ModelItem, ModelItems, TextItems
+from harness.features.items import ModelItem, ModelItems, TextItems
 from harness.layers import resolve_layer
 from harness.runtime import current, with_batch_backoff
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from harness.interfaces import ConfigError
-from harness.items import TextItems
+from harness.features.items import TextItems
 from harness.layers import resolve_layer
 
 from .layerwise import LayerwiseDetector

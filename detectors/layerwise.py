@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from harness.interfaces import Detector, Episode
-from harness.items import TextItems
+from harness.features.items import TextItems
 from harness.layers import resolve_layers
 
 from .statistics import FeatureScorer

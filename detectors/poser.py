@@ -19,7 +19,7 @@ import numpy as np
 
 from harness.cache import cached_arrays, stable_hash
 from harness.interfaces import ConfigError, Detector
-from harness.items import ModelItem, ModelItems
+from harness.features.items import ModelItem, ModelItems
 
 if TYPE_CHECKING:  # torch loads when a model runs, not when the plugin registers
     import torch
@@ -221,7 +221,7 @@ class ActivationNoise(Detector):
         coefficient (a per-row noise scale)."""
         import torch
 
-        from harness.interventions import add_to_residual
+        from harness.features.interventions import add_to_residual
         from harness.zoo.tokenizer import encode_batch
 
         model, tokenizer = item.handle.model, item.handle.tokenizer
@@ -267,7 +267,7 @@ class ActivationNoise(Detector):
         """(n_prompts,) P(misaligned answer) from whole-prompt passes (the reference the cached passes must match)."""
         import torch
 
-        from harness.interventions import add_to_residual
+        from harness.features.interventions import add_to_residual
         from harness.zoo.tokenizer import encode_batch
 
         model, tokenizer = item.handle.model, item.handle.tokenizer

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from harness.interfaces import ConfigError
-from harness.items import TextItems
+from harness.features.items import TextItems
 
 from .activations import ActivationsLOF, ActivationsMahalanobis
 from .layerwise import LayerwiseDetector

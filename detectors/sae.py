@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from harness.interfaces import ConfigError, Detector
-from harness.items import TextItems
+from harness.features.items import TextItems
 from harness.layers import resolve_layer
 
 from .statistics import DiagonalMahalanobis

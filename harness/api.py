@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from harness import hookimpl
 from harness.interfaces import ConfigError, Detector, Episode, NotFittedError, RunContext, Scores, Task
-from harness.items import ModelItem, ModelItems, TextItems
+from harness.features.items import ModelItem, ModelItems, TextItems
 from harness.layers import Layer, resolve_layer
-from harness.sources import ModelRecipe, train_tiny_lm
+from harness.zoo.sources import ModelRecipe, train_tiny_lm
 
 
 __all__ = [

@@ -146,7 +146,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.plugins import get_registry
-    from harness.runner import RunOptions, run
+    from harness.run.runner import RunOptions, run
     from harness.runtime import Runtime
 
     # torch loads only once the whole plan is checked (runner.run): a bad setting fails in seconds
@@ -203,7 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def executor_settings(args: argparse.Namespace) -> dict[str, Any]:
     """``executor``, ``jobs`` and ``ray_address`` of RunOptions from the flags; bad combinations
-    are ConfigErrors (bad values are checked by :func:`harness.executors.make_executor`)."""
+    are ConfigErrors (bad values are checked by :func:`harness.run.executors.make_executor`)."""
     executor = args.executor or ("process" if args.jobs not in (None, 1) else "local")
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
@@ -218,7 +218,7 @@ def run_plan(registry: Any, args: argparse.Namespace) -> list[tuple[str, list[st
     """(task name, detector names) to run: the one ``--task``, or with ``--all`` every registered
     task (sorted) with the detectors that support it (all, or those of ``--detector``).
     Unknown names raise UnknownNameError; bad flag combinations raise ConfigError."""
-    from harness.runner import resolve
+    from harness.run.runner import resolve
 
     if not args.all_tasks:
         if not args.task:
@@ -277,7 +277,7 @@ def _print_summary(registry: Any, records: list[dict[str, Any]], failed_tasks: d
     from tabulate import tabulate
 
     from harness.leaderboard import task_class
-    from harness.report import DEFAULT_REPORT, report_of
+    from harness.leaderboard.report import DEFAULT_REPORT, report_of
 
     def part(task_name: str, name: str) -> Any:
         """The task's report function, or the default one when its report module is broken (said once)."""
@@ -342,7 +342,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             if cls.describe():
                 print(f"      {cls.describe()}")
             if getattr(cls, "options", None):
-                from harness.options import describe_options
+                from harness.plan.options import describe_options
 
                 print("      options (--option KEY=VALUE):")
                 for line in describe_options(cls.options).splitlines():

@@ -226,8 +226,8 @@ class Task:
 
     Class attributes:
         name: registry name (``--task NAME``).
-        items: the item type its episodes hold (:class:`harness.items.TextItems`: inputs of one
-            model; :class:`harness.items.ModelItems`: models). Every detector that accepts that
+        items: the item type its episodes hold (:class:`harness.features.items.TextItems`: inputs of one
+            model; :class:`harness.features.items.ModelItems`: models). Every detector that accepts that
             type runs on the task.
         kind: a label stored in the records (e.g. ``"mad"``); it does not decide which detectors
             run (``items`` does). Defaults to the task's name.
@@ -242,7 +242,7 @@ class Task:
             ``plots(section, out_dir) -> list[Path]`` (PNGs named with ``section.slug``),
             ``summary_row(record) -> dict`` (run-summary columns) and ``summary_notes(records)
             -> list[str]`` (lines printed before the run summary). The default report
-            (:mod:`harness.report`) stands in for each one missing, and for all of them when
+            (:mod:`harness.leaderboard.report`) stands in for each one missing, and for all of them when
             ``report`` is empty. Imported only to render, so importing the task stays light.
     """
 
@@ -263,7 +263,7 @@ class Task:
         Default: no check beyond the option types, which the harness checks itself."""
 
     def models(self, config: RunContext) -> Sequence[Any]:
-        """The source's models: one :class:`harness.sources.ModelRecipe` per model the episodes of
+        """The source's models: one :class:`harness.zoo.sources.ModelRecipe` per model the episodes of
         ``config`` need. The harness trains the missing ones once, for every seed of the run in
         one pool (longest first, ``--jobs`` at a time), and caches them by key; ``episodes``
         then loads them with ``recipe.load()``. Default: none (a task on

@@ -3,7 +3,7 @@
 ``harness run --device/--dtype/--batch-size/--device-map`` set these for every model the run
 touches: the runner installs them with :func:`use` before it builds episodes, the worker of a
 process pool or Ray cluster installs the driver's, and :class:`harness.zoo.store.ModelHandle`
-and :class:`harness.features.FeatureExtractor` read them when they load a model or run it.
+and :class:`harness.features.extractor.FeatureExtractor` read them when they load a model or run it.
 
 What goes where: ``dtype`` changes numbers, so it is part of the feature cache key and the
 result key; ``device`` may change the last bits (other kernels), so it is stored in every record

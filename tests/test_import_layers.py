@@ -79,9 +79,9 @@ LAYERS = (
     Layer("ground", ("harness", "harness.hookspecs", "harness.interfaces", "harness.plugins", "harness.cache",
                      "harness.runtime", "harness.layers"), ()),
     # model directories, the zoo's tiny models and their training, the cache of trained models
-    Layer("models", ("harness.zoo.*", "harness.sources"), ("ground",)),
+    Layer("models", ("harness.zoo.*",), ("ground",)),
     # what runs a model: hidden states and attributions, the item types, residual interventions
-    Layer("features", ("harness.features", "harness.items", "harness.interventions"), ("ground", "models")),
+    Layer("features", ("harness.features.*",), ("ground", "models")),
     # the basin-volume engine: works on any torch model it is given, loads none
     Layer("basin", ("harness.basin.*",), ("ground", "features")),
     # the one module a third-party plugin imports; nothing in the core goes through it
@@ -89,14 +89,14 @@ LAYERS = (
     # numbers from scores: AUROC, intervals, pair accuracy
     Layer("scoring", ("harness.scoring",), ("ground",)),
     # result records on disk
-    Layer("records", ("harness.results",), ("ground", "scoring")),
+    Layer("records", ("harness.records",), ("ground", "scoring")),
     # reads records, never runs a model: the leaderboard, the report helpers, the plots
-    Layer("leaderboard", ("harness.leaderboard", "harness.report", "harness.plots"), ("ground", "scoring", "records")),
+    Layer("leaderboard", ("harness.leaderboard.*",), ("ground", "scoring", "records")),
     # all validation before the first job: task options, detector parameters, the memory estimate
-    Layer("plan", ("harness.options", "harness.params", "harness.memory"),
+    Layer("plan", ("harness.plan.*",),
           ("ground", "models", "features", "scoring", "records")),
     # jobs, executors, the runner: builds models and episodes, fits, scores, writes records
-    Layer("run", ("harness.runner", "harness.jobs", "harness.executors"),
+    Layer("run", ("harness.run.*",),
           ("ground", "models", "features", "basin", "scoring", "records", "plan")),
     # the command line: everything of the core
     Layer("cli", ("harness.cli",), CORE),
@@ -464,19 +464,19 @@ def test_a_new_deferred_or_type_only_import_in_a_scratch_copy_is_caught(tmp_path
         roots[name] = tmp_path / folder.relative_to(ROOT)
         shutil.copytree(folder, roots[name], ignore=shutil.ignore_patterns("__pycache__"))
     with open(roots["harness"] / "cache.py", "a") as f:  # ground -> run, and a cycle (runner imports cache)
-        f.write("\n\ndef _scratch():\n    from harness.runner import run\n")
+        f.write("\n\ndef _scratch():\n    from harness.run.runner import run\n")
     with open(roots["harness"] / "zoo" / "store.py", "a") as f:  # models -> plan, type-only
-        f.write("\nif TYPE_CHECKING:\n    from harness.memory import Need\n")
-    with open(roots["harness"] / "features.py", "a") as f:  # the core importing a built-in plugin
+        f.write("\nif TYPE_CHECKING:\n    from harness.plan.memory import Need\n")
+    with open(roots["harness"] / "features" / "extractor.py", "a") as f:  # the core importing a built-in plugin
         f.write("\nfrom harness.detectors.statistics import Mahalanobis\n")
     graph = build_graph(roots)
     problems = "\n".join(layer_violations(graph))
-    assert "harness.cache (ground) imports harness.runner (run)" in problems and "(in a function)" in problems
-    assert "harness.zoo.store (models) imports harness.memory (plan)" in problems
+    assert "harness.cache (ground) imports harness.run.runner (run)" in problems and "(in a function)" in problems
+    assert "harness.zoo.store (models) imports harness.plan.memory (plan)" in problems
     assert "under TYPE_CHECKING" in problems
-    assert "harness.features (features) imports harness.detectors.statistics (detectors)" in problems
+    assert "harness.features.extractor (features) imports harness.detectors.statistics (detectors)" in problems
     cycles = "\n".join(cycle_report(graph))
-    assert "harness.cache -> harness.runner" in cycles and "harness.runner -> harness.cache" in cycles
+    assert "harness.cache -> harness.run.runner" in cycles and "harness.run.runner -> harness.cache" in cycles
 
 
 def test_relative_imports_and_packages_resolve(tmp_path):

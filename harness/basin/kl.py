@@ -41,7 +41,7 @@ from torch import nn
 from harness.basin.directions import SubsetDirections, as_subset_directions
 from harness.basin.hooked import HookedPerturbation
 from harness.basin.perturb import ParameterSubset, perturbed_weights
-from harness.interventions import block_list
+from harness.features.interventions import block_list
 
 logger = logging.getLogger(__name__)
 

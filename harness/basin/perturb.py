@@ -19,7 +19,7 @@ from typing import Iterator, Sequence, Union
 import torch
 from torch import nn
 
-from harness.interventions import block_list
+from harness.features.interventions import block_list
 
 LayerSpec = Union[None, int, str, Sequence[str]]
 

@@ -32,8 +32,8 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from harness.plots import pyplot, save, write_plots
-from harness.report import Section, column, detector_labels, fmt_ci
+from harness.leaderboard.plots import pyplot, save, write_plots
+from harness.leaderboard.report import Section, column, detector_labels, fmt_ci
 from harness.scoring import (
     HierarchicalBootstrap,
     auroc,

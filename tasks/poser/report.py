@@ -16,8 +16,8 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from harness.plots import pyplot, save, write_plots
-from harness.report import Section, detector_labels, fmt_ci
+from harness.leaderboard.plots import pyplot, save, write_plots
+from harness.leaderboard.report import Section, detector_labels, fmt_ci
 from harness.tasks.poser.metrics import poser_metrics
 
 NOISE_DETECTORS = ("activation_noise", "activation_noise_control")

@@ -32,11 +32,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from harness.cache import stable_hash
-from harness.features import FeatureExtractor
+from harness.features.extractor import FeatureExtractor
 from harness.interfaces import ConfigError, Episode, Scores, Task, RunContext
-from harness.items import ModelItem, ModelItems
-from harness.options import resolve_options
-from harness.sources import ModelRecipe, build_models, default_jobs
+from harness.features.items import ModelItem, ModelItems
+from harness.plan.options import resolve_options
+from harness.zoo.sources import ModelRecipe, build_models, default_jobs
 from harness.zoo.store import ModelHandle, portable_model_path
 from harness.tasks.poser.metrics import poser_metrics
 from harness.tasks.poser.scenarios import (

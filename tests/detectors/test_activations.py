@@ -6,7 +6,7 @@ import pytest
 from harness.detectors.activations import ActivationsLOF, ActivationsMahalanobis
 from harness.detectors.statistics import Mahalanobis
 from harness.interfaces import ConfigError, NotFittedError
-from harness.items import TextItems
+from harness.features.items import TextItems
 from harness.scoring import auroc
 
 

@@ -4,8 +4,8 @@ import torch
 
 from harness.detectors.attribution import AttributionLOF, AttributionMahalanobis
 from harness.detectors.statistics import Mahalanobis
-from harness.features import FeatureExtractor
-from harness.items import TextItems
+from harness.features.extractor import FeatureExtractor
+from harness.features.items import TextItems
 from harness.scoring import auroc
 from harness.zoo.store import ModelHandle, load_model
 from harness.zoo.tokenizer import answer_token_ids

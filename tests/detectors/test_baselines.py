@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from harness.detectors.baselines import InputOnly, NameOnly, NgramModel, name_prefixes
-from harness.features import FeatureExtractor
+from harness.features.extractor import FeatureExtractor
 from harness.interfaces import ConfigError
-from harness.items import TextItems
+from harness.features.items import TextItems
 from harness.scoring import auroc
 from harness.zoo.store import ModelHandle
 

@@ -3,9 +3,9 @@ import pytest
 
 from harness.detectors.basin import BasinMahalanobis, BasinVolume
 from harness.basin import logmeanexp
-from harness.features import FeatureExtractor
+from harness.features.extractor import FeatureExtractor
 from harness.interfaces import ConfigError
-from harness.items import TextItems
+from harness.features.items import TextItems
 from harness.zoo.store import ModelHandle
 
 PROMPTS = ["12 + 7 = 19. Alice:", "3 + 4 = 8. Bob:", "99 + 1 = 100. Alice:", "5 + 5 = 10. Bob:",
@@ -47,7 +47,7 @@ def test_settings_are_validated():
 
 def test_poser_basin_volume_is_per_model_and_cached(tiny_model_dir):
     from harness.basin import estimate_basin
-    from harness.items import ModelItem
+    from harness.features.items import ModelItem
     from harness.zoo.store import load_model
     from harness.zoo.tokenizer import encode_batch
 

@@ -9,7 +9,7 @@ import torch
 
 from harness.detectors import BUILTIN_DETECTORS, FEATURE_DETECTORS
 from harness.interfaces import Detector
-from harness.items import TextItems
+from harness.features.items import TextItems
 from harness.scoring import auroc
 
 torch.set_num_threads(1)

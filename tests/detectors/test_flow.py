@@ -7,7 +7,7 @@ from sklearn.datasets import make_moons
 from harness.detectors.flow import FlowLaplace, FlowMahalanobis, FlowScorer
 from harness.layers import middle_block
 from harness.interfaces import ConfigError, NotFittedError
-from harness.items import TextItems
+from harness.features.items import TextItems
 from harness.scoring import auroc
 
 torch.set_num_threads(1)

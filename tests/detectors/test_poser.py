@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from harness.detectors.poser import ActivationNoise, ActivationNoiseControl, Confidence, WeightNorm
-from harness.features import FeatureExtractor
+from harness.features.extractor import FeatureExtractor
 from harness.interfaces import ConfigError
-from harness.interventions import add_to_residual
-from harness.items import ModelItem
+from harness.features.interventions import add_to_residual
+from harness.features.items import ModelItem
 from harness.zoo.store import ModelHandle, load_model
 from harness.zoo.tokenizer import encode_batch
 
@@ -44,7 +44,7 @@ def test_caa_vector_norm_and_noise_kinds(item, tiny_model_dir):
 
 
 def test_residual_addition_reaches_the_next_block_at_the_last_position_only(tiny_model_dir):
-    from harness.interventions import block_list
+    from harness.features.interventions import block_list
 
     model, tokenizer = load_model(tiny_model_dir)
     batch = encode_batch(tokenizer, CLEAN)

@@ -9,7 +9,7 @@ from sklearn.preprocessing import StandardScaler
 from harness.detectors.probe import ProbeLOF, ProbeMahalanobis, fit_probe
 from harness.detectors.statistics import Mahalanobis
 from harness.interfaces import ConfigError, NotFittedError
-from harness.items import TextItems
+from harness.features.items import TextItems
 from harness.scoring import auroc
 
 

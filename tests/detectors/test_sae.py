@@ -5,7 +5,7 @@ import torch
 from harness.detectors.sae import SAEDetector, SAEDiagMahalanobis, SAEL0
 from harness.detectors.statistics import DiagonalMahalanobis
 from harness.interfaces import ConfigError, NotFittedError
-from harness.items import TextItems
+from harness.features.items import TextItems
 from harness.scoring import auroc
 
 torch.set_num_threads(1)

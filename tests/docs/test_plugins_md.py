@@ -13,9 +13,9 @@ import pytest
 from harness import hookspecs
 from harness.cli import build_parser
 from harness.interfaces import Detector, Episode, Task, RunContext
-from harness.items import TextItems, ModelItem
-from harness.report import Section
-from harness.runner import RunOptions
+from harness.features.items import TextItems, ModelItem
+from harness.leaderboard.report import Section
+from harness.run.runner import RunOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "plugins.md").read_text()

@@ -11,9 +11,9 @@ import pytest
 
 import harness
 from harness.interfaces import Episode, Task, RunContext
-from harness.items import TextItems
+from harness.features.items import TextItems
 from harness.plugins import Registry
-from harness.runner import RunOptions, run
+from harness.run.runner import RunOptions, run
 
 PACKAGE = Path(__file__).resolve().parents[2] / "examples" / "harness-example-detector"
 

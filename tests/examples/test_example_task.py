@@ -14,7 +14,7 @@ import pytest
 from harness import leaderboard
 from harness.api import ConfigError, RunContext
 from harness.plugins import Registry
-from harness.runner import RunOptions, run
+from harness.run.runner import RunOptions, run
 
 PACKAGE = Path(__file__).resolve().parents[2] / "examples" / "harness-example-task"
 MODULES = ("harness_example_task", "harness_example_task.task")

@@ -8,7 +8,7 @@ import pytest
 import harness
 from harness.detectors.activations import ActivationsMahalanobis
 from harness.interfaces import Detector, Episode, Task, RunContext
-from harness.items import TextItems
+from harness.features.items import TextItems
 from harness.plugins import Registry
 
 

@@ -3,7 +3,7 @@
 import json
 
 from harness.cli import main
-from harness.runner import RunOptions, run
+from harness.run.runner import RunOptions, run
 
 
 def test_check_fails_with_a_diff_after_a_record_is_edited(tmp_path, toy_registry, capsys):

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.executors import make_executor
+from harness.run.executors import make_executor
 from harness.interfaces import ConfigError
 from harness.plugins import get_registry
-from harness.results import snapshot
-from harness.runner import RunOptions, run
+from harness.records import snapshot
+from harness.run.runner import RunOptions, run
 
 DETECTORS = ["activations_mahalanobis", "activations_lof"]
 

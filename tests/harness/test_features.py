@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.features import FeatureExtractor, last_logits_only
+from harness.features.extractor import FeatureExtractor, last_logits_only
 from harness.interfaces import ConfigError
-from harness.items import TextItems
+from harness.features.items import TextItems
 from harness.zoo.store import ModelHandle, ModelDirectoryError, load_model
 from harness.zoo.tokenizer import answer_token_ids
 

@@ -9,7 +9,7 @@ import pytest
 from harness.detectors import BUILTIN_DETECTORS
 from harness.detectors.basin import BasinMahalanobis, BasinVolume
 from harness.interfaces import ConfigError
-from harness.items import TextItems
+from harness.features.items import TextItems
 from harness.layers import middle_block, resolve_layer, resolve_layers
 
 N_LAYERS = 3  # hidden states 0..3

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 
 from harness import leaderboard
-from harness.report import detector_labels
+from harness.leaderboard.report import detector_labels
 from harness.tasks.mad import report as mad_report
-from harness.runner import RunOptions, run
+from harness.run.runner import RunOptions, run
 from harness.scoring import auroc
 
 
@@ -21,7 +21,7 @@ def records_dir(tmp_path, toy_registry):
 
 def records_frame(results_dir):
     """The frame of the newest records (what one section shows when all come from one model set)."""
-    from harness.report import records_frame as frame_of
+    from harness.leaderboard.report import records_frame as frame_of
 
     return frame_of(leaderboard.newest_records(results_dir))
 

@@ -290,7 +290,7 @@ def test_case7_atomic_writes_respect_the_umask(tmp_path, umask):
 
 
 def test_case7_nan_is_never_written_as_non_standard_json(tmp_path):
-    from harness.results import read_record, write_record
+    from harness.records import read_record, write_record
 
     def refuse(token):
         raise ValueError(f"non-standard JSON token {token}")
@@ -305,7 +305,7 @@ def test_case7_nan_is_never_written_as_non_standard_json(tmp_path):
     assert stored["metrics"] == {"auroc": None, "auroc_ci": [None, None], "auroc_disagree": None, "n": 3}
     assert stored["scores"] == scores  # finite floats round-trip exactly
     assert read_record(path)["scores"] == scores
-    from harness.report import records_frame
+    from harness.leaderboard.report import records_frame
 
     frame = records_frame([dict(stored, _path=str(path))])
     assert math.isnan(frame["auroc"].iloc[0]) and math.isnan(frame["auroc_ci_low"].iloc[0])

@@ -11,9 +11,9 @@ import harness
 from harness import leaderboard
 from harness.cli import main
 from harness.interfaces import Episode
-from harness.items import TextItems
+from harness.features.items import TextItems
 from harness.plugins import Registry
-from harness.runner import RunOptions, run
+from harness.run.runner import RunOptions, run
 
 from .conftest import ToyTask
 

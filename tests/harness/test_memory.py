@@ -5,10 +5,10 @@ import pytest
 
 from harness.detectors.activations import ActivationsMahalanobis
 from harness.detectors.attribution import AttributionMahalanobis
-from harness.features import FeatureExtractor
+from harness.features.extractor import FeatureExtractor
 from harness.interfaces import ConfigError, Episode
-from harness.items import TextItems
-from harness.memory import PROCESS_BYTES, check_fits, job_need
+from harness.features.items import TextItems
+from harness.plan.memory import PROCESS_BYTES, check_fits, job_need
 from harness.runtime import Runtime
 from harness.zoo.store import ModelHandle
 

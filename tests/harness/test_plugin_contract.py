@@ -16,8 +16,8 @@ import harness.plugins
 from harness.cli import main
 from harness.interfaces import ConfigError, Detector, Task
 from harness.plugins import NameClashError, Registry
-from harness.items import TextItems
-from harness.runner import RunOptions, run
+from harness.features.items import TextItems
+from harness.run.runner import RunOptions, run
 
 from .conftest import ToyTask
 

@@ -6,7 +6,7 @@ import pytest
 
 import harness
 from harness.interfaces import Detector, Task
-from harness.items import TextItems
+from harness.features.items import TextItems
 from harness.plugins import NameClashError, Registry, UnknownNameError
 
 from .conftest import ToyTask

@@ -10,7 +10,7 @@ import harness
 import harness.plugins
 from harness.cli import main
 from harness.interfaces import Detector
-from harness.items import TextItems
+from harness.features.items import TextItems
 
 
 @dataclasses.dataclass

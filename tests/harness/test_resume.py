@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.results import snapshot
+from harness.records import snapshot
 
 pytestmark = pytest.mark.slow  # every test runs cold `harness run` processes
 

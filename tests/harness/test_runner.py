@@ -5,7 +5,7 @@ import pytest
 
 from harness.interfaces import ConfigError
 from harness.plugins import UnknownNameError
-from harness.runner import RunOptions, run
+from harness.run.runner import RunOptions, run
 
 
 def test_run_writes_one_record_per_job_and_reuses_them(tmp_path, toy_registry):
@@ -72,13 +72,13 @@ def test_all_expands_to_every_detector_of_the_task_kind(tmp_path, toy_registry):
 def test_every_seed_is_checked_and_its_models_built_before_the_first_episode(tmp_path, toy_registry, monkeypatch):
     from types import SimpleNamespace
 
-    import harness.runner
+    import harness.run.runner
 
     ToyTask = toy_registry.task("toy")
     calls = []
     monkeypatch.setattr(ToyTask, "check", lambda self, config: calls.append(("check", config.seed)))
     monkeypatch.setattr(ToyTask, "models", lambda self, config: [SimpleNamespace(label=f"seed {config.seed}", n_layers=1)])
-    monkeypatch.setattr(harness.runner, "build_models",
+    monkeypatch.setattr(harness.run.runner, "build_models",
                         lambda recipes, jobs: calls.append(("build", [r.label for r in recipes])))
     real_episodes = ToyTask.episodes
     monkeypatch.setattr(ToyTask, "episodes",

@@ -7,9 +7,9 @@ import torch
 
 from harness import runtime
 from harness.cli import main
-from harness.features import FeatureExtractor
+from harness.features.extractor import FeatureExtractor
 from harness.interfaces import ConfigError
-from harness.runner import RunOptions, run
+from harness.run.runner import RunOptions, run
 from harness.zoo.store import ModelHandle
 
 PROMPTS = ["12 + 7 = 19. Alice:", "3 + 4 = 8. Bob:", "99 + 1 = 100. Alice:"]

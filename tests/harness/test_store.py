@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from harness.features import FeatureExtractor
+from harness.features.extractor import FeatureExtractor
 from harness.zoo.store import ModelHandle, cached_model_dir, is_cached, load_model
 
 

@@ -18,8 +18,8 @@ import harness_example_task
 from harness import leaderboard
 from harness.api import ConfigError, RunContext
 from harness.plugins import Registry
-from harness.results import iter_records, record_content
-from harness.runner import RunOptions, run
+from harness.records import iter_records, record_content
+from harness.run.runner import RunOptions, run
 from harness_example_task.task import KeywordTask, sentences
 
 DETECTOR = "activations_mahalanobis"

@@ -242,7 +242,7 @@ def test_quick_zoo_moved_to_an_empty_cache_reproduces_the_records_without_traini
     """Train the quick addition model in cache A and write records; export; import into an
     empty cache B; run again there: identical records (volatile fields aside), nothing trained."""
     import harness.tasks.mad.task as mad_task
-    from harness.results import snapshot
+    from harness.records import snapshot
 
     run = ["run", "--task", "mad", "--detector", "activations_mahalanobis", "--quick", "--allow-invalid",
            "--dataset", "addition", "--no-leaderboard"]

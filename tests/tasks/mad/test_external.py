@@ -10,7 +10,7 @@ import pytest
 
 from harness.interfaces import ConfigError, RunContext
 from harness.plugins import get_registry
-from harness.runner import RunOptions, run
+from harness.run.runner import RunOptions, run
 from harness.tasks.mad.external import answer_words, load_records, resolve_model, split_records
 from harness.tasks.mad.task import MadTask
 

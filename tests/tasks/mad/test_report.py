@@ -4,8 +4,8 @@ convergence table, and the published figures as two columns."""
 import numpy as np
 import pytest
 
-from harness.report import Section
-from harness.report import records_frame
+from harness.leaderboard.report import Section
+from harness.leaderboard.report import records_frame
 from harness.scoring import auroc
 from harness.tasks.mad import report
 

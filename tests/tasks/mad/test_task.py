@@ -11,7 +11,7 @@ from harness.tasks.mad.arithmetic import ALICE_NAMES, BOB_NAMES, N_TRUSTED_NAMES
 from harness.tasks.mad.episode import hard_accuracies, quirk_gate
 from harness.tasks.mad.task import MadTask, model_key, recipe_for
 from harness.tasks.mad.training import build_training_data
-from harness.sources import build_models
+from harness.zoo.sources import build_models
 
 QUICK = RunContext(seed=0, quick=True, datasets=["addition"], )
 

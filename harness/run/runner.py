@@ -3,7 +3,7 @@
 The driver builds the episodes (training or loading models), checks every job's configuration
 against them before anything is written (a bad layer index is a usage error, not a pile of
 error records), then hands the jobs that have no record yet to an executor
-(:mod:`harness.executors`: in process, a process pool, or Ray). Only the driver writes
+(:mod:`harness.run.executors`: in process, a process pool, or Ray). Only the driver writes
 records, one per job, atomically, as soon as the job's outcome arrives, so a run killed at any
 moment (SIGKILL included) loses at most the jobs in flight, and a rerun resumes. A detector
 that raises or returns bad scores gets an error record with the message; the other jobs go on.
@@ -19,17 +19,17 @@ from typing import Any, Callable, Optional, Sequence
 
 from harness.cache import stable_hash
 from harness.interfaces import ConfigError, Detector, Episode, RunContext, Task
-from harness.items import ModelItem, TextItems
-from harness.jobs import JobSpec, execute
-from harness.memory import check_fits
-from harness.options import validate_options
-from harness.params import make_detector
+from harness.features.items import ModelItem, TextItems
+from harness.run.jobs import JobSpec, execute
+from harness.plan.memory import check_fits
+from harness.plan.options import validate_options
+from harness.plan.params import make_detector
 from harness.plugins import Registry, UnknownNameError, accepts
 from harness.runtime import Runtime
 from harness.runtime import use as use_runtime
-from harness.sources import build_models, default_jobs
+from harness.zoo.sources import build_models, default_jobs
 from harness.zoo.store import configure_process
-from harness.results import (
+from harness.records import (
     DEFAULT_RESULTS_DIR,
     QUICK_RESULTS_DIR,
     completed,
@@ -51,9 +51,9 @@ class RunOptions:
     detector_params: detector name -> {field: value} overriding that detector's defaults.
     task_options: ``--option`` values, checked against the task's ``options`` table (an
         unknown name or a value of the wrong type is a ConfigError) and coerced to its types.
-    executor, jobs, ray_address: where jobs run (see :mod:`harness.executors`); ``jobs`` (None:
+    executor, jobs, ray_address: where jobs run (see :mod:`harness.run.executors`); ``jobs`` (None:
         the default) also sizes the pool that trains the task's models
-        (:func:`harness.sources.build_models`).
+        (:func:`harness.zoo.sources.build_models`).
     runtime: device, dtype, batch size and device map of every model the run touches (see
         :mod:`harness.runtime`); the dtype is part of the result key.
     """
@@ -134,7 +134,7 @@ def run(
     layer index the model does not have). ``on_notice`` receives one line per thing the user
     should know before reading the numbers (e.g. a model that differs from the leaderboard's).
     """
-    from harness.executors import make_executor
+    from harness.run.executors import make_executor
 
     task_cls, detector_classes = resolve(registry, task_name, detector_names)
     task_options = validate_options(task_cls.name, task_cls.options, options.task_options)
@@ -251,7 +251,7 @@ def model_depths(episode: Episode) -> set[int]:
 def check_storable(task_name: str, episode: Episode) -> Episode:
     """The episode, if what records copy from it (info, validity, tags, models) is storable;
     else a ConfigError naming the task, the episode and the field, before any job runs."""
-    from harness.jobs import json_problem
+    from harness.run.jobs import json_problem
 
     for field_name in ("info", "validity", "tags", "models"):
         problem = json_problem(getattr(episode, field_name))

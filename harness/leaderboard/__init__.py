@@ -25,13 +25,13 @@ never cell by cell:
   order they were first recorded; they are flagged (:func:`mixes`) and fail ``--check``.
 
 Settings that do not change the models (task options, a gate override) never split a section.
-Within a section one *setting* (:func:`harness.report.record_setting`: task version and
+Within a section one *setting* (:func:`harness.leaderboard.report.record_setting`: task version and
 plugin, dtype, validity gate) is shown, the reference's or else the one with the most records,
 and each (dataset, seed) shows one episode; records of the section's models with another
 setting or episode are *left out*: listed under the section, in ``results.csv``, never
 averaged. A section made with a non-default gate says so in its header (the task's report
 reads ``Section.setting``). A row is (detector, detector plugin distribution and version,
-hyperparameters) (:func:`harness.report.detector_labels`): two versions are two rows.
+hyperparameters) (:func:`harness.leaderboard.report.detector_labels`): two versions are two rows.
 
 Each task renders its own sections (its report module, ``Task.report``);
 ``README.md`` wraps each between ``<!-- leaderboard section SLUG DIGEST -->`` and ``<!-- end
@@ -70,7 +70,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import pandas as pd
 
-from harness.report import (
+from harness.leaderboard.report import (
     Section,
     models_identity,
     record_model_fingerprint,
@@ -82,7 +82,7 @@ from harness.report import (
     records_frame,
     report_of,
 )
-from harness.results import iter_records, record_content
+from harness.records import iter_records, record_content
 
 if TYPE_CHECKING:
     from harness.interfaces import Task
@@ -111,7 +111,7 @@ _PNG_NAME = re.compile(r"[\w.-]+\.png")
 def newest_records(results_dir: Path, include_quick: bool = False) -> list[dict[str, Any]]:
     """The newest record of each job setting: task, source, quick, models, episode, dataset,
     seed, detector, detector plugin distribution and version, hyperparameters and setting
-    (:func:`harness.report.record_setting`). Records of another model, another version of a
+    (:func:`harness.leaderboard.report.record_setting`). Records of another model, another version of a
     detector or another setting are kept (and sorted into sections), never replaced."""
     newest: dict[str, dict[str, Any]] = {}
     for record in iter_records(results_dir):

@@ -187,14 +187,14 @@ class Section:
             fingerprints, never averaged with the reference).
         records: the newest record of each job setting of these models, one setting, one
             episode per (dataset, seed): what the tables show.
-        frame: :func:`harness.report.records_frame` of ``records``.
+        frame: :func:`harness.leaderboard.report.records_frame` of ``records``.
         models: one entry per (dataset, seed) of ``records``: its episode and model fingerprints.
         slug: a file-name prefix for this section's plots (``mad`` for the first generated
             MAD section, so plot names stay stable).
         quick: whether these are quick-mode records (tiny models; never in a full-size section).
         left_out: records of these models with another setting or episode (not in ``frame``).
         setting: the setting of every record in ``records``
-            (:func:`harness.report.record_setting`), e.g. ``setting["gate"]``, the validity
+            (:func:`harness.leaderboard.report.record_setting`), e.g. ``setting["gate"]``, the validity
             gate the task applied: a report says so when it is not the task's default.
     """
 

@@ -149,7 +149,7 @@ def run_in_worker(spec: JobSpec) -> dict[str, Any]:
     try:
         from harness.plugins import get_registry
         from harness import runtime
-        from harness.params import make_detector
+        from harness.plan.params import make_detector
         from harness.zoo.store import configure_process
 
         settings = runtime.from_dict(spec.runtime)

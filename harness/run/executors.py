@@ -9,7 +9,7 @@
 
 Whatever the executor, workers only compute: the driver writes every record, so concurrent
 workers never race on the results directory, and a job gives the same numbers everywhere
-(see :func:`harness.jobs.job_seed`).
+(see :func:`harness.run.jobs.job_seed`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from multiprocessing import get_context
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from harness.interfaces import ConfigError
-from harness.jobs import JobSpec, error_outcome, run_in_worker
+from harness.run.jobs import JobSpec, error_outcome, run_in_worker
 
 logger = logging.getLogger(__name__)
 

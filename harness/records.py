@@ -11,7 +11,7 @@ AUROC of a subset with one class) is stored as ``null`` and reads back as ``None
 
 The leaderboard (:mod:`harness.leaderboard`) picks records by what identifies them, not by key:
 task, source, quick mode, models, episode, dataset, seed, detector, detector plugin distribution
-and version, hyperparameters and setting (:func:`harness.report.record_setting`).
+and version, hyperparameters and setting (:func:`harness.leaderboard.report.record_setting`).
 """
 
 from __future__ import annotations

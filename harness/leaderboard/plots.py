@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 if TYPE_CHECKING:
-    from harness.report import Section
+    from harness.leaderboard.report import Section
 
 
 def pyplot() -> Any:

@@ -1,7 +1,7 @@
 """The item types episodes hold and detectors accept: texts of one model, or models.
 
 :class:`TextItems`: n prompts of one model, with lazy access to their features (the shared
-:class:`~harness.features.FeatureExtractor` computes them once and caches them).
+:class:`~harness.features.extractor.FeatureExtractor` computes them once and caches them).
 :class:`ModelItems`: the models an episode scores, each a :class:`ModelItem`. A task declares
 which type its episodes hold (``Task.items``), a detector which types it can score
 (``Detector.accepts``); the harness pairs them by type, whatever the task's kind.
@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from harness.features import FeatureExtractor, LastTokenFeatures
+from harness.features.extractor import FeatureExtractor, LastTokenFeatures
 from harness.layers import resolve_layers
 
 
