@@ -253,7 +253,7 @@ def gate_table(frame: pd.DataFrame) -> pd.DataFrame:
             "agree-item acc (Wilson low)": acc(row, "agree"),
             "n (Alice / Bob disagree, agree)": "/".join(
                 "" if pd.isna(row[n]) else str(int(row[n])) for n in ("n_alice_disagree", "n_bob_disagree", "n_agree")),
-            "valid": "yes" if row["valid"] else "NO (not scored)",
+            "valid": "yes" if row["valid"] else _not_counted(frame, row["dataset"], [row["seed"]]),
         })
     table = pd.DataFrame(rows)
     # a control's Bob column has another meaning: merge the two Bob columns under one name
@@ -265,6 +265,13 @@ def gate_table(frame: pd.DataFrame) -> pd.DataFrame:
                  "agree-item acc (Wilson low)", "n (Alice / Bob disagree, agree)", "valid"]
         table = table[order]
     return table
+
+
+def _not_counted(frame: pd.DataFrame, dataset: str, seeds: list[int]) -> str:
+    """How a model that failed its gate is marked: "not scored", or, when its jobs were scored
+    anyway (``--allow-invalid``), that their numbers do not count."""
+    rows = frame[(frame["dataset"] == dataset) & frame["seed"].isin(seeds)]
+    return "NO (scored with --allow-invalid, not counted)" if (rows["status"] == "ok").any() else "NO (not scored)"
 
 
 def mad_per_dataset(frame: pd.DataFrame, boot: Optional[HierarchicalBootstrap] = None) -> pd.DataFrame:
@@ -280,7 +287,7 @@ def mad_per_dataset(frame: pd.DataFrame, boot: Optional[HierarchicalBootstrap] =
     for dataset in datasets:
         valid_seeds = episodes[(episodes["dataset"] == dataset) & episodes["valid"]]["seed"].tolist()
         if not valid_seeds:
-            table[dataset] = "NO (not scored)"
+            table[dataset] = _not_counted(frame, dataset, episodes[episodes["dataset"] == dataset]["seed"].tolist())
             continue
         for label in table.index:
             aurocs = [auroc(*cell) for cell in collect_cells(ok[ok["label"] == label], [dataset]).get(label, {})
@@ -622,6 +629,7 @@ def summary_row(record: dict[str, Any]) -> dict[str, Any]:
         "Bob acc": number(validity, "bob_accuracy"),
         "Wilson low (A/B)": f"{number(validity, 'alice_accuracy_wilson_low'):.3f}/"
                             f"{number(validity, 'bob_accuracy_wilson_low'):.3f}",
+        "gate": "pass" if record.get("valid") else "FAIL (not a result)",
         "AUROC": number(metrics, "auroc"),
         "95% interval": fmt_ci(metrics.get("auroc_ci")),
         "AUROC agree": number(metrics, "auroc_agree"),
@@ -631,15 +639,16 @@ def summary_row(record: dict[str, Any]) -> dict[str, Any]:
 
 
 QUICK_MODELS_NOTE = (
-    "Quick MAD models are too small to learn the quirk, so they fail the validity gate and give no "
-    "number: --quick checks the plumbing (add --allow-invalid to score them anyway, never a result). "
-    "A gated MAD number comes from the reference models: run the same command without --quick "
-    "(it trains the four full-size models once, about 15-20 minutes on 2 cores, then reuses them).")
+    "Quick MAD models are too small to learn the quirk (--quick trains addition and modular_addition in "
+    "seconds), so they fail the validity gate: their jobs are skipped, or, with --allow-invalid, scored "
+    "but never a result. --quick checks the plumbing. A gated MAD number comes from the reference "
+    "models: run the same command without --quick (it trains the four full-size models once, about "
+    "15-20 minutes on 2 cores, then reuses them).")
 
 
 def summary_notes(records: list[dict[str, Any]]) -> list[str]:
     """Why quick models give no number, and how to get a gated one, when a quick run has
-    episodes that failed the gate."""
-    if not any(r.get("quick") and r.get("status") == "invalid" for r in records):
+    episodes that failed the gate (skipped, or scored anyway with ``--allow-invalid``)."""
+    if not any(r.get("quick") and not r.get("valid") for r in records):
         return []
     return [QUICK_MODELS_NOTE]

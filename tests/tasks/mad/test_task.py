@@ -198,3 +198,13 @@ def test_case9_a_quick_run_says_why_it_has_no_number_and_how_to_get_one(tmp_path
     out = capsys.readouterr().out
     assert "Quick MAD models are too small to learn the quirk" in out
     assert "run the same command without --quick" in out and "--allow-invalid" in out
+
+    # scored anyway: the same advice, each row says it is no result, and the gate table does not
+    # call scored jobs "not scored"
+    assert main(args + ["--allow-invalid", "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "Quick MAD models are too small to learn the quirk" in out and "FAIL (not a result)" in out
+    from harness import leaderboard
+
+    readme = leaderboard.render(tmp_path, tmp_path / "board", include_quick=True)["README.md"]
+    assert "NO (scored with --allow-invalid, not counted)" in readme and "NO (not scored)" not in readme
