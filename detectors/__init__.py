@@ -1,6 +1,6 @@
 """Built-in detector plugins, registered through the ``harness`` entry points like any third party's."""
 
-from harness import hookimpl
+from harness.api import hookimpl
 
 from .activations import ActivationsLOF, ActivationsMahalanobis
 from .attribution import AttributionLOF, AttributionMahalanobis

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from harness.interfaces import ConfigError
+from harness.api import ConfigError
 
 from .layerwise import LayerwiseDetector
 from .statistics import COVARIANCE_ESTIMATORS, LocalOutlierFactorScorer, Mahalanobis

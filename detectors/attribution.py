@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from harness.features.items import TextItems
+from harness.api import TextItems
 
 from .activations import ActivationsLOF, ActivationsMahalanobis
 

@@ -24,9 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from harness.interfaces import ConfigError, Detector
-from harness.features.items import TextItems
-from harness.layers import resolve_layer
+from harness.api import ConfigError, Detector, TextItems, resolve_layer
 
 from .statistics import COVARIANCE_ESTIMATORS, Mahalanobis
 

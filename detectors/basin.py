@@ -23,10 +23,8 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 from tqdm.auto import tqdm
 
+from harness.api import ConfigError, Detector, ModelItem, ModelItems, Scores, TextItems, resolve_layer
 from harness.cache import cached_arrays, stable_hash
-from harness.interfaces import ConfigError, Detector, Scores
-from harness.features.items import ModelItem, ModelItems, TextItems
-from harness.layers import resolve_layer
 from harness.runtime import current, with_batch_backoff
 
 from .statistics import COVARIANCE_ESTIMATORS, Mahalanobis

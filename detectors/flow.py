@@ -16,9 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from harness.interfaces import ConfigError
-from harness.features.items import TextItems
-from harness.layers import resolve_layer
+from harness.api import ConfigError, TextItems, resolve_layer
 
 from .layerwise import LayerwiseDetector
 from .statistics import Mahalanobis

@@ -10,8 +10,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from harness.interfaces import Detector, Episode
-from harness.features.items import TextItems
+from harness.api import Detector, Episode, TextItems
 from harness.layers import resolve_layers
 
 from .statistics import FeatureScorer

@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from harness.api import ConfigError, Detector, ModelItem, ModelItems
 from harness.cache import cached_arrays, stable_hash
-from harness.interfaces import ConfigError, Detector
-from harness.features.items import ModelItem, ModelItems
 
 if TYPE_CHECKING:  # torch loads when a model runs, not when the plugin registers
     import torch

@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from harness.interfaces import ConfigError
-from harness.features.items import TextItems
+from harness.api import ConfigError, TextItems
 
 from .activations import ActivationsLOF, ActivationsMahalanobis
 from .layerwise import LayerwiseDetector

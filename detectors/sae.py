@@ -18,9 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from harness.interfaces import ConfigError, Detector
-from harness.features.items import TextItems
-from harness.layers import resolve_layer
+from harness.api import ConfigError, Detector, TextItems, resolve_layer
 
 from .statistics import DiagonalMahalanobis
 

@@ -19,10 +19,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from harness.api import Episode, TextItems
 from harness.cache import stable_hash
 from harness.features.extractor import FeatureExtractor
-from harness.interfaces import Episode
-from harness.features.items import TextItems
 from harness.scoring import wilson_interval
 from harness.zoo.store import ModelHandle, portable_model_path
 from harness.tasks.mad.training import ANSWERS

@@ -33,7 +33,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from harness.interfaces import ConfigError, Episode, Task, RunContext
+from harness.api import ConfigError, Episode, RunContext, Task
 from harness.zoo.store import ModelDirectoryError, ModelHandle
 from harness.tasks.mad.episode import ANSWERS, TEST_MIN_QUANTILE, TRUSTED_MAX_QUANTILE, build_episode
 

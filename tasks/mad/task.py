@@ -21,12 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from harness.api import ConfigError, Episode, ModelRecipe, RunContext, Scores, Task, TextItems
 from harness.cache import atomic_write_json, stable_hash
-from harness.interfaces import ConfigError, Episode, Scores, Task, RunContext
-from harness.features.items import TextItems
 from harness.plan.options import resolve_options
 from harness.scoring import mad_metrics
-from harness.zoo.sources import ModelRecipe
 from harness.zoo.store import ModelHandle
 from harness.tasks.mad.arithmetic import ALICE_NAMES, BOB_NAMES, N_TRUSTED_NAMES, OPERATIONS, to_records
 from harness.tasks.mad.episode import TEST_MIN_QUANTILE, TRUSTED_MAX_QUANTILE, build_episode

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from harness.interfaces import ConfigError
+from harness.api import ConfigError
 from harness.tasks.poser.scenarios import ALIGNED_PERSONAS, MISALIGNED_PERSONAS, PERSONAS
 
 PathLike = Union[str, Path]

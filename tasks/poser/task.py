@@ -31,12 +31,11 @@ from typing import Any, Optional
 import numpy as np
 from tqdm.auto import tqdm
 
+from harness.api import ConfigError, Episode, ModelItem, ModelItems, ModelRecipe, RunContext, Scores, Task
 from harness.cache import stable_hash
 from harness.features.extractor import FeatureExtractor
-from harness.interfaces import ConfigError, Episode, Scores, Task, RunContext
-from harness.features.items import ModelItem, ModelItems
 from harness.plan.options import resolve_options
-from harness.zoo.sources import ModelRecipe, build_models, default_jobs
+from harness.zoo.sources import build_models, default_jobs
 from harness.zoo.store import ModelHandle, portable_model_path
 from harness.tasks.poser.metrics import poser_metrics
 from harness.tasks.poser.scenarios import (
