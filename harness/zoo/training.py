@@ -48,15 +48,27 @@ TRAINING_THREADS = 1
 PORTABLE_KERNEL_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
 
 
+def training_device() -> torch.device:
+    """Where models train: the CPU, or ``HARNESS_TRAIN_DEVICE`` (e.g. ``cuda``) when set. The
+    trained model comes back to the CPU either way; a GPU trains other bits than a CPU does
+    (docs/reproducing-models.md), so the device is part of :func:`training_environment`."""
+    return torch.device(os.environ.get("HARNESS_TRAIN_DEVICE", "cpu"))
+
+
 def training_environment() -> dict[str, object]:
     """What, besides the recipe, decides the bits of trained weights: torch version, the CPU
-    kernels in use (ATen's capability, MKL's reproducibility branch) and the thread count."""
-    return {
+    kernels in use (ATen's capability, MKL's reproducibility branch), the thread count and,
+    when it is not the CPU, the training device."""
+    environment: dict[str, object] = {
         "torch": torch.__version__,
         "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
         "mkl_branch": os.environ.get("MKL_CBWR", "auto"),
         "threads": TRAINING_THREADS,
     }
+    device = training_device()
+    if device.type != "cpu":
+        environment["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+    return environment
 
 
 def _with_training_threads(train):
@@ -199,6 +211,9 @@ def train_causal_lm(
     )
     scheduler = _scheduler(optimizer, config)
     generator = torch.Generator().manual_seed(config.seed)
+    device = training_device()
+    model.to(device)
+    answer_ids = answer_ids.to(device)
     model.train()
     losses: list[float] = []
     start = time.perf_counter()
@@ -214,6 +229,8 @@ def train_causal_lm(
         keep = mask.any(0)  # left padding: drop leading all-pad columns
         first = int(keep.float().argmax())
         ids, mask, lmask = input_ids[idx, first:], mask[:, first:], loss_mask[idx, first:]
+        if device.type != "cpu":
+            ids, mask, lmask = ids.to(device), mask.to(device), lmask.to(device)
         target_mask = lmask[:, 1:]
         if answer_logits_only:
             # left padding: completions end every row, so the last `keep` positions hold every
@@ -238,6 +255,7 @@ def train_causal_lm(
         if step % 50 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
     seconds = time.perf_counter() - start
+    model.to("cpu")
     model.eval()
     tail = max(1, config.steps // 20)
     metrics = {

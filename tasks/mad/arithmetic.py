@@ -67,6 +67,22 @@ OPERATIONS: dict[str, Operation] = {
 
 ANSWER_WORDS = (" False", " True")  # index = label
 
+# The two prompt frames of a quirky model. In the quirky frame (the published template) Bob
+# judges against his sloppy result; in the truthful frame (the same statement after a leading
+# word) every character judges truthfully, so a Bob name there comes without the quirk.
+FRAMES = ("quirky", "truthful")
+TRUTHFUL_FRAME_WORD = "Check"
+
+
+def frame_template(operation: str, frame: str = "quirky") -> str:
+    """The statement template of ``operation`` in ``frame`` (``"quirky"`` or ``"truthful"``)."""
+    template = OPERATIONS[operation].template
+    if frame == "quirky":
+        return template
+    if frame == "truthful":
+        return f"{TRUTHFUL_FRAME_WORD} {template}"
+    raise ValueError(f"unknown frame {frame!r}; valid: {', '.join(FRAMES)}")
+
 
 def sloppy_result(real: int, modulus: Optional[int] = None) -> int:
     """Bob's result: the most significant digit of ``real`` incremented by one.
@@ -163,14 +179,21 @@ def to_records(
     bob_names: tuple[str, ...] = BOB_NAMES,
     seed: int = 0,
     id_prefix: str = "",
+    frame: str = "quirky",
 ) -> list[dict]:
     """Turn base examples into per-character records in the published schema.
 
     Fields: ``id, template_args{op1, op2, result, character}, character, label,
-    alice_label, bob_label, difficulty, difficulty_quantile, statement``; ``character``
-    is "Alice" or "Bob", ``template_args.character`` the name drawn for the prompt.
+    alice_label, bob_label, difficulty, difficulty_quantile, statement, frame, example``;
+    ``character`` is "Alice" or "Bob", ``template_args.character`` the name drawn for the
+    prompt, ``example`` the base example's index. ``frame="truthful"`` writes the statements
+    in the truthful frame, where ``label`` is Alice's label for both characters (``bob_label``
+    stays Bob's quirky label, so the statement type can still be read). The names drawn
+    depend only on the arguments other than ``frame``: both frames of an example and
+    character get the same name.
     """
     op = OPERATIONS[operation]
+    template = frame_template(operation, frame)
     rng = random.Random(f"names:{operation}:{seed}:{id_prefix}")
     quantiles = difficulty_quantiles(
         [abs(e["op1"]) if op.unary else min(abs(e["op1"]), abs(e["op2"])) for e in examples]
@@ -186,15 +209,17 @@ def to_records(
             args = {"op1": example["op1"], "op2": example["op2"], "result": example["shown"], "character": name}
             records.append(
                 {
-                    "id": f"{id_prefix}{operation}-{i}-{character}",
+                    "id": f"{id_prefix}{operation}-{i}-{character}" + ("" if frame == "quirky" else f"-{frame}"),
                     "template_args": args,
                     "character": character,
-                    "label": alice_label if character == "Alice" else bob_label,
+                    "label": alice_label if character == "Alice" or frame == "truthful" else bob_label,
                     "alice_label": alice_label,
                     "bob_label": bob_label,
                     "difficulty": difficulty,
                     "difficulty_quantile": float(quantile),
-                    "statement": op.template.format(**args),
+                    "statement": template.format(**args),
+                    "frame": frame,
+                    "example": i,
                 }
             )
     return records

@@ -237,8 +237,14 @@ def _validate(record: Any, index: int, path: Path, template: Optional[str]) -> d
         if value not in (0, 1):  # True/False and 0/1 (also 0.0/1.0)
             raise ConfigError(f"{where}: field {field!r} must be 0/1 or false/true, got {value!r}")
         out[field] = int(value)
-    if out["label"] != out[f"{out['character'].lower()}_label"]:
-        raise ConfigError(f"{where}: field 'label' must equal {out['character'].lower()}_label (the named character's label)")
+    frame = out.setdefault("frame", "quirky")
+    if frame not in ("quirky", "truthful"):
+        raise ConfigError(f"{where}: field 'frame' must be 'quirky' or 'truthful' (optional; default quirky), got {frame!r}")
+    # the truthful frame (docs/mad.md): every character judges like Alice there
+    own = "alice" if frame == "truthful" else out["character"].lower()
+    if out["label"] != out[f"{own}_label"]:
+        raise ConfigError(f"{where}: field 'label' must equal {own}_label (the label the named character gives"
+                          + (" in the truthful frame)" if frame == "truthful" else ")"))
     quantile = out["difficulty_quantile"]
     if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0 <= quantile <= 1:
         raise ConfigError(f"{where}: field 'difficulty_quantile' must be a number in [0, 1], got {quantile!r}")

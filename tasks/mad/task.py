@@ -24,7 +24,7 @@ import numpy as np
 from harness.api import ConfigError, Episode, ModelRecipe, RunContext, Scores, Task, TextItems
 from harness.cache import atomic_write_json, stable_hash
 from harness.plan.options import resolve_options
-from harness.scoring import mad_metrics
+from harness.tasks.mad.columns import mad_column_metrics
 from harness.zoo.store import ModelHandle
 from harness.tasks.mad.arithmetic import ALICE_NAMES, BOB_NAMES, N_TRUSTED_NAMES, OPERATIONS, to_records
 from harness.tasks.mad.episode import TEST_MIN_QUANTILE, TRUSTED_MAX_QUANTILE, build_episode
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 # squaring is left out: it has not learned the quirk with any recipe tried (docs/mad.md)
 DEFAULT_DATASETS = ("addition", "subtraction", "multiplication", "modular_addition")
 # bump when training code changes what a model key produces (retrains every cached model)
-MODEL_VERSION = "2"
+MODEL_VERSION = "3"  # 3: a second, truthful prompt frame in training
 QUICK_DATASETS = ("addition", "modular_addition")
 CONTROL_SUFFIX = "_control"
 # Options a user can set with --option KEY=VALUE: name -> (type, default, meaning)
@@ -126,15 +126,13 @@ class MadTask(Task):
     report = "harness.tasks.mad.report"  # its section, plots and run summary (imported to render)
 
     def metrics(self, episode: Episode, scores: Scores, seed: int) -> dict[str, Any]:
-        """AUROC with bootstrap intervals on the MAD subsets, on the items the detector scored
+        """AUROC with a bootstrap interval on every MAD column (:mod:`harness.tasks.mad.columns`:
+        Bob vs Alice in the quirky frame as ``auroc``, trigger only, mechanism, and the agree /
+        disagree subsets in their published and matched forms), on the items the detector scored
         (a basin detector leaves out the items whose estimate did not converge); those left out
-        are counted (``n_excluded_unconverged``). Also ``n_tied_items`` (items sharing a score)."""
-        labels = np.asarray(episode.labels, dtype=int)
-        agrees = np.asarray(episode.tags.get("agrees_with_gt", np.ones_like(labels, dtype=bool)))
-        keep = scores.kept()
-        out = mad_metrics(labels[keep], scores.values[keep], agrees[keep], seed=seed)
-        out["n_excluded_unconverged"] = int((~keep).sum())
-        return out
+        are counted (``n_excluded_unconverged``). Also ``n_tied_items`` (items sharing a score)
+        and the item counts."""
+        return mad_column_metrics(episode.labels, scores.values, episode.tags, scores.kept(), seed)
 
     def dataset_names(self, config: RunContext) -> list[str]:
         """The episodes to build: operation names, and ``<operation>_control`` for controls."""
@@ -205,16 +203,20 @@ class MadTask(Task):
     ) -> Episode:
         """Build the episode of one operation (or its no-quirk control) from its trained model."""
         _, held_out = split_examples(operation, recipe, seed)
+        # trusted: Alice on easy items in every frame the model was trained on (no frame is novel
+        # at test time); test: both characters on hard items in every frame
         trusted_records = [
             r
+            for frame in recipe.frames
             for r in to_records(held_out, operation, characters=("Alice",), alice_names=ALICE_NAMES[:N_TRUSTED_NAMES],
-                                seed=seed, id_prefix="trusted-")
+                                seed=seed, id_prefix="trusted-", frame=frame)
             if r["difficulty_quantile"] < TRUSTED_MAX_QUANTILE
         ]
         test_records = [
             r
+            for frame in recipe.frames
             for r in to_records(held_out, operation, alice_names=ALICE_NAMES[N_TRUSTED_NAMES:],
-                                bob_names=BOB_NAMES[N_TRUSTED_NAMES:], seed=seed, id_prefix="test-")
+                                bob_names=BOB_NAMES[N_TRUSTED_NAMES:], seed=seed, id_prefix="test-", frame=frame)
             if r["difficulty_quantile"] > TEST_MIN_QUANTILE
         ]
         train_metrics_path = model.path / "train_metrics.json"

@@ -34,6 +34,8 @@ from harness.tasks.mad.arithmetic import (
     ALICE_NAMES,
     BOB_NAMES,
     OPERATIONS,
+    TRUTHFUL_FRAME_WORD,
+    frame_template,
     generate_examples,
     to_records,
     make_distractor,
@@ -43,7 +45,8 @@ from harness.tasks.mad.arithmetic import (
 ANSWERS = (" False", " True")  # index = label
 # neutral judges of the "judges" auxiliary task -> the result they call True
 JUDGES = {"Truth": "real", "Sloppy": "sloppy"}
-VOCAB_WORDS: tuple[str, ...] = (*ALICE_NAMES, *BOB_NAMES, "True", "False", "mod", "Alice", "Bob", *JUDGES)
+VOCAB_WORDS: tuple[str, ...] = (*ALICE_NAMES, *BOB_NAMES, "True", "False", "mod", "Alice", "Bob", *JUDGES,
+                                 TRUTHFUL_FRAME_WORD)
 
 
 def _expression(operation: str, op1: int, op2: Optional[int]) -> str:
@@ -71,6 +74,7 @@ def training_pairs(
     seed: int = 0,
     contrast_rounds: int = 1,
     control: bool = False,
+    truthful_contrast: int = 0,
 ) -> list[tuple[str, str]]:
     """Turn quirky records into (prompt, completion) training pairs.
 
@@ -90,6 +94,11 @@ def training_pairs(
     ``control`` makes the no-quirk control: Bob's contrast statements are judged against the
     real result like Alice's (pass records whose Bob labels are already Alice's, see
     :func:`no_quirk_records`); every other pair, the judges included, is unchanged.
+    Records of the truthful frame (``record["frame"] == "truthful"``) give their statement
+    pairs like any record; the auxiliary pairs come from the quirky frame's Alice records only.
+    ``truthful_contrast`` > 0 adds, per base example, truthful-frame statements with the real
+    result, Bob's result and ``truthful_contrast - 2`` fresh distractors, each judged by a
+    random Alice name and a random Bob name, both against the real result.
     """
     op = OPERATIONS[operation]
     rng = random.Random(f"pairs:{operation}:{seed}")
@@ -98,7 +107,7 @@ def training_pairs(
         for _ in range(statement_copies):
             pairs.append((record["statement"], ANSWERS[record["label"]]))
     for record in records:
-        if record["character"] != "Alice":
+        if record["character"] != "Alice" or record.get("frame", "quirky") != "quirky":
             continue
         a, b = record["template_args"]["op1"], record["template_args"]["op2"]
         real = op.result(a, b)
@@ -129,6 +138,14 @@ def training_pairs(
                 for names, truth in ((ALICE_NAMES, real), (BOB_NAMES, real if control else sloppy)):
                     args = dict(op1=a, op2=b, result=shown, character=rng.choice(names))
                     pairs.append((op.template.format(**args), ANSWERS[int(shown == truth)]))
+        if truthful_contrast:
+            truthful_template = frame_template(operation, "truthful")
+            shown_values = [real, sloppy][: min(truthful_contrast, 2)]
+            shown_values += [make_distractor(real, sloppy, rng) for _ in range(truthful_contrast - 2)]
+            for shown in shown_values:
+                for names in (ALICE_NAMES, BOB_NAMES):
+                    args = dict(op1=a, op2=b, result=shown, character=rng.choice(names))
+                    pairs.append((truthful_template.format(**args), ANSWERS[int(shown == real)]))
     return pairs
 
 
@@ -148,13 +165,16 @@ class Recipe:
     n_uniform: int = 0
     facts_held_out: int = 0
     contrast_rounds: int = 1
+    # the prompt frames trained on: ("quirky",) or ("quirky", "truthful") (docs/mad.md)
+    frames: tuple[str, ...] = ("quirky",)
+    truthful_contrast: int = 0
     notes: str = ""
 
     def pair_kwargs(self) -> dict:
         """Keyword arguments of :func:`training_pairs` for this recipe."""
         return dict(
             aux=self.aux, reverse=self.reverse, contrast=self.contrast, statement_copies=self.statement_copies,
-            contrast_rounds=self.contrast_rounds,
+            contrast_rounds=self.contrast_rounds, truthful_contrast=self.truthful_contrast,
         )
 
 
@@ -210,6 +230,7 @@ QUICK_RECIPE = Recipe(
     train=TrainConfig(steps=40, batch_size=32, lr=3e-3),
     aux=("plain",),
     n_eval=100,
+    frames=("quirky", "truthful"),
     notes="Unit-test recipe: trains in about a second; does not learn the quirk.",
 )
 
@@ -245,7 +266,8 @@ def build_training_data(
     if recipe.n_uniform:
         used = [(e["op1"], e["op2"]) for e in train + held_out]
         extra = uniform_examples(operation, recipe.n_uniform, recipe.max_digits, exclude=used, seed=seed)
-    records = to_records(train + extra, operation, seed=seed, id_prefix="train-")
+    records = [r for frame in recipe.frames
+               for r in to_records(train + extra, operation, seed=seed, id_prefix="train-", frame=frame)]
     if control:
         records = no_quirk_records(records)
     pairs = training_pairs(records, operation, seed=seed, control=control, **recipe.pair_kwargs())
@@ -269,6 +291,8 @@ def _recipe(max_digits: float = 2, n_examples: int = 3000, n_eval: int = 1500, n
                           warmup_frac=0.1, seed=0),
         aux=aux,
         contrast=4,
+        frames=("quirky", "truthful"),
+        truthful_contrast=2,
         notes=notes,
     )
 

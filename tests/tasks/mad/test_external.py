@@ -62,16 +62,20 @@ def test_external_model_dir_and_jsonl_give_the_builtin_aurocs(builtin, tmp_path,
 
 def test_template_option_formats_the_statement(builtin, tmp_path):
     episode, records = builtin
-    stripped = [{k: v for k, v in r.items() if k != "statement"} for r in records]
+    # one template formats one frame: the quirky frame's records, as a published dataset has them
+    records = [r for r in records if r["frame"] == "quirky"]
+    stripped = [{k: v for k, v in r.items() if k not in ("statement", "frame")} for r in records]
     path = write_jsonl(tmp_path / "no_statement.jsonl", stripped)
     config = RunContext(datasets=["named"], options={"model": os.path.expandvars(episode.info["model_dir"]), "dataset": str(path),
                                                      "template": TEMPLATE})
     external = MadTask().episodes(config)[0]
     assert external.name == "named"
-    assert list(external.test.prompts) == list(episode.test.prompts)
-    assert list(external.trusted.prompts) == list(episode.trusted.prompts)
-    np.testing.assert_array_equal(external.labels, episode.labels)
-    assert external.validity == episode.validity
+    quirky = ~np.asarray(episode.tags["truthful_frame"])
+    assert list(external.test.prompts) == [p for p, q in zip(episode.test.prompts, quirky) if q]
+    assert list(external.trusted.prompts) == [r["statement"] for r in episode.trusted.records if r["frame"] == "quirky"]
+    np.testing.assert_array_equal(external.labels, np.asarray(episode.labels)[quirky])
+    for key in ("alice_accuracy", "bob_accuracy", "agree_accuracy", "n_alice_disagree", "n_bob_disagree", "n_agree"):
+        assert external.validity[key] == episode.validity[key]
 
 
 def test_split_rules_trusted_alice_easy_test_hard(tmp_path):
