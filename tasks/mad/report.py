@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 import pandas as pd
@@ -43,22 +43,34 @@ from harness.scoring import (
     tied_items,
 )
 
-# Our detector name -> the published table's name and AUROC avg (10 quirky datasets,
-# 8B-class models; see docs/mad.md). Reference only: never averaged with ours.
+
+class PublishedRow(NamedTuple):
+    """One row of the seed's Table 1: the detector's name there, its AUROC avg and num_datasets."""
+
+    name: str
+    auroc_avg: float
+    num_datasets: int
+
+
+# Where the published figures come from, as the column headers name it. Table 1 gives AUROC avg
+# and num_datasets per row (no agree / disagree values); its models are "meta" models.
+PUBLISHED_SOURCE = "Table 1, 'meta' models"
+# Our detector name -> its row of Table 1 (see docs/mad.md). Reference only: never averaged with ours.
 PUBLISHED_MAD = {
-    "activations_lof": ("activations lof", 0.762),
-    "activations_mahalanobis": ("activations mahalanobis", 0.741),
-    "flow_mahalanobis": ("flow mahalanobis", 0.737),
-    "probe_lof_mean": ("probe lof mean", 0.737),
-    "sae_l0": ("sae l0", 0.737),
-    "attribution_lof_mean": ("attribution lof mean", 0.730),
-    "sae_diag_mahalanobis": ("sae diag mahalanobis", 0.729),
-    "probe_mahalanobis_mean": ("probe mahalanobis mean", 0.652),
-    "attribution_mahalanobis_mean": ("attribution mahalanobis mean", 0.639),
-    "flow_laplace": ("flow laplace", 0.581),
-    "basin_mahalanobis": ("basin volume mahalanobis", 0.572),
-    "basin_volume": ("basin volume", 0.380),
+    "activations_lof": PublishedRow("activations lof", 0.762, 10),
+    "activations_mahalanobis": PublishedRow("activations mahalanobis", 0.741, 10),
+    "flow_mahalanobis": PublishedRow("flow mahalanobis", 0.737, 10),
+    "probe_lof_mean": PublishedRow("probe lof mean", 0.737, 10),
+    "sae_l0": PublishedRow("sae l0", 0.737, 10),
+    "attribution_lof_mean": PublishedRow("attribution lof mean", 0.730, 10),
+    "sae_diag_mahalanobis": PublishedRow("sae diag mahalanobis", 0.729, 10),
+    "probe_mahalanobis_mean": PublishedRow("probe mahalanobis mean", 0.652, 10),
+    "attribution_mahalanobis_mean": PublishedRow("attribution mahalanobis mean", 0.639, 10),
+    "flow_laplace": PublishedRow("flow laplace", 0.581, 10),
+    "basin_mahalanobis": PublishedRow("basin volume mahalanobis", 0.572, 10),
+    "basin_volume": PublishedRow("basin volume", 0.380, 8),
 }
+BASIN_ROWS = ("basin_volume", "basin_mahalanobis")  # left out of the second Spearman correlation
 
 MAD_COLUMNS = (
     "AUROC avg",
@@ -355,19 +367,61 @@ def convergence_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def published_reference(frame: pd.DataFrame, summary: Optional[pd.DataFrame] = None) -> pd.DataFrame:
-    """Our AUROC avg and the published one side by side, per published detector."""
-    ours: dict[str, float] = {}
-    if summary is not None and not summary.empty:
-        ours = dict(zip(summary["detector"], summary["AUROC avg"]))
+def _numbers(values: pd.Series) -> pd.Series:
+    """A summary column as floats: a number, or the first number of a formatted cell ("0.954 [...]")."""
+    text = values.astype(str).str.extract(r"(-?\d+(?:\.\d+)?)", expand=False)
+    return pd.to_numeric(values, errors="coerce").fillna(pd.to_numeric(text, errors="coerce"))
+
+
+def _ours(summary: Optional[pd.DataFrame], column: str) -> dict[str, float]:
+    """Our detector name -> its finite value in ``summary[column]``."""
+    if summary is None or summary.empty or column not in summary.columns:
+        return {}
+    values = _numbers(summary[column])
+    return {d: float(v) for d, v in zip(summary["detector"], values) if np.isfinite(v)}
+
+
+def published_reference(frame: pd.DataFrame, summary: Optional[pd.DataFrame] = None,
+                        column: str = "AUROC avg") -> pd.DataFrame:
+    """Our ``summary[column]`` beside Table 1's AUROC avg and num_datasets, per published detector."""
+    ours = _ours(summary, column)
     ran = set(frame.loc[frame["status"] == "ok", "detector"]) if not frame.empty else set()
     rows = []
-    for detector, (name, published) in PUBLISHED_MAD.items():
+    for detector, row in PUBLISHED_MAD.items():
         mine = ours.get(detector)
         text = f"{mine:.3f}" if mine is not None else ("no counting dataset yet" if detector in ran else "not run")
-        rows.append({"detector": detector, "published name": name, "ours (tiny models)": text,
-                     "published (8B, 10 datasets)": f"{published:.3f}"})
+        rows.append({"detector": detector, "published name": row.name, f"ours (tiny models): {column}": text,
+                     f"published AUROC avg ({PUBLISHED_SOURCE})": f"{row.auroc_avg:.3f}",
+                     "published num_datasets": row.num_datasets})
     return pd.DataFrame(rows)
+
+
+def spearman_lines(summary: pd.DataFrame, column: str = "AUROC avg") -> list[str]:
+    """Markdown lines: the Spearman rank correlation between our ``summary[column]`` and Table 1's
+    AUROC avg over the detectors in both, with n and the two-sided p (``scipy.stats.spearmanr``),
+    once over every matched row and once without the basin rows (:data:`BASIN_ROWS`)."""
+    from scipy.stats import spearmanr
+
+    ours = _ours(summary, column)
+    matched = [d for d in PUBLISHED_MAD if d in ours]
+    rows = []
+    for label, detectors in (("every detector in both", matched),
+                             (f"without {' and '.join(BASIN_ROWS)}", [d for d in matched if d not in BASIN_ROWS])):
+        mine = [ours[d] for d in detectors]
+        theirs = [PUBLISHED_MAD[d].auroc_avg for d in detectors]
+        if len(detectors) < 3 or len(set(mine)) < 2:
+            rho_text, p_text = "", "too few distinct values"
+        else:
+            rho, p = spearmanr(mine, theirs)
+            rho_text, p_text = f"{rho:+.3f}", ("< 0.001" if p < 0.001 else f"{p:.3f}")
+        rows.append({"rows": label, "n": len(detectors), "Spearman rho": rho_text, "p (two-sided)": p_text})
+    return [
+        f"Spearman rank correlation of our {column} with the published AUROC avg ({PUBLISHED_SOURCE}),",
+        "over the detectors in both (ties ranked by their average; p from scipy.stats.spearmanr). The setups",
+        "differ in model, data and scale: a rank agreement, not a reproduction.",
+        "",
+        pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True),  # keeps "+1.000" as printed
+    ]
 
 
 def recipe_lines(frame: pd.DataFrame) -> list[str]:

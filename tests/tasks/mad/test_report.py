@@ -88,7 +88,7 @@ def test_section_text(section):
     assert "Adjacent detectors" in text and "p (Holm)" in text
     assert "Every dataset's models share one training recipe: aux plain+echo+judges, 5000 steps" in text
     published = text.split("### Published figures")[1]
-    assert "ours (tiny models)" in published and "published (8B, 10 datasets)" in published
+    assert "ours (tiny models)" in published and "published AUROC avg (Table 1, 'meta' models)" in published
     assert "above" not in published and "better" not in published
     assert "NO (not scored)" in text  # the invalid seeds in the gate table
 
