@@ -14,8 +14,10 @@ are compared on paired replicates (:func:`paired_differences`, :func:`holm`).
 
 from __future__ import annotations
 
+import hashlib
+import math
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
@@ -177,24 +179,42 @@ def wilson_interval(successes: int, n: int, confidence: float = CONFIDENCE) -> t
 
 # -- detectors across datasets and seeds ---------------------------------------------------------
 
-Cell = tuple[np.ndarray, np.ndarray]  # (labels, scores) of one detector on one (dataset, seed)
+
+class Cell(NamedTuple):
+    """One detector on one (dataset, seed): ``labels`` (n,) int (1 = positive), ``scores`` (n,)
+    float, and ``groups``: the items' crossed factors, ``{"name": (n,) ids, "example": (n,) ids}``
+    (either may be missing). A plain ``(labels, scores)`` tuple is a cell without groups."""
+
+    labels: np.ndarray
+    scores: np.ndarray
+    groups: Optional[Mapping[str, np.ndarray]] = None
+
+
+CellLike = Union[Cell, Sequence]  # a Cell, (labels, scores) or (labels, scores, groups)
+METHODS = ("t", "percentile")
 
 
 @dataclass
 class HierarchicalBootstrap:
-    """Paired bootstrap replicates of every detector over datasets, seeds and items.
+    """Paired bootstrap replicates of every detector over datasets, seeds, names and examples.
 
     detectors, datasets: the names, in the order of the arrays' axes.
     point: (n_detectors,) mean over datasets of the mean AUROC over each dataset's seeds.
     per_dataset: (n_detectors, n_datasets) observed mean AUROC over seeds (NaN where missing).
-    average: (n_detectors, n_bootstrap) replicates of the average (datasets, seeds, items
-        resampled). per_dataset_replicates: (n_detectors, n_datasets, n_bootstrap) replicates
-        of each dataset's mean over seeds (seeds and items resampled, the dataset fixed).
-    floor: (n_detectors, n_datasets) observed AUROC on each dataset's control (given ``floors``);
-        adjusted / adjusted_point: replicates and observed value of the average over datasets
-        of (dataset mean - floor), the floor's items resampled too (NaN where a floor is missing).
+    average: (n_detectors, n_bootstrap) replicates of the average (everything resampled).
+    per_dataset_replicates: (n_detectors, n_datasets, n_bootstrap) replicates of each dataset's
+        mean over seeds (the dataset fixed; seeds, names and examples resampled).
     ranks: (n_detectors, n_bootstrap) replicates of the mean rank over drawn datasets
         (rank 1 = highest AUROC; ties share their mean rank). point_ranks: observed mean rank.
+    method: how :meth:`interval`, :meth:`adjusted_interval` and :func:`paired_differences` turn
+        replicates into intervals and p-values: ``"t"`` (:func:`t_interval`: the bootstrap's
+        standard error with a t quantile on n_datasets - 1 degrees of freedom) or
+        ``"percentile"``. Rank and per-dataset intervals are always percentile intervals.
+    floor: (n_detectors, n_datasets) observed mean AUROC of the dataset's controls over their
+        seeds (given ``floors``). adjusted_per_dataset, adjusted_point, adjusted: per dataset,
+        overall, and replicates of the mean over datasets of the mean over seeds of (AUROC -
+        the same seed's control AUROC), on the same draws of seeds, names and examples; a seed
+        without a control is left out (NaN where no seed of a dataset has one).
     """
 
     detectors: list[str]
@@ -206,56 +226,273 @@ class HierarchicalBootstrap:
     ranks: np.ndarray
     point_ranks: np.ndarray
     confidence: float = CONFIDENCE
+    method: str = "t"
     floor: Optional[np.ndarray] = None
     adjusted: Optional[np.ndarray] = None
     adjusted_point: Optional[np.ndarray] = None
+    adjusted_per_dataset: Optional[np.ndarray] = None
 
-    def adjusted_interval(self, detector: str) -> list[float]:
+    @property
+    def n_bootstrap(self) -> int:
+        return int(self.average.shape[1])
+
+    def _summary(self, point: float, replicates: np.ndarray, n_datasets: int, method: Optional[str],
+                 bounds: tuple[float, float]) -> list[float]:
+        method = method or self.method
+        if method not in METHODS:
+            raise ValueError(f"unknown interval method {method!r}; valid: {', '.join(METHODS)}")
+        if method == "percentile" or n_datasets < 2:  # one dataset: no dataset level to correct
+            return interval(replicates, self.confidence)
+        return t_interval(point, replicates, n_datasets, self.confidence, bounds)
+
+    def interval(self, detector: str, method: Optional[str] = None) -> list[float]:
+        """Interval of the average AUROC of ``detector`` (``method``: default :attr:`method`)."""
+        k = self.detectors.index(detector)
+        n = int(np.isfinite(self.per_dataset[k]).sum())
+        return self._summary(float(self.point[k]), self.average[k], n, method, (0.0, 1.0))
+
+    def adjusted_interval(self, detector: str, method: Optional[str] = None) -> list[float]:
         """Interval of ``detector``'s average AUROC minus its floor (needs ``floors``)."""
-        if self.adjusted is None:
+        if self.adjusted is None or self.adjusted_point is None or self.adjusted_per_dataset is None:
             return [float("nan"), float("nan")]
-        return interval(self.adjusted[self.detectors.index(detector)], self.confidence)
+        k = self.detectors.index(detector)
+        n = int(np.isfinite(self.adjusted_per_dataset[k]).sum())
+        return self._summary(float(self.adjusted_point[k]), self.adjusted[k], n, method, (-1.0, 1.0))
 
-    def interval(self, detector: str) -> list[float]:
-        """Interval of the average AUROC of ``detector``."""
-        return interval(self.average[self.detectors.index(detector)], self.confidence)
+    def standard_error(self, detector: str) -> float:
+        """Bootstrap standard error of ``detector``'s average AUROC (the replicates' std)."""
+        return _std(self.average[self.detectors.index(detector)])
 
     def dataset_interval(self, detector: str, dataset: str) -> list[float]:
-        """Interval of ``detector``'s mean AUROC over the seeds of ``dataset`` (seeds and items resampled)."""
+        """Percentile interval of ``detector``'s mean AUROC over the seeds of ``dataset``
+        (seeds, names and examples resampled; the dataset fixed)."""
         k, d = self.detectors.index(detector), self.datasets.index(dataset)
         return interval(self.per_dataset_replicates[k, d], self.confidence)
 
     def rank_interval(self, detector: str) -> list[float]:
-        """Interval of ``detector``'s mean rank."""
+        """Percentile interval of ``detector``'s mean rank."""
         return interval(self.ranks[self.detectors.index(detector)], self.confidence)
 
 
-def _cell_replicates(cell: Optional[Cell], n_bootstrap: int, seed: int) -> tuple[float, np.ndarray]:
-    if cell is None:
-        return float("nan"), np.full(n_bootstrap, np.nan)
-    labels, scores = cell
-    return auroc(labels, scores), bootstrap_aurocs(labels, scores, n_bootstrap, seed)
+def _std(replicates: np.ndarray) -> float:
+    replicates = np.asarray(replicates, dtype=float)
+    replicates = replicates[np.isfinite(replicates)]
+    return float(np.std(replicates, ddof=1)) if replicates.size > 1 else float("nan")
+
+
+def t_interval(point: float, replicates: np.ndarray, n_groups: int, confidence: float = CONFIDENCE,
+               bounds: tuple[float, float] = (-np.inf, np.inf)) -> list[float]:
+    """Small-sample interval ``point +- q * se`` over ``n_groups`` top-level units (datasets).
+
+    se: the bootstrap replicates' standard deviation times sqrt(n / (n - 1)) (a bootstrap over n
+    units has the plug-in variance, n - 1 over n of the unbiased one); q: Student's t quantile
+    with n - 1 degrees of freedom. With 4 datasets a percentile interval uses the normal
+    quantile and the plug-in variance, which together cover well under 95% when the datasets
+    differ (``benchmarks/coverage.py``). Clipped to ``bounds``.
+    """
+    from scipy.stats import t as student
+
+    if n_groups < 2:
+        raise ValueError(f"t_interval needs at least 2 groups, got {n_groups}")
+    se = _std(replicates) * np.sqrt(n_groups / (n_groups - 1))
+    half = float(student.ppf(0.5 + confidence / 2, n_groups - 1)) * se
+    return [float(max(bounds[0], point - half)), float(min(bounds[1], point + half))]
+
+
+# Item weights: Poisson(1) per name (one draw per replicate, shared by every cell, detector and
+# column) times Poisson(1) per example (one draw per drawn (dataset copy, seed) slot, shared by
+# every detector and column). Each weight is a hash of (seed, level, replicate or slot, id), so
+# the same id gets the same weight whichever cells, detectors or columns a call holds.
+_POISSON_CDF = np.cumsum([np.exp(-1.0) / math.factorial(k) for k in range(24)])
+_NAME, _EXAMPLE, _ITEM = 1, 2, 3
+
+
+def _splitmix(z: np.ndarray) -> np.ndarray:
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _hash(*keys: object) -> np.ndarray:
+    """uint64 hash of broadcast integer keys (a counter-based random number per key tuple)."""
+    with np.errstate(over="ignore"):
+        h = np.zeros((), dtype=np.uint64)
+        for key in keys:
+            h = _splitmix(h ^ np.asarray(key, dtype=np.uint64))
+    return h
+
+
+def _poisson_weights(*keys: object) -> np.ndarray:
+    """Poisson(1) weights, one per broadcast key tuple (float)."""
+    uniform = (_hash(*keys) >> np.uint64(11)).astype(float) * 2.0 ** -53
+    return np.searchsorted(_POISSON_CDF, uniform, side="right").astype(float)
+
+
+def _codes(values: np.ndarray) -> np.ndarray:
+    """(n,) uint64: a stable code per id (the same id, the same code in every cell and call)."""
+    unique, inverse = np.unique(np.asarray(values), return_inverse=True)
+    codes = np.array([int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(), "little")
+                      for v in unique], dtype=np.uint64)
+    return codes[inverse.reshape(-1)]
+
+
+@dataclass
+class _Prepared:
+    """A cell sorted once by score: indices of its positives and negatives into the name and
+    example weight tables, and where each positive falls among the sorted negatives."""
+
+    point: float
+    pos_name: np.ndarray
+    pos_example: np.ndarray
+    neg_name: np.ndarray
+    neg_example: np.ndarray
+    below: np.ndarray  # (n_pos,) number of negatives scored strictly lower
+    below_or_tied: np.ndarray  # (n_pos,) ... lower or equal
+    ties: bool
+
+
+def _as_cell(cell: CellLike) -> Cell:
+    if isinstance(cell, Cell):
+        return cell
+    return Cell(*cell) if len(cell) in (2, 3) else Cell(*cell[:2])
+
+
+def _prepare(cell: Cell, names: Optional[np.ndarray], examples: np.ndarray, name_column: Mapping[int, int],
+             no_name: int, example_column: Mapping[int, int]) -> _Prepared:
+    labels = np.asarray(cell.labels).astype(bool)
+    scores = np.asarray(cell.scores, dtype=float)
+    name_idx = np.array([name_column[c] for c in names.tolist()], dtype=int) if names is not None \
+        else np.full(len(labels), no_name)
+    example_idx = np.array([example_column[c] for c in examples.tolist()], dtype=int)
+    order = np.argsort(scores, kind="stable")
+    pos, neg = order[labels[order]], order[~labels[order]]
+    neg_scores = scores[neg]
+    below = np.searchsorted(neg_scores, scores[pos], side="left")
+    below_or_tied = np.searchsorted(neg_scores, scores[pos], side="right")
+    return _Prepared(auroc(labels, scores), name_idx[pos], example_idx[pos], name_idx[neg], example_idx[neg],
+                     below, below_or_tied, bool(np.any(below != below_or_tied)))
+
+
+def _cell_codes(cell: Cell) -> tuple[Optional[np.ndarray], np.ndarray]:
+    """(name codes or None, example codes): an item without an example id is its own example."""
+    groups = cell.groups or {}
+    n = len(cell.labels)
+    names = _codes(groups["name"]) if "name" in groups else None
+    if "example" in groups:
+        examples = _codes(groups["example"])
+    else:
+        examples = _hash(_ITEM, np.arange(n))
+    return names, examples
+
+
+def _weighted_aurocs(prep: _Prepared, name_w: np.ndarray, example_w: np.ndarray) -> np.ndarray:
+    """(m,) Mann-Whitney AUROCs under m columns of item weights name_w[name] * example_w[example]
+    (``name_w``: (n_names + 1, m), ``example_w``: (n_examples, m); ties count half); NaN where a
+    class has no weight. Items are gathered by rows, so each replicate is one column."""
+    w_neg = np.take(name_w, prep.neg_name, axis=0) * np.take(example_w, prep.neg_example, axis=0)
+    cumulative = np.zeros((w_neg.shape[0] + 1, w_neg.shape[1]))
+    np.cumsum(w_neg, axis=0, out=cumulative[1:])
+    w_pos = np.take(name_w, prep.pos_name, axis=0) * np.take(example_w, prep.pos_example, axis=0)
+    lower = np.take(cumulative, prep.below, axis=0)
+    if prep.ties:
+        lower += np.take(cumulative, prep.below_or_tied, axis=0)
+        lower *= 0.5
+    numerator = np.einsum("ij,ij->j", w_pos, lower)
+    denominator = w_pos.sum(axis=0) * cumulative[-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), np.nan)
+
+
+@dataclass
+class _Slots:
+    """The drawn (dataset, seed) slots of all replicates; each slot draws its own examples.
+
+    dataset, seed, replicate: (n_slots,) the slot's dataset index, seed index and replicate.
+    own: (B, D, S) slot of dataset d's j-th seed draw in replicate b (the dataset fixed; -1
+    beyond the dataset's seed count). copies: (B, D, S) slot of the c-th drawn dataset copy's
+    j-th seed draw: a dataset's first copy in a replicate takes its ``own`` slots, every further
+    copy fresh ones (its own seeds and examples). dataset_draws: (B, D).
+    """
+
+    dataset: np.ndarray
+    seed: np.ndarray
+    replicate: np.ndarray
+    own: np.ndarray
+    copies: np.ndarray
+    dataset_draws: np.ndarray
+
+
+def _draw_slots(n_seeds: np.ndarray, n_bootstrap: int, rng: np.random.Generator) -> _Slots:
+    n_d, max_seeds = len(n_seeds), int(n_seeds.max())
+    b_index = np.broadcast_to(np.arange(n_bootstrap)[:, None, None], (n_bootstrap, n_d, max_seeds))
+    j_index = np.arange(max_seeds)[None, None, :]
+    dataset_draws = rng.integers(0, n_d, (n_bootstrap, n_d))
+    own_seeds = np.floor(rng.random((n_bootstrap, n_d, max_seeds)) * n_seeds[None, :, None]).astype(int)
+    copy_seeds = np.floor(rng.random((n_bootstrap, n_d, max_seeds)) * n_seeds[dataset_draws][..., None]).astype(int)
+    own_used = np.broadcast_to(j_index < n_seeds[None, :, None], own_seeds.shape)
+    own = np.full(own_seeds.shape, -1)
+    own[own_used] = np.arange(int(own_used.sum()))
+    first = np.ones((n_bootstrap, n_d), dtype=bool)
+    for c in range(1, n_d):
+        first[:, c] = ~(dataset_draws[:, :c] == dataset_draws[:, c:c + 1]).any(axis=1)
+    copy_used = j_index < n_seeds[dataset_draws][..., None]
+    copies = np.full(own.shape, -1)
+    reuse = first[..., None] & copy_used
+    copies[reuse] = own[b_index, dataset_draws[..., None], np.broadcast_to(j_index, own.shape)][reuse]
+    fresh = ~first[..., None] & copy_used
+    n_own = own_used.sum()
+    copies[fresh] = n_own + np.arange(int(fresh.sum()))
+    d_own = np.broadcast_to(np.arange(n_d)[None, :, None], own.shape)
+    d_copy = np.broadcast_to(dataset_draws[..., None], own.shape)
+    return _Slots(dataset=np.concatenate([d_own[own_used], d_copy[fresh]]),
+                  seed=np.concatenate([own_seeds[own_used], copy_seeds[fresh]]),
+                  replicate=np.concatenate([b_index[own_used], b_index[fresh]]),
+                  own=own, copies=copies, dataset_draws=dataset_draws)
+
+
+def _slot_mean(values: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """(k, n_slots) values -> (k, *slots.shape[:-1]): the mean over each row of slots (-1: unused)."""
+    gathered = np.where(slots >= 0, values[:, np.maximum(slots, 0)], np.nan)
+    with np.errstate(invalid="ignore"), _quiet_nanmean():
+        return np.nanmean(gathered, axis=-1)
 
 
 def hierarchical_bootstrap(
-    cells: Mapping[str, Mapping[str, Mapping[int, Cell]]],
+    cells: Mapping[str, Mapping[str, Mapping[int, CellLike]]],
     n_bootstrap: int = N_BOOTSTRAP,
     seed: int = 0,
     confidence: float = CONFIDENCE,
-    floors: Optional[Mapping[str, Mapping[str, Cell]]] = None,
+    floors: Optional[Mapping[str, Mapping[str, Mapping[int, CellLike]]]] = None,
+    method: str = "t",
 ) -> HierarchicalBootstrap:
-    """Resample datasets, then seeds within each drawn dataset, then items within each drawn cell.
+    """Resample datasets, seeds within each drawn dataset copy, and the names and examples.
 
-    ``cells[detector][dataset][seed] = (labels, scores)``. Every detector gets the same draws
-    of datasets and seeds, and the same item draw in a cell (items are resampled by index with
-    a seed per cell, so detectors scored on the same items are paired item by item). The
-    seeds of a dataset are the union over detectors; a detector without a cell (an error)
-    contributes NaN there and is averaged over the cells it has. One replicate of the
-    average = mean over the drawn datasets of the mean over the drawn seeds of the cell's
-    item-resampled AUROC. Ranks are computed per drawn dataset on those dataset means.
-    ``floors[detector][dataset] = (labels, scores)``: the detector on the dataset's control
-    (e.g. a model without the mechanism), for floor-adjusted averages.
+    ``cells[detector][dataset][seed]``: a :class:`Cell` ``(labels, scores, groups)`` or a
+    ``(labels, scores)`` tuple. One replicate:
+
+    - draws ``n_datasets`` datasets with replacement; each drawn copy draws its own seeds (as
+      many as the dataset has, with replacement), so a dataset drawn twice is two independent
+      resamples;
+    - draws a Poisson(1) weight per name, once for the replicate: the same names recur in every
+      cell (the test characters' names), so the draw is shared by every dataset, seed,
+      detector and column;
+    - draws a Poisson(1) weight per example for each drawn (dataset copy, seed) slot, shared
+      by every detector (and every column of the same records);
+    - scores each slot's cell by the Mann-Whitney AUROC with item weight = name weight x
+      example weight (crossed factors: a pigeonhole bootstrap). A cell without groups weights
+      each item by its own Poisson(1) draw, per slot, matched across detectors by index.
+
+    The average of a replicate is the mean over drawn copies of the mean over drawn seeds; ranks
+    are computed per drawn copy. Weights depend only on (seed, replicate or slot, id), so calls
+    with the same datasets, seed counts and seed give paired replicates (e.g. two columns). A
+    detector without a cell (an error) is NaN there and averaged over the cells it has.
+    ``floors[detector][dataset][seed]``: the detector on the dataset's control model of that
+    seed (the same test items), scored on the same slot weights, for floor-adjusted averages
+    paired by seed. ``method``: the interval and p-value rule (:class:`HierarchicalBootstrap`).
     """
+    if method not in METHODS:
+        raise ValueError(f"unknown interval method {method!r}; valid: {', '.join(METHODS)}")
     detectors = list(cells)
     datasets = sorted({d for per in cells.values() for d in per})
     seeds = {d: sorted({s for per in cells.values() for s in per.get(d, {})}) for d in datasets}
@@ -263,50 +500,64 @@ def hierarchical_bootstrap(
     max_seeds = max((len(v) for v in seeds.values()), default=0)
     if n_k == 0 or n_d == 0 or max_seeds == 0:
         raise ValueError("hierarchical_bootstrap needs at least one detector, dataset and seed")
-    # item replicates of every cell: (detectors, datasets, seeds, n_bootstrap)
-    points = np.full((n_k, n_d, max_seeds), np.nan)
-    items = np.full((n_k, n_d, max_seeds, n_bootstrap), np.nan)
-    for d, dataset in enumerate(datasets):
-        for s, seed_value in enumerate(seeds[dataset]):
-            cell_seed = seed + 1000 * d + s  # one item draw per cell, shared by all detectors
-            for k, detector in enumerate(detectors):
-                cell = cells[detector].get(dataset, {}).get(seed_value)
-                points[k, d, s], items[k, d, s] = _cell_replicates(cell, n_bootstrap, cell_seed)
-    n_seeds = np.array([len(seeds[d]) for d in datasets])
+    floors = floors or {}
+    cell = {(k, d, s): _as_cell(cells[det][ds][sv])
+            for k, det in enumerate(detectors) for d, ds in enumerate(datasets) for s, sv in enumerate(seeds[ds])
+            if sv in cells[det].get(ds, {})}
+    floor_cell = {(k, d, s): _as_cell(floors[det][ds][sv])
+                  for k, det in enumerate(detectors) for d, ds in enumerate(datasets) for s, sv in enumerate(seeds[ds])
+                  if sv in (floors.get(det) or {}).get(ds, {})}
+    codes = {key: _cell_codes(c) for key, c in [*(((0, *k), c) for k, c in cell.items()),
+                                                   *(((1, *k), c) for k, c in floor_cell.items())]}
+    # every name of every cell, one weight column each (and a last column of ones: no name)
+    name_codes = sorted({int(c) for names, _ in codes.values() if names is not None for c in names.tolist()})
+    name_column = {c: i for i, c in enumerate(name_codes)}
     rng = np.random.default_rng(seed)
-    b = np.arange(n_bootstrap)
-    # per dataset: seeds drawn within the dataset, an item replicate per drawn seed
-    seed_draws = np.floor(rng.random((n_bootstrap, n_d, max_seeds)) * n_seeds[None, :, None]).astype(int)
-    item_draws = rng.integers(0, n_bootstrap, (n_bootstrap, n_d, max_seeds))
-    seed_used = np.arange(max_seeds)[None, None, :] < n_seeds[None, :, None]  # draws beyond a dataset's seed count unused
-    d_index = np.arange(n_d)[None, :, None]
-    drawn = items[:, d_index, seed_draws, item_draws]  # (k, B, D, S)
-    drawn = np.where(seed_used[None], drawn, np.nan)
+    n_seeds = np.array([len(seeds[d]) for d in datasets])
+    slots = _draw_slots(n_seeds, n_bootstrap, rng)
+    name_w = np.ones((n_bootstrap, len(name_codes) + 1))
+    name_w[:, :-1] = _poisson_weights(seed, _NAME, np.arange(n_bootstrap)[:, None], np.array(name_codes, np.uint64))
+
+    n_slots = len(slots.dataset)
+    values = np.full((n_k, n_slots), np.nan)
+    floor_values = np.full((n_k, n_slots), np.nan)
+    points = np.full((n_k, n_d, max_seeds), np.nan)
+    floor_points = np.full((n_k, n_d, max_seeds), np.nan)
+    for d in range(n_d):
+        for s in range(n_seeds[d]):
+            members = [(k, c, codes[0, k, d, s], values, points)
+                       for (k, dd, ss), c in cell.items() if (dd, ss) == (d, s)]
+            members += [(k, c, codes[1, k, d, s], floor_values, floor_points)
+                        for (k, dd, ss), c in floor_cell.items() if (dd, ss) == (d, s)]
+            if not members:
+                continue
+            in_slot = np.flatnonzero((slots.dataset == d) & (slots.seed == s))
+            example_codes = np.unique(np.concatenate([examples for _, _, (_, examples), _, _ in members]))
+            example_column = {c: i for i, c in enumerate(example_codes.tolist())}
+            example_w = _poisson_weights(seed, _EXAMPLE, example_codes[:, None], in_slot[None, :])  # (U, m)
+            slot_name_w = np.ascontiguousarray(name_w[slots.replicate[in_slot]].T)  # (n_names + 1, m)
+            for k, c, (names, examples), out, observed in members:
+                prep = _prepare(c, names, examples, name_column, len(name_codes), example_column)
+                observed[k, d, s] = prep.point
+                if in_slot.size:
+                    out[k, in_slot] = _weighted_aurocs(prep, slot_name_w, example_w)
+
+    copies = _slot_mean(values, slots.copies)  # (k, B, D)
     with np.errstate(invalid="ignore"), _quiet_nanmean():
-        dataset_reps = np.nanmean(drawn, axis=3)  # (k, B, D)
-        per_dataset_reps = np.moveaxis(dataset_reps, 1, 2)  # (k, D, B)
-        dataset_draws = rng.integers(0, n_d, (n_bootstrap, n_d))
-        chosen = dataset_reps[:, b[:, None], dataset_draws]  # (k, B, D)
-        average = np.nanmean(chosen, axis=2)
+        average = np.nanmean(copies, axis=2)
         per_dataset = np.nanmean(points, axis=2)
         point = np.nanmean(per_dataset, axis=1)
-    ranks = _mean_ranks(chosen)
-    point_ranks = _mean_ranks(per_dataset[:, None, :])[:, 0]
-    boot = HierarchicalBootstrap(detectors, datasets, point, per_dataset, average, per_dataset_reps, ranks,
-                                 point_ranks, confidence)
-    if floors is not None:
-        floor = np.full((n_k, n_d), np.nan)
-        floor_items = np.full((n_k, n_d, n_bootstrap), np.nan)
-        for d, dataset in enumerate(datasets):
-            for k, detector in enumerate(detectors):
-                cell = floors.get(detector, {}).get(dataset)
-                floor[k, d], floor_items[k, d] = _cell_replicates(cell, n_bootstrap, seed + 1000 * d + 999)
-        floor_draws = rng.integers(0, n_bootstrap, (n_bootstrap, n_d))
-        drawn_floor = floor_items[:, dataset_draws, floor_draws]  # (k, B, D), floor of the drawn dataset
+    per_dataset_reps = np.moveaxis(_slot_mean(values, slots.own), 1, 2)  # (k, D, B)
+    boot = HierarchicalBootstrap(detectors, datasets, point, per_dataset, average, per_dataset_reps,
+                                 _mean_ranks(copies), _mean_ranks(per_dataset[:, None, :])[:, 0], confidence, method)
+    if floors:
         with np.errstate(invalid="ignore"), _quiet_nanmean():
-            boot.adjusted = np.nanmean(chosen - drawn_floor, axis=2)
-            boot.adjusted_point = np.nanmean(per_dataset - floor, axis=1)
-        boot.floor = floor
+            boot.floor = np.array([[np.nanmean([auroc(*_as_cell(c)[:2]) for c in floors[det][ds].values()])
+                                    if (floors.get(det) or {}).get(ds) else np.nan for ds in datasets]
+                                   for det in detectors])
+            boot.adjusted_per_dataset = np.nanmean(points - floor_points, axis=2)
+            boot.adjusted_point = np.nanmean(boot.adjusted_per_dataset, axis=1)
+            boot.adjusted = np.nanmean(_slot_mean(values - floor_values, slots.copies), axis=2)
     return boot
 
 
@@ -335,7 +586,10 @@ class _quiet_nanmean:
 
 @dataclass
 class PairedComparison:
-    """Difference of two detectors' average AUROC on paired bootstrap replicates."""
+    """Difference of two detectors' average AUROC on paired bootstrap replicates.
+
+    at_floor: no replicate difference reached 0, so the bootstrap p-value is its floor
+    2 / (B + 1) and says only that p is below it (percentile method only)."""
 
     better: str
     worse: str
@@ -344,31 +598,73 @@ class PairedComparison:
     p_value: float
     p_adjusted: float = float("nan")
     resolved: bool = False
+    method: str = "t"
+    at_floor: bool = False
+
+    def p_text(self) -> str:
+        """The Holm-adjusted p-value as text (:func:`format_p_value`)."""
+        return format_p_value(self.p_adjusted, self.at_floor)
+
+
+def format_p_value(p: float, at_floor: bool = False) -> str:
+    """A p-value as text that claims no more than it knows: ``"< p"`` when ``p`` is only a
+    bound (``at_floor``: a bootstrap p-value with no replicate beyond 0, its resolution floor
+    2 / (B + 1), Holm-multiplied where adjusted), ``"< 0.001"`` below 0.001 (a bootstrap's
+    standard error does not resolve smaller p-values), else three decimals; ``""`` for NaN."""
+    if p is None or np.isnan(p):
+        return ""
+    if at_floor:
+        return f"< {p:.2g}"
+    if p < 0.001:
+        return "< 0.001"
+    return f"{p:.3f}"
 
 
 def paired_differences(
-    boot: HierarchicalBootstrap, order: Sequence[str], alpha: float = 1 - CONFIDENCE
+    boot: HierarchicalBootstrap, order: Sequence[str], alpha: float = 1 - CONFIDENCE, method: Optional[str] = None
 ) -> list[PairedComparison]:
     """Compare each detector in ``order`` with the next one on the paired replicates.
 
-    difference = average AUROC of ``order[i]`` minus ``order[i + 1]``; interval: percentile
-    interval of the replicate differences; p_value: two-sided bootstrap p-value (twice the
-    smaller tail count of replicate differences at or beyond 0, plus one, over the replicates
-    plus one; at most 1); p_adjusted:
-    Holm's step-down correction over all the adjacent pairs; resolved: p_adjusted < alpha.
+    difference = average AUROC of ``order[i]`` minus ``order[i + 1]``. ``method`` (default
+    ``boot.method``):
+
+    - ``"t"``: interval :func:`t_interval` of the replicate differences; p-value two-sided
+      from Student's t with n - 1 degrees of freedom of difference / standard error (n: the
+      datasets where both detectors have a value; the standard error as in :func:`t_interval`;
+      a difference with no spread at all: p = 1 when it is 0, else 0);
+    - ``"percentile"``: percentile interval; p-value twice the smaller tail count of
+      replicate differences at or beyond 0, plus one, over the replicates plus one (at most 1;
+      ``at_floor`` when no replicate reached 0).
+
+    p_adjusted: Holm's step-down correction over all the adjacent pairs; resolved:
+    p_adjusted < alpha. With fewer than 2 datasets the t rule falls back to the percentile one.
     """
+    from scipy.stats import t as student
+
+    method = method or boot.method
+    if method not in METHODS:
+        raise ValueError(f"unknown interval method {method!r}; valid: {', '.join(METHODS)}")
     out = []
     for better, worse in zip(order, order[1:]):
-        diff = boot.average[boot.detectors.index(better)] - boot.average[boot.detectors.index(worse)]
+        i, j = boot.detectors.index(better), boot.detectors.index(worse)
+        diff = boot.average[i] - boot.average[j]
         diff = diff[~np.isnan(diff)]
-        point = float(boot.point[boot.detectors.index(better)] - boot.point[boot.detectors.index(worse)])
-        if diff.size == 0:
-            out.append(PairedComparison(better, worse, point, [float("nan")] * 2, float("nan")))
+        point = float(boot.point[i] - boot.point[j])
+        n = int((np.isfinite(boot.per_dataset[i]) & np.isfinite(boot.per_dataset[j])).sum())
+        if diff.size < 2:
+            out.append(PairedComparison(better, worse, point, [float("nan")] * 2, float("nan"), method=method))
+            continue
+        if method == "t" and n >= 2:
+            se = _std(diff) * np.sqrt(n / (n - 1))
+            p = (1.0 if point == 0 else 0.0) if se == 0 else float(2 * student.sf(abs(point) / se, n - 1))
+            out.append(PairedComparison(better, worse, point, t_interval(point, diff, n, boot.confidence, (-1, 1)),
+                                        p, method="t"))
             continue
         # the +1 keeps a p-value from being 0 with finitely many replicates
         tail = min(np.sum(diff <= 0), np.sum(diff >= 0))
         p = min(1.0, 2 * (tail + 1) / (diff.size + 1))
-        out.append(PairedComparison(better, worse, point, interval(diff, boot.confidence), float(p)))
+        out.append(PairedComparison(better, worse, point, interval(diff, boot.confidence), float(p),
+                                    method="percentile", at_floor=bool(tail == 0)))
     for comparison, adjusted in zip(out, holm([c.p_value for c in out])):
         comparison.p_adjusted = adjusted
         comparison.resolved = bool(adjusted < alpha)

@@ -134,15 +134,30 @@ def test_mean_ranks_and_their_interval():
     assert low == 1 and high <= 1.5
 
 
-def test_missing_cells_and_floor_adjustment():
+def test_missing_cells_and_floors_paired_by_seed():
     cells = _synthetic_cells({"a": 1.0, "b": 1.0})
     del cells["b"]["d0"][1]  # an errored job: b is averaged over the cells it has
-    floors = {k: {d: cells["a"][d][0] for d in cells["a"]} for k in cells}
+    # controls at seeds 0 and 2 only: a seed without a control is left out of the adjusted value
+    floors = {k: {d: {s: _shifted(cells["a"][d][s], -0.5 * s) for s in (0, 2)} for d in cells["a"]} for k in cells}
     boot = hierarchical_bootstrap(cells, 200, floors=floors)
     assert np.isfinite(boot.point).all() and np.isfinite(boot.average).all()
-    expected = np.mean([boot.per_dataset[0, d] - auroc(*floors["a"][f"d{d}"]) for d in range(4)])
-    assert boot.adjusted_point[0] == pytest.approx(expected)
+    per_dataset = [np.mean([auroc(*cells["a"][f"d{d}"][s]) - auroc(*floors["a"][f"d{d}"][s]) for s in (0, 2)])
+                   for d in range(4)]
+    assert boot.adjusted_point[0] == pytest.approx(np.mean(per_dataset))
+    expected_floor = [np.mean([auroc(*floors["a"][f"d{d}"][s]) for s in (0, 2)]) for d in range(4)]
+    np.testing.assert_allclose(boot.floor[0], expected_floor)
     low, high = boot.adjusted_interval("a")
     assert low < boot.adjusted_point[0] < high
-    # a floor equal to the detector's own seed-0 cell leaves only the seed spread
-    assert abs(boot.adjusted_point[0]) < 0.1
+
+
+def _shifted(cell, shift):
+    labels, scores = cell
+    return labels, scores + shift * labels
+
+
+def test_a_floor_equal_to_the_cells_gives_exactly_zero_in_every_replicate():
+    """The floor is scored on the same draws of seeds and items as the detector (paired by seed)."""
+    cells = _synthetic_cells({"a": 1.0}, seed_sd=0.8)
+    boot = hierarchical_bootstrap(cells, 300, floors=cells)
+    assert boot.adjusted_point[0] == 0
+    np.testing.assert_array_equal(boot.adjusted[0], 0.0)
