@@ -35,9 +35,10 @@ The query is ``TASK DETECTORS FIELD AGGREGATE [KEY=VALUE ...]``:
 
 A figure is compared with the records' value printed at the figure's own precision (``0.99``:
 two decimals; ``758``: an integer), so it fails exactly when the printed figure would change.
-Every record that carries labels, scores and ``metrics.auroc`` must also give that AUROC from
-its scores (``harness.scoring.auroc`` on its scored items): an edited score fails the check
-even where no figure quotes it.
+Where the caller says how a task's metrics follow from a record's scores (``recompute``: the
+task's own definitions of which items each AUROC compares; tests/docs/test_claims.py gives
+MAD's, from ``tasks/mad/columns.py``), every stored metric must be what the record's scores
+give: an edited score fails the check even where no figure quotes it.
 
 Unmarked figures: in README.md and docs/*.md, a number that looks like an AUROC or an accuracy
 (``0.xx...``, ``1.00...``) in a paragraph or table that speaks of AUROCs, scores, accuracies
@@ -59,7 +60,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -336,17 +337,26 @@ def load_records(records_dir: Path) -> list[dict[str, Any]]:
     return [r for r in iter_records(Path(records_dir)) if not r.get("quick")]
 
 
-def record_problems(records: Iterable[dict[str, Any]]) -> list[str]:
-    """Records whose stored ``metrics.auroc`` is not the AUROC of their own scores."""
+Recompute = Callable[[dict[str, Any]], dict[str, float]]
+
+
+def record_problems(records: Iterable[dict[str, Any]], recompute: Optional[Mapping[str, Recompute]] = None) -> list[str]:
+    """Records whose stored metrics are not what their own scores give. ``recompute``: task ->
+    a function of a record giving metric key -> value from its labels, scores and tags (the
+    task's own definitions: which items each AUROC compares); a task without one is not checked
+    (the harness cannot know a plugin's metric). Every key both hold is compared."""
     problems = []
     for r in records:
-        stored = (r.get("metrics") or {}).get("auroc")
-        if r.get("status") != "ok" or stored is None or not r.get("scores") or not r.get("labels"):
+        again = (recompute or {}).get(str(r.get("task")))
+        if again is None or r.get("status") != "ok" or not r.get("scores") or not r.get("labels"):
             continue
-        keep = scored_items(r)
-        actual = auroc(np.asarray(r["labels"])[keep], np.asarray(r["scores"], dtype=float)[keep])
-        if not (math.isnan(actual) and math.isnan(stored)) and not abs(actual - stored) <= 1e-9:
-            problems.append(f"{r.get('_path', _name(r))}: stored auroc {stored:.6f} but its scores give {actual:.6f}")
+        stored = r.get("metrics") or {}
+        for key, actual in again(r).items():
+            value = stored.get(key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            if not (math.isnan(actual) and math.isnan(value)) and not abs(actual - value) <= 1e-9:
+                problems.append(f"{r.get('_path', _name(r))}: stored {key} {value:.6f} but its scores give {actual:.6f}")
     return problems
 
 
@@ -458,12 +468,13 @@ def documents(root: Path) -> list[str]:
 
 
 # -- the whole check ---------------------------------------------------------------------------
-def check(root: Path = ROOT, records_dir: Optional[Path] = None,
-          docs: Optional[Sequence[str]] = None) -> list[str]:
+def check(root: Path = ROOT, records_dir: Optional[Path] = None, docs: Optional[Sequence[str]] = None,
+          recompute: Optional[Mapping[str, Recompute]] = None) -> list[str]:
     """Every problem with the marked figures of ``docs`` (default: :func:`documents`) against the
-    records in ``records_dir`` (default: ``root/leaderboard/records``), and with those records."""
+    records in ``records_dir`` (default: ``root/leaderboard/records``), and with those records
+    (:func:`record_problems` with ``recompute``)."""
     records = load_records(records_dir if records_dir is not None else root / RECORDS)
-    problems = record_problems(records)
+    problems = record_problems(records, recompute)
     for document in (docs if docs is not None else documents(root)):
         claims, marker_problems = find_claims((root / document).read_text(), document)
         problems += marker_problems
