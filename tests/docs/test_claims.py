@@ -48,7 +48,9 @@ def marked() -> list[claims.Claim]:
 
 def test_every_marked_figure_is_what_the_records_give():
     problems = check(RECORDS)
-    assert not problems, "\n".join(problems + ["refresh with: python -m harness.leaderboard.claims --update"])
+    hint = ["a figure the records moved: python -m harness.leaderboard.claims --update rewrites it; a record whose "
+            "stored metric is not what its scores give was edited by hand or by another metric's code"]
+    assert not problems, "\n".join(problems + hint)
 
 
 def test_the_readme_and_the_mad_doc_quote_through_markers():
