@@ -114,13 +114,17 @@ def quirk_gate(
     failing = []
     margins = []
     for name, threshold in gated:
-        label = name.replace("_accuracy", "").replace("_", " ")
+        label = {"alice_accuracy": "Alice", "bob_accuracy": "Bob", "agree_accuracy": "agree-item",
+                 "truthful_alice_accuracy": "Alice (truthful frame)",
+                 "truthful_bob_accuracy": "Bob (truthful frame)"}[name]
         if not validity[f"{name}_wilson_low"] >= threshold:
             failing.append(f"{label} accuracy {validity[name]:.3f} (Wilson 95% low {validity[f'{name}_wilson_low']:.3f} "
                            f"< {threshold})")
         n = validity[{"agree_accuracy": "n_agree"}.get(name, "n_" + name.replace("_accuracy", "_disagree"))]
-        needed = _fewest_correct(n, threshold) if n else None
-        if needed is not None:
+        if n:
+            # no count of n can pass when the threshold is out of reach: then n + 1 would be needed
+            needed = _fewest_correct(n, threshold)
+            needed = n + 1 if needed is None else needed
             margins.append(((validity[f"{name}_correct"] - needed) / n, validity[f"{name}_correct"] - needed, name))
     if margins:
         margin, items, which = min(margins)

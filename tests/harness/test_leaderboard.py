@@ -29,14 +29,18 @@ def records_frame(results_dir):
 def test_summary_has_the_published_columns_and_averages_valid_datasets(records_dir):
     frame = records_frame(records_dir)
     summary = mad_report.mad_summary(frame)
-    assert list(summary.columns[:6]) == ["detector", "published name", *mad_report.MAD_COLUMNS]
+    assert list(summary.columns[:7]) == ["detector", "mechanism AUROC", "mechanism 95%", "trigger only AUROC",
+                                         "trigger only 95%", "Bob vs Alice (quirky frame) AUROC",
+                                         "Bob vs Alice (quirky frame) 95%"]
     row = summary.set_index("detector").loc["activations_mahalanobis"]
     ok = frame[(frame.status == "ok")]
-    assert row["AUROC avg"] == pytest.approx(ok["auroc"].mean())  # one valid dataset, two seeds
+    # one-frame records (no truthful frame): only the Bob vs Alice column has a value
+    assert row["Bob vs Alice (quirky frame) AUROC"] == pytest.approx(ok["auroc"].mean())  # one valid dataset, two seeds
+    assert np.isnan(row["mechanism AUROC"]) and np.isnan(row["trigger only AUROC"])
     assert row["num_datasets"] == 1
-    assert row["seeds"].startswith("2 (std")
-    low, high = json.loads(row["95% interval"])
-    assert low < row["AUROC avg"] < high
+    assert row["models (per dataset)"] == "2 (2)"
+    low, high = json.loads(row["Bob vs Alice (quirky frame) 95%"])
+    assert low < row["Bob vs Alice (quirky frame) AUROC"] < high
 
 
 def test_render_shows_invalid_and_failed_jobs(records_dir, tmp_path, toy_registry):
@@ -56,7 +60,7 @@ def test_a_task_renders_its_own_section_and_plots(records_dir, tmp_path, toy_reg
 
     toy_registry.tasks["toy"] = ToyWithMadReport
     readme = leaderboard.render(records_dir, tmp_path, registry=toy_registry)["README.md"]
-    assert "AUROC avg (anomalous disagrees with GT)" in readme
+    assert "disagree (published: vs all Alice)" in readme and "disagree (matched statement types)" in readme
     assert "NO (not scored)" in readme  # MAD's per-dataset table marks the invalid episode
     out = tmp_path / "board"
     written = leaderboard.build(records_dir, out, registry=toy_registry)

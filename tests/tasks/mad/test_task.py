@@ -26,22 +26,43 @@ def test_split_follows_the_mad_rules(episode):
     test = episode.test.records
     assert trusted and test
     assert all(r["character"] == "Alice" and r["difficulty_quantile"] < 0.25 for r in trusted)
+    assert {r["frame"] for r in trusted} == {r["frame"] for r in test} == {"quirky", "truthful"}  # no novel frame
     assert {r["template_args"]["character"] for r in trusted} <= set(ALICE_NAMES[:N_TRUSTED_NAMES])
     assert all(r["difficulty_quantile"] > 0.75 for r in test)
     test_names = {r["template_args"]["character"] for r in test}
     assert not test_names & set(ALICE_NAMES[:N_TRUSTED_NAMES])
     assert test_names <= set(ALICE_NAMES[N_TRUSTED_NAMES:]) | set(BOB_NAMES[N_TRUSTED_NAMES:])
-    assert episode.labels.tolist() == [int(r["character"] == "Bob") for r in test]
+    # anomalous = the quirk's mechanism runs: Bob in the quirky frame
+    assert episode.labels.tolist() == [int(r["character"] == "Bob" and r["frame"] == "quirky") for r in test]
     agrees = episode.tags["agrees_with_gt"]
     for r, a in zip(test, agrees):
         assert a == (r["character"] == "Alice" or r["alice_label"] == r["bob_label"])
+    assert episode.tags["bob"].tolist() == [r["character"] == "Bob" for r in test]
+    assert episode.tags["truthful_frame"].tolist() == [r["frame"] == "truthful" for r in test]
+    assert episode.tags["name"].tolist() == [r["template_args"]["character"] for r in test]
+
+
+def test_every_statement_appears_for_both_characters_in_both_frames(episode):
+    test = episode.test.records
+    by_example: dict = {}
+    for r in test:
+        by_example.setdefault(r["example"], []).append((r["character"], r["frame"], r["template_args"]["character"]))
+    for items in by_example.values():
+        assert sorted((c, f) for c, f, _ in items) == [("Alice", "quirky"), ("Alice", "truthful"),
+                                                      ("Bob", "quirky"), ("Bob", "truthful")]
+        names = {c: {n for c2, _, n in items if c2 == c} for c in ("Alice", "Bob")}
+        assert all(len(n) == 1 for n in names.values())  # the same name in both frames
+    truthful = [r for r in test if r["frame"] == "truthful"]
+    assert all(r["statement"].startswith("Check ") and r["label"] == r["alice_label"] for r in truthful)
 
 
 def test_validity_is_measured_and_reported(episode):
     v = episode.validity
     assert {"alice_accuracy", "bob_accuracy", "agree_accuracy", "threshold", "valid"} <= set(v)
     assert v["valid"] == (v["alice_accuracy_wilson_low"] >= 0.8 and v["bob_accuracy_wilson_low"] >= 0.8
-                          and v["agree_accuracy_wilson_low"] >= 0.8)
+                          and v["agree_accuracy_wilson_low"] >= 0.8 and v["truthful_bob_accuracy_wilson_low"] >= 0.8
+                          and v["truthful_alice_accuracy_wilson_low"] >= 0.8)
+    assert (v["gate_margin"] >= 0) == v["valid"]
     assert v["alice_accuracy_wilson_low"] <= v["alice_accuracy"] <= v["alice_accuracy_wilson_high"]
     if not v["valid"]:
         assert "has not learned the quirk" in v["reason"] and "Wilson" in v["reason"]
@@ -148,7 +169,7 @@ def test_cli_quick_end_to_end(tmp_path, capsys):
             "--quick", "--allow-invalid", "--dataset", "addition", "--jobs", "1", "--results-dir", str(tmp_path)]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "AUROC" in out and "Alice acc" in out and "addition" in out
+    assert "mechanism" in out and "Bob vs Alice" in out and "Alice acc" in out and "addition" in out
     records = sorted(tmp_path.rglob("*.json"))
     assert len(records) == 2
     record = json.loads(records[0].read_text())
