@@ -191,7 +191,7 @@ class Cell(NamedTuple):
 
 
 CellLike = Union[Cell, Sequence]  # a Cell, (labels, scores) or (labels, scores, groups)
-METHODS = ("t", "percentile")
+METHODS = ("t", "t_components", "percentile")
 
 
 @dataclass
@@ -204,17 +204,21 @@ class HierarchicalBootstrap:
     average: (n_detectors, n_bootstrap) replicates of the average (everything resampled).
     per_dataset_replicates: (n_detectors, n_datasets, n_bootstrap) replicates of each dataset's
         mean over seeds (the dataset fixed; seeds, names and examples resampled).
+    name_replicates: (n_detectors, n_bootstrap) replicates of the average with only the names
+        resampled (datasets, seeds and examples as observed); n_names: the fewest distinct
+        names on one side (positives or negatives) over all cells, 0 without names.
     ranks: (n_detectors, n_bootstrap) replicates of the mean rank over drawn datasets
         (rank 1 = highest AUROC; ties share their mean rank). point_ranks: observed mean rank.
     method: how :meth:`interval`, :meth:`adjusted_interval` and :func:`paired_differences` turn
-        replicates into intervals and p-values: ``"t"`` (:func:`t_interval`: the bootstrap's
-        standard error with a t quantile on n_datasets - 1 degrees of freedom) or
-        ``"percentile"``. Rank and per-dataset intervals are always percentile intervals.
+        these into intervals and p-values, one of :data:`METHODS`: ``"t"`` (default,
+        :func:`t_interval`: the replicates' standard error with a t quantile on n_datasets - 1
+        degrees of freedom), ``"t_components"`` (:func:`t_standard_error`) or ``"percentile"``.
+        Rank and per-dataset intervals are always percentile intervals.
     floor: (n_detectors, n_datasets) observed mean AUROC of the dataset's controls over their
-        seeds (given ``floors``). adjusted_per_dataset, adjusted_point, adjusted: per dataset,
-        overall, and replicates of the mean over datasets of the mean over seeds of (AUROC -
-        the same seed's control AUROC), on the same draws of seeds, names and examples; a seed
-        without a control is left out (NaN where no seed of a dataset has one).
+        seeds (given ``floors``). adjusted_per_dataset, adjusted_point, adjusted,
+        adjusted_name_replicates: as per_dataset, point, average and name_replicates for
+        (AUROC - the same seed's control AUROC), on the same draws of seeds, names and
+        examples; a seed without a control is left out (NaN where no seed of a dataset has one).
     """
 
     detectors: list[str]
@@ -225,43 +229,51 @@ class HierarchicalBootstrap:
     per_dataset_replicates: np.ndarray
     ranks: np.ndarray
     point_ranks: np.ndarray
+    name_replicates: np.ndarray
+    n_names: int = 0
     confidence: float = CONFIDENCE
     method: str = "t"
     floor: Optional[np.ndarray] = None
     adjusted: Optional[np.ndarray] = None
     adjusted_point: Optional[np.ndarray] = None
     adjusted_per_dataset: Optional[np.ndarray] = None
+    adjusted_name_replicates: Optional[np.ndarray] = None
 
     @property
     def n_bootstrap(self) -> int:
         return int(self.average.shape[1])
 
-    def _summary(self, point: float, replicates: np.ndarray, n_datasets: int, method: Optional[str],
-                 bounds: tuple[float, float]) -> list[float]:
-        method = method or self.method
-        if method not in METHODS:
-            raise ValueError(f"unknown interval method {method!r}; valid: {', '.join(METHODS)}")
-        if method == "percentile" or n_datasets < 2:  # one dataset: no dataset level to correct
+    def summarise(self, point: float, replicates: np.ndarray, per_dataset: np.ndarray, name_replicates: np.ndarray,
+                  method: Optional[str] = None, bounds: tuple[float, float] = (-1.0, 1.0)) -> list[float]:
+        """The interval of a statistic given its observed value, its replicates, its observed
+        per-dataset values and its names-only replicates, by ``method`` (default :attr:`method`).
+        With fewer than 2 datasets there is no dataset level to estimate: a percentile interval."""
+        method = _check_method(method or self.method)
+        n = int(np.isfinite(per_dataset).sum())
+        if method == "percentile" or n < 2:
             return interval(replicates, self.confidence)
-        return t_interval(point, replicates, n_datasets, self.confidence, bounds)
+        if method == "t":
+            return t_interval(point, replicates, n, self.confidence, bounds)
+        se, df = t_standard_error(per_dataset, name_replicates, self.n_names)
+        from scipy.stats import t as student
+
+        half = float(student.ppf(0.5 + self.confidence / 2, df)) * se
+        return [float(max(bounds[0], point - half)), float(min(bounds[1], point + half))]
 
     def interval(self, detector: str, method: Optional[str] = None) -> list[float]:
         """Interval of the average AUROC of ``detector`` (``method``: default :attr:`method`)."""
         k = self.detectors.index(detector)
-        n = int(np.isfinite(self.per_dataset[k]).sum())
-        return self._summary(float(self.point[k]), self.average[k], n, method, (0.0, 1.0))
+        return self.summarise(float(self.point[k]), self.average[k], self.per_dataset[k], self.name_replicates[k],
+                              method, (0.0, 1.0))
 
     def adjusted_interval(self, detector: str, method: Optional[str] = None) -> list[float]:
         """Interval of ``detector``'s average AUROC minus its floor (needs ``floors``)."""
-        if self.adjusted is None or self.adjusted_point is None or self.adjusted_per_dataset is None:
+        if self.adjusted is None or self.adjusted_point is None or self.adjusted_per_dataset is None \
+                or self.adjusted_name_replicates is None:
             return [float("nan"), float("nan")]
         k = self.detectors.index(detector)
-        n = int(np.isfinite(self.adjusted_per_dataset[k]).sum())
-        return self._summary(float(self.adjusted_point[k]), self.adjusted[k], n, method, (-1.0, 1.0))
-
-    def standard_error(self, detector: str) -> float:
-        """Bootstrap standard error of ``detector``'s average AUROC (the replicates' std)."""
-        return _std(self.average[self.detectors.index(detector)])
+        return self.summarise(float(self.adjusted_point[k]), self.adjusted[k], self.adjusted_per_dataset[k],
+                              self.adjusted_name_replicates[k], method)
 
     def dataset_interval(self, detector: str, dataset: str) -> list[float]:
         """Percentile interval of ``detector``'s mean AUROC over the seeds of ``dataset``
@@ -274,21 +286,56 @@ class HierarchicalBootstrap:
         return interval(self.ranks[self.detectors.index(detector)], self.confidence)
 
 
+def _check_method(method: str) -> str:
+    if method not in METHODS:
+        raise ValueError(f"unknown interval method {method!r}; valid: {', '.join(METHODS)}")
+    return method
+
+
 def _std(replicates: np.ndarray) -> float:
     replicates = np.asarray(replicates, dtype=float)
     replicates = replicates[np.isfinite(replicates)]
     return float(np.std(replicates, ddof=1)) if replicates.size > 1 else float("nan")
 
 
+def t_standard_error(per_dataset: np.ndarray, name_replicates: np.ndarray, n_names: int) -> tuple[float, float]:
+    """``(se, df)`` of a mean over datasets whose cells share crossed names (the
+    ``"t_components"`` rule, an alternative to the default :func:`t_interval`).
+
+    se^2 = var(per-dataset values) / n_datasets (what differs from dataset to dataset: the
+    dataset, its seeds, examples and items; the classic t interval's estimate) +
+    var(names-only bootstrap replicates) (what every dataset shares: the names); df:
+    Welch-Satterthwaite from n_datasets - 1 and n_names - 1. Unlike the two-level bootstrap's
+    spread it does not count the seeds and items twice, so it is narrower; with 4 skewed
+    dataset means (AUROCs near 1) it covers less than 95% (``benchmarks/coverage.py``).
+    """
+    values = np.asarray(per_dataset, dtype=float)
+    values = values[np.isfinite(values)]
+    n = len(values)
+    if n < 2:
+        raise ValueError(f"t_standard_error needs at least 2 datasets, got {n}")
+    v_datasets = float(np.var(values, ddof=1)) / n
+    v_names = _std(name_replicates) ** 2 if n_names >= 2 else 0.0
+    v_names = 0.0 if np.isnan(v_names) else v_names
+    total = v_datasets + v_names
+    if total == 0:
+        return 0.0, float(n - 1)
+    df = total ** 2 / (v_datasets ** 2 / (n - 1) + (v_names ** 2 / (n_names - 1) if n_names >= 2 else 0.0))
+    return float(np.sqrt(total)), float(df)
+
+
 def t_interval(point: float, replicates: np.ndarray, n_groups: int, confidence: float = CONFIDENCE,
                bounds: tuple[float, float] = (-np.inf, np.inf)) -> list[float]:
-    """Small-sample interval ``point +- q * se`` over ``n_groups`` top-level units (datasets).
+    """Small-sample interval ``point +- q * se`` over ``n_groups`` top-level units (datasets):
+    the leaderboard's rule (``"t"``).
 
     se: the bootstrap replicates' standard deviation times sqrt(n / (n - 1)) (a bootstrap over n
     units has the plug-in variance, n - 1 over n of the unbiased one); q: Student's t quantile
-    with n - 1 degrees of freedom. With 4 datasets a percentile interval uses the normal
-    quantile and the plug-in variance, which together cover well under 95% when the datasets
-    differ (``benchmarks/coverage.py``). Clipped to ``bounds``.
+    with n - 1 degrees of freedom. A percentile interval over 4 datasets uses a normal quantile
+    and the plug-in variance and covers too little when the datasets differ; this rule is
+    conservative where seeds and items dominate, because the two-level bootstrap counts their
+    spread twice (in the dataset means and again resampled). ``benchmarks/coverage.py``
+    measures both. Clipped to ``bounds``.
     """
     from scipy.stats import t as student
 
@@ -350,6 +397,12 @@ class _Prepared:
     below: np.ndarray  # (n_pos,) number of negatives scored strictly lower
     below_or_tied: np.ndarray  # (n_pos,) ... lower or equal
     ties: bool
+    # the Mann-Whitney count by name: block[a, b] = pairs (positive named columns[a], negative
+    # named columns[b]) the positive wins (ties half); counts: positives, negatives per name
+    columns: np.ndarray
+    block: np.ndarray
+    pos_count: np.ndarray
+    neg_count: np.ndarray
 
 
 def _as_cell(cell: CellLike) -> Cell:
@@ -370,8 +423,28 @@ def _prepare(cell: Cell, names: Optional[np.ndarray], examples: np.ndarray, name
     neg_scores = scores[neg]
     below = np.searchsorted(neg_scores, scores[pos], side="left")
     below_or_tied = np.searchsorted(neg_scores, scores[pos], side="right")
+    columns, local = np.unique(name_idx, return_inverse=True)
+    local = local.reshape(-1)
+    pos_local, neg_local = local[pos], local[neg]
+    block = np.zeros((len(columns), len(columns)))
+    for b in np.unique(neg_local):
+        theirs = neg_scores[neg_local == b]  # sorted, as neg_scores is
+        wins = (np.searchsorted(theirs, scores[pos], "left") + np.searchsorted(theirs, scores[pos], "right")) / 2
+        block[:, b] = np.bincount(pos_local, weights=wins, minlength=len(columns))
     return _Prepared(auroc(labels, scores), name_idx[pos], example_idx[pos], name_idx[neg], example_idx[neg],
-                     below, below_or_tied, bool(np.any(below != below_or_tied)))
+                     below, below_or_tied, bool(np.any(below != below_or_tied)), columns, block,
+                     np.bincount(pos_local, minlength=len(columns)).astype(float),
+                     np.bincount(neg_local, minlength=len(columns)).astype(float))
+
+
+def _name_aurocs(prep: _Prepared, name_w: np.ndarray) -> np.ndarray:
+    """(B,) AUROCs of a cell under name weights alone (``name_w``: (B, n_names + 1)); the
+    datasets, seeds and examples fixed."""
+    w = name_w[:, prep.columns]
+    numerator = np.einsum("ba,ac,bc->b", w, prep.block, w)
+    denominator = (w @ prep.pos_count) * (w @ prep.neg_count)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), np.nan)
 
 
 def _cell_codes(cell: Cell) -> tuple[Optional[np.ndarray], np.ndarray]:
@@ -491,8 +564,7 @@ def hierarchical_bootstrap(
     seed (the same test items), scored on the same slot weights, for floor-adjusted averages
     paired by seed. ``method``: the interval and p-value rule (:class:`HierarchicalBootstrap`).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown interval method {method!r}; valid: {', '.join(METHODS)}")
+    _check_method(method)
     detectors = list(cells)
     datasets = sorted({d for per in cells.values() for d in per})
     seeds = {d: sorted({s for per in cells.values() for s in per.get(d, {})}) for d in datasets}
@@ -523,22 +595,28 @@ def hierarchical_bootstrap(
     floor_values = np.full((n_k, n_slots), np.nan)
     points = np.full((n_k, n_d, max_seeds), np.nan)
     floor_points = np.full((n_k, n_d, max_seeds), np.nan)
+    by_name = np.full((n_k, n_d, max_seeds, n_bootstrap), np.nan)  # names alone resampled
+    floor_by_name = np.full((n_k, n_d, max_seeds, n_bootstrap), np.nan)
+    sides: tuple[set, set] = (set(), set())  # the names seen among positives, among negatives
     for d in range(n_d):
         for s in range(n_seeds[d]):
-            members = [(k, c, codes[0, k, d, s], values, points)
+            members = [(k, c, codes[0, k, d, s], values, points, by_name)
                        for (k, dd, ss), c in cell.items() if (dd, ss) == (d, s)]
-            members += [(k, c, codes[1, k, d, s], floor_values, floor_points)
+            members += [(k, c, codes[1, k, d, s], floor_values, floor_points, floor_by_name)
                         for (k, dd, ss), c in floor_cell.items() if (dd, ss) == (d, s)]
             if not members:
                 continue
             in_slot = np.flatnonzero((slots.dataset == d) & (slots.seed == s))
-            example_codes = np.unique(np.concatenate([examples for _, _, (_, examples), _, _ in members]))
+            example_codes = np.unique(np.concatenate([examples for _, _, (_, examples), *_ in members]))
             example_column = {c: i for i, c in enumerate(example_codes.tolist())}
             example_w = _poisson_weights(seed, _EXAMPLE, example_codes[:, None], in_slot[None, :])  # (U, m)
             slot_name_w = np.ascontiguousarray(name_w[slots.replicate[in_slot]].T)  # (n_names + 1, m)
-            for k, c, (names, examples), out, observed in members:
+            for k, c, (names, examples), out, observed, out_by_name in members:
                 prep = _prepare(c, names, examples, name_column, len(name_codes), example_column)
                 observed[k, d, s] = prep.point
+                out_by_name[k, d, s] = _name_aurocs(prep, name_w)
+                for side, count in zip(sides, (prep.pos_count, prep.neg_count)):
+                    side.update(prep.columns[(count > 0) & (prep.columns < len(name_codes))].tolist())
                 if in_slot.size:
                     out[k, in_slot] = _weighted_aurocs(prep, slot_name_w, example_w)
 
@@ -547,9 +625,11 @@ def hierarchical_bootstrap(
         average = np.nanmean(copies, axis=2)
         per_dataset = np.nanmean(points, axis=2)
         point = np.nanmean(per_dataset, axis=1)
+        name_reps = np.nanmean(np.nanmean(by_name, axis=2), axis=1)
     per_dataset_reps = np.moveaxis(_slot_mean(values, slots.own), 1, 2)  # (k, D, B)
     boot = HierarchicalBootstrap(detectors, datasets, point, per_dataset, average, per_dataset_reps,
-                                 _mean_ranks(copies), _mean_ranks(per_dataset[:, None, :])[:, 0], confidence, method)
+                                 _mean_ranks(copies), _mean_ranks(per_dataset[:, None, :])[:, 0], name_reps,
+                                 min(len(sides[0]), len(sides[1])), confidence, method)
     if floors:
         with np.errstate(invalid="ignore"), _quiet_nanmean():
             boot.floor = np.array([[np.nanmean([auroc(*_as_cell(c)[:2]) for c in floors[det][ds].values()])
@@ -558,6 +638,7 @@ def hierarchical_bootstrap(
             boot.adjusted_per_dataset = np.nanmean(points - floor_points, axis=2)
             boot.adjusted_point = np.nanmean(boot.adjusted_per_dataset, axis=1)
             boot.adjusted = np.nanmean(_slot_mean(values - floor_values, slots.copies), axis=2)
+            boot.adjusted_name_replicates = np.nanmean(np.nanmean(by_name - floor_by_name, axis=2), axis=1)
     return boot
 
 
@@ -628,37 +709,42 @@ def paired_differences(
     difference = average AUROC of ``order[i]`` minus ``order[i + 1]``. ``method`` (default
     ``boot.method``):
 
-    - ``"t"``: interval :func:`t_interval` of the replicate differences; p-value two-sided
-      from Student's t with n - 1 degrees of freedom of difference / standard error (n: the
-      datasets where both detectors have a value; the standard error as in :func:`t_interval`;
-      a difference with no spread at all: p = 1 when it is 0, else 0);
+    - ``"t"``: interval difference +- t quantile x se (:func:`t_interval`: se from the
+      replicate differences, n - 1 degrees of freedom, n the datasets where both detectors
+      have a value); p-value two-sided from Student's t of difference / se;
+    - ``"t_components"``: the same with the standard error and degrees of freedom of
+      :func:`t_standard_error` (the per-dataset differences, the names-only replicates');
     - ``"percentile"``: percentile interval; p-value twice the smaller tail count of
       replicate differences at or beyond 0, plus one, over the replicates plus one (at most 1;
       ``at_floor`` when no replicate reached 0).
 
-    p_adjusted: Holm's step-down correction over all the adjacent pairs; resolved:
-    p_adjusted < alpha. With fewer than 2 datasets the t rule falls back to the percentile one.
+    A difference with no spread at all has p = 1 when it is 0, else 0. With fewer than 2
+    datasets where both have a value the t rules fall back to the percentile one. p_adjusted:
+    Holm's step-down correction over all the adjacent pairs; resolved: p_adjusted < alpha.
     """
     from scipy.stats import t as student
 
-    method = method or boot.method
-    if method not in METHODS:
-        raise ValueError(f"unknown interval method {method!r}; valid: {', '.join(METHODS)}")
+    method = _check_method(method or boot.method)
     out = []
     for better, worse in zip(order, order[1:]):
         i, j = boot.detectors.index(better), boot.detectors.index(worse)
         diff = boot.average[i] - boot.average[j]
         diff = diff[~np.isnan(diff)]
         point = float(boot.point[i] - boot.point[j])
-        n = int((np.isfinite(boot.per_dataset[i]) & np.isfinite(boot.per_dataset[j])).sum())
+        per_dataset = boot.per_dataset[i] - boot.per_dataset[j]
+        by_name = boot.name_replicates[i] - boot.name_replicates[j]
+        n = int(np.isfinite(per_dataset).sum())
         if diff.size < 2:
             out.append(PairedComparison(better, worse, point, [float("nan")] * 2, float("nan"), method=method))
             continue
-        if method == "t" and n >= 2:
-            se = _std(diff) * np.sqrt(n / (n - 1))
-            p = (1.0 if point == 0 else 0.0) if se == 0 else float(2 * student.sf(abs(point) / se, n - 1))
-            out.append(PairedComparison(better, worse, point, t_interval(point, diff, n, boot.confidence, (-1, 1)),
-                                        p, method="t"))
+        if method != "percentile" and n >= 2:
+            if method == "t":
+                se, df = _std(diff) * np.sqrt(n / (n - 1)), n - 1
+            else:
+                se, df = t_standard_error(per_dataset, by_name, boot.n_names)
+            p = (1.0 if point == 0 else 0.0) if se == 0 else float(2 * student.sf(abs(point) / se, df))
+            bounds = boot.summarise(point, diff, per_dataset, by_name, method)
+            out.append(PairedComparison(better, worse, point, bounds, p, method=method))
             continue
         # the +1 keeps a p-value from being 0 with finitely many replicates
         tail = min(np.sum(diff <= 0), np.sum(diff >= 0))

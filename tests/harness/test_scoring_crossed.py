@@ -12,28 +12,39 @@ from harness.scoring import (
     hierarchical_bootstrap,
     paired_differences,
     t_interval,
+    t_standard_error,
 )
-from harness.scoring import _draw_slots, _poisson_weights, _Prepared, _weighted_aurocs  # noqa: E402
+from harness.scoring import _cell_codes, _draw_slots, _name_aurocs, _poisson_weights, _prepare, _weighted_aurocs
 
 ALICE = [f"alice{i}" for i in range(12)]
 BOB = [f"bob{i}" for i in range(12)]
 
 
-def test_weighted_auroc_equals_sklearn_with_sample_weights_ties_included():
-    rng = np.random.default_rng(0)
+def _prepared(labels, scores, names):
+    """A cell prepared as the bootstrap prepares it, and each item's column of the name weights."""
+    cell = Cell(labels, scores, {"name": names, "example": np.zeros(len(labels), int)})
+    name_codes, example_codes = _cell_codes(cell)
+    columns = {c: i for i, c in enumerate(sorted(set(name_codes.tolist())))}
+    prep = _prepare(cell, name_codes, example_codes, columns, len(columns), {int(example_codes[0]): 0})
+    return prep, np.array([columns[c] for c in name_codes.tolist()]), len(columns)
+
+
+@pytest.mark.parametrize("n_names", [60, 7])
+def test_weighted_aurocs_equal_sklearn_with_sample_weights_ties_included(n_names):
+    rng = np.random.default_rng(n_names)
     n = 60
-    labels = rng.integers(0, 2, n).astype(bool)
+    labels = rng.integers(0, 2, n)
     scores = np.round(rng.normal(size=n) + labels, 1)  # ties
-    weights = rng.poisson(1.0, (5, n)).astype(float)
-    order = np.argsort(scores, kind="stable")
-    pos, neg = order[labels[order]], order[~labels[order]]
-    prep = _Prepared(0.0, pos, np.zeros(len(pos), int), neg, np.zeros(len(neg), int),
-                     np.searchsorted(scores[neg], scores[pos], "left"),
-                     np.searchsorted(scores[neg], scores[pos], "right"), True)
-    # item i's weight is name_w[i] (one "name" per item) times one example weight of 1
-    got = _weighted_aurocs(prep, weights.T, np.ones((1, 5)))
-    expected = [roc_auc_score(labels, scores, sample_weight=w) for w in weights]
-    np.testing.assert_allclose(got, expected, atol=1e-12)
+    names = np.array([f"n{i % n_names}" for i in range(n)])
+    prep, column, n_columns = _prepared(labels, scores, names)
+    weights = np.ones((5, n_columns + 1))  # the last column: no name
+    weights[:, :-1] = rng.poisson(1.0, (5, n_columns))
+    expected = [roc_auc_score(labels, scores, sample_weight=w[column]) for w in weights]
+    # item weight = name weight x example weight (one example, weight 1)
+    np.testing.assert_allclose(_weighted_aurocs(prep, weights.T, np.ones((1, 5))), expected, atol=1e-12)
+    # names alone, by the per-name Mann-Whitney block
+    np.testing.assert_allclose(_name_aurocs(prep, weights), expected, atol=1e-12)
+    assert prep.point == pytest.approx(roc_auc_score(labels, scores))
 
 
 def test_poisson_weights_have_mean_and_variance_one_and_are_keyed():
@@ -115,6 +126,20 @@ def test_t_interval_is_the_closed_form():
     assert t_interval(0.99, replicates, 4, bounds=(0, 1))[1] == 1.0
     with pytest.raises(ValueError):
         t_interval(0.7, replicates, 1)
+
+
+def test_t_standard_error_adds_the_datasets_spread_and_the_names():
+    per_dataset = np.array([0.70, 0.80, 0.75, 0.95])
+    v_datasets = np.var(per_dataset, ddof=1) / 4
+    se, df = t_standard_error(per_dataset, np.zeros(100), 12)
+    assert (se, df) == pytest.approx((np.sqrt(v_datasets), 3))
+    names = np.random.default_rng(0).normal(0, 0.05, 1000)
+    v_names = np.var(names, ddof=1)
+    se, df = t_standard_error(np.r_[per_dataset, np.nan], names, 12)  # a missing dataset is left out
+    assert se == pytest.approx(np.sqrt(v_datasets + v_names))
+    assert df == pytest.approx((v_datasets + v_names) ** 2 / (v_datasets ** 2 / 3 + v_names ** 2 / 11))
+    with pytest.raises(ValueError):
+        t_standard_error(np.array([0.7, np.nan]), names, 12)
 
 
 def test_t_rule_is_wider_than_percentile_with_few_datasets():
