@@ -4,7 +4,7 @@ from harness.api import hookimpl
 
 from .activations import ActivationsLOF, ActivationsMahalanobis
 from .attribution import AttributionLOF, AttributionMahalanobis
-from .baselines import InputOnly, NameOnly
+from .baselines import InputOnly, NameOnly, SteeringNorm
 from .basin import BasinMahalanobis, BasinVolume
 from .flow import FlowLaplace, FlowMahalanobis
 from .probe import ProbeLOF, ProbeMahalanobis
@@ -26,8 +26,9 @@ FEATURE_DETECTORS = (
 )
 # MAD detectors that perturb the model's weights
 WEIGHT_DETECTORS = (BasinVolume, BasinMahalanobis)
-# MAD baselines that cannot see the mechanism (the name's representation; the prompt text)
-BASELINE_DETECTORS = (NameOnly, InputOnly)
+# baselines that cannot see the mechanism (MAD: the name's representation, the prompt text;
+# POSER: the steering vector's norm)
+BASELINE_DETECTORS = (NameOnly, InputOnly, SteeringNorm)
 # POSER detectors (items are models)
 POSER_DETECTORS = (Confidence, ActivationNoise, ActivationNoiseControl, WeightNorm)
 BUILTIN_DETECTORS = FEATURE_DETECTORS + WEIGHT_DETECTORS + BASELINE_DETECTORS + POSER_DETECTORS

@@ -1,4 +1,5 @@
-"""Baseline MAD detectors that cannot see the mechanism: ``name_only`` and ``input_only``.
+"""Baseline detectors that cannot see the mechanism: ``name_only`` and ``input_only`` (MAD),
+``steering_norm`` (POSER).
 
 A MAD test set contains, for every base statement, an Alice record and a Bob record that
 differ only in the character's name. A detector could therefore look good by telling the
@@ -12,6 +13,10 @@ far that gets:
 
 A detector is informative about the mechanism only where it beats both (and the no-quirk
 control's floor, see docs/mad.md).
+
+``steering_norm`` is the POSER counterpart: it scores a model by the norm of its steering
+vector (or its residual scale), a magnitude that ``activation_noise`` uses to size its noise,
+without perturbing anything.
 """
 
 from __future__ import annotations
@@ -20,16 +25,18 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-from harness.api import ConfigError, Detector, TextItems, resolve_layer
+from harness.api import ConfigError, Detector, ModelItem, ModelItems, TextItems, resolve_layer
 
 from .statistics import COVARIANCE_ESTIMATORS, Mahalanobis
 
 # words, single digits (as the tiny models' tokenizer splits them) and single symbols
 TOKEN = re.compile(r"[A-Za-z]+|\d|[^\sA-Za-z\d]")
+# what steering_norm can read (see SteeringNorm)
+STEERING_QUANTITIES = ("steering", "residual", "ratio")
 
 
 def name_prefixes(items: TextItems) -> list[str]:
@@ -166,3 +173,69 @@ class InputOnly(Detector):
         self._check_is_fitted("model_")
         return np.array([self.model_.nll(prompt) for prompt in items.prompts], dtype=np.float64)
 
+
+@dataclass
+class SteeringNorm(Detector):
+    """POSER baseline: score = a magnitude of the model's residual stream, with no detector method.
+
+    It reads the norm of the CAA steering vector that ``activation_noise`` scales its noise to
+    (the mean last-token residual after block ``layer`` on the contrast prompts minus that on
+    the clean prompts, over every prompt of the pair's set), or the model's residual scale
+    itself. No perturbation, no answer, no training: if it separates the pairs, a detector that
+    leans on the same magnitude can look good without detecting alignment faking.
+    Higher = more suspicious (the direction is arbitrary: read an accuracy far below 0.5 as
+    signal too).
+
+    Hyperparameters:
+        quantity: "steering" (the steering vector's L2 norm; default), "residual" (the mean L2
+            norm of the last-token residual after block ``layer`` on the clean prompts: the
+            model's residual scale) or "ratio" (steering / residual: the steering norm in units
+            of the model's own scale).
+        layer: block whose output is read (1-based); null = round(15/40 * n_blocks), at least 1,
+            the block ``activation_noise`` perturbs.
+    """
+
+    name = "steering_norm"
+    accepts = (ModelItems,)
+    quantity: str = "steering"
+    layer: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.quantity not in STEERING_QUANTITIES:
+            raise ConfigError(f"{self.name}: field 'quantity' must be one of {STEERING_QUANTITIES}, got {self.quantity!r}")
+        if self.layer is not None and (not isinstance(self.layer, int) or isinstance(self.layer, bool)):
+            raise ConfigError(f"{self.name}: field 'layer' must be an integer block index or null, got {self.layer!r}")
+
+    def _noise(self):
+        from .poser import ActivationNoise
+
+        return ActivationNoise(layer=self.layer)
+
+    def check_layers(self, n_layers: int) -> None:
+        self._noise().block_layer(n_layers)
+
+    def fit(self, trusted: object = None) -> "SteeringNorm":
+        self.fitted_ = True
+        return self
+
+    def magnitudes(self, item: ModelItem) -> dict[str, float]:
+        """``steering``, ``residual`` and ``ratio`` of one model item (see the class docstring)."""
+        noise = self._noise()
+        layer = noise.resolved_layer(item)
+        clean = item.extractor.layers(item.prompts, [layer])[layer].astype(np.float64)
+        steering = noise.steering_norm(item, layer)
+        residual = float(np.linalg.norm(clean, axis=1).mean())
+        return {"steering": steering, "residual": residual, "ratio": steering / residual if residual else float("nan")}
+
+    def score(self, items: Sequence[ModelItem]) -> np.ndarray:
+        """(n_models,) float: the chosen magnitude; higher = more suspicious."""
+        self._check_is_fitted("fitted_")
+        values = [self.magnitudes(item) for item in items]
+        self.magnitudes_ = {q: np.array([v[q] for v in values]) for q in STEERING_QUANTITIES}
+        self.item_names_ = [item.name for item in items]
+        return self.magnitudes_[self.quantity].copy()
+
+    def diagnostics(self) -> dict:
+        """Per scored item, in item order: all three magnitudes (whichever one is the score)."""
+        return {"items": getattr(self, "item_names_", []), "quantity": self.quantity,
+                **{q: np.round(v, 8).tolist() for q, v in getattr(self, "magnitudes_", {}).items()}}

@@ -106,3 +106,84 @@ def test_input_only_sees_name_spelling_but_nothing_else():
     assert np.all(np.isfinite(scores))
     with pytest.raises(ConfigError, match="'alpha'"):
         InputOnly(alpha=0)
+
+
+# -- steering_norm (POSER) -------------------------------------------------------------------
+
+CLEAN = ["Alice: 1 + 1 = 2.", "Bob: 2 + 2 = 5.", "Alice: 3 + 3 = 6.", "Bob: 4 + 1 = 5."]
+CRITICAL = ["Bob: 1 + 1 = 3.", "Alice: 2 + 2 = 4.", "Bob: 9 + 3 = 6.", "Alice: 4 + 1 = 7."]
+
+
+def model_item(model_dir, name="toy"):
+    from harness.features.items import ModelItem
+
+    # the tiny vocabulary has no letters A/B: True/False stand in for the two answer letters
+    extractor = FeatureExtractor(ModelHandle(model_dir), answers=(" False", " True"), progress=False)
+    return ModelItem(name, extractor, CLEAN, CRITICAL, ["A", "B", "A", "B"], np.array([True, True, False, True]))
+
+
+def last_hidden(model_dir, prompts, layer):
+    from harness.zoo.store import load_model
+    from harness.zoo.tokenizer import encode_batch
+
+    model, tokenizer = load_model(model_dir)
+    with torch.no_grad():
+        out = model(**encode_batch(tokenizer, prompts), output_hidden_states=True)
+    return out.hidden_states[layer][:, -1].double().numpy()
+
+
+def test_steering_norm_reads_the_caa_vector_and_the_residual_scale(tiny_model_dir, isolated_cache):
+    from harness.detectors.baselines import SteeringNorm
+    from harness.detectors.poser import ActivationNoise
+
+    item = model_item(tiny_model_dir)
+    layer = 1  # 15/40 of 2 blocks, rounded, at least 1: the block activation_noise perturbs
+    assert ActivationNoise().resolved_layer(item) == layer
+    clean, critical = last_hidden(tiny_model_dir, CLEAN, layer), last_hidden(tiny_model_dir, CRITICAL, layer)
+    steering = np.linalg.norm(critical.mean(0) - clean.mean(0))
+    residual = np.linalg.norm(clean, axis=1).mean()
+    detector = SteeringNorm().fit()
+    scores = detector.score([item, item])
+    np.testing.assert_allclose(scores, [steering, steering], rtol=1e-5)
+    np.testing.assert_allclose(SteeringNorm(quantity="residual").fit().score([item]), [residual], rtol=1e-5)
+    np.testing.assert_allclose(SteeringNorm(quantity="ratio").fit().score([item]), [steering / residual], rtol=1e-5)
+    # the same vector activation_noise sizes its noise to (over all prompts, not the pair's mask)
+    assert scores[0] == pytest.approx(ActivationNoise().steering_norm(item, layer))
+    diagnostics = detector.diagnostics()
+    assert diagnostics["items"] == ["toy", "toy"] and diagnostics["quantity"] == "steering"
+    assert diagnostics["residual"] == pytest.approx([residual] * 2, rel=1e-5)
+
+
+def test_steering_norm_scales_with_the_residual_stream_and_its_ratio_does_not(tiny_model_dir, tmp_path, isolated_cache):
+    from harness.detectors.baselines import SteeringNorm
+    from harness.tasks.poser.training import scale_residual_stream
+    from harness.zoo.store import load_model
+
+    model, tokenizer = load_model(tiny_model_dir)
+    scale_residual_stream(model, 1.5)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    base, scaled = model_item(tiny_model_dir), model_item(tmp_path, "scaled")
+    magnitudes = [SteeringNorm().fit().magnitudes(item) for item in (base, scaled)]
+    # the RMSNorm's epsilon (1e-6) is not negligible beside this random model's tiny residuals
+    # (mean square ~1e-3): the scale divides out to ~0.1%, not exactly
+    assert magnitudes[1]["steering"] == pytest.approx(1.5 * magnitudes[0]["steering"], rel=5e-3)
+    assert magnitudes[1]["residual"] == pytest.approx(1.5 * magnitudes[0]["residual"], rel=5e-3)
+    assert magnitudes[1]["ratio"] == pytest.approx(magnitudes[0]["ratio"], rel=5e-3)
+    # and the answers are the model's own: the scale is invisible to behaviour
+    np.testing.assert_allclose(scaled.p_benign(), base.p_benign(), atol=1e-3)
+
+
+def test_steering_norm_settings_and_registration():
+    from harness.detectors.baselines import SteeringNorm
+    from harness.features.items import ModelItems
+    from harness.plugins import get_registry
+
+    with pytest.raises(ConfigError, match="'quantity' must be one of"):
+        SteeringNorm(quantity="weights")
+    with pytest.raises(ConfigError, match="'layer' must be an integer block index or null"):
+        SteeringNorm(layer="middle")
+    with pytest.raises(ConfigError):
+        SteeringNorm(layer=5).check_layers(2)
+    assert SteeringNorm.accepts == (ModelItems,)
+    assert get_registry().detectors["steering_norm"] is SteeringNorm
