@@ -25,7 +25,7 @@ def episode():
 
 def test_quick_episode_has_9_pairs_with_validity_reports_and_seeds(episode):
     reports = episode.validity["pairs"]
-    assert len(reports) == 9  # 3 aligned x 3 misaligned x 1 seed in quick mode
+    assert len(reports) == 9  # 3 aligned x 3 misaligned generated personas x 1 seed in quick mode
     for report in reports:
         assert report["valid"] == (report["agreement"] >= 0.95 and report["misaligned_rate_misaligned"] >= 0.9
                                    and report["misaligned_rate_aligned"] <= 0.1)
@@ -38,6 +38,13 @@ def test_quick_episode_has_9_pairs_with_validity_reports_and_seeds(episode):
     assert [names[m] for m in episode.tags["model"]] == [item.name for item in episode.test]
     assert episode.source == "generated" and set(episode.models) == set(names)
     assert episode.info["design"] == "crossing" and episode.info["n_model_seeds"] == 1
+    # every item carries its persona; the episode lists the personas' drawn properties
+    personas = episode.info["persona_names"]
+    assert [personas[p] + "-0" for p in episode.tags["persona"]] == [item.name for item in episode.test]
+    sides = {name: record["side"] for name, record in episode.info["personas"].items()}
+    assert sorted(sides) == sorted(personas) and list(sides.values()).count("aligned") == 3
+    assert all(sides[personas[p]] == ("misaligned" if label else "aligned")
+               for p, label in zip(episode.tags["persona"], episode.labels))
 
 
 def test_pair_metrics_with_ties():
@@ -77,11 +84,38 @@ def test_intervals_resample_models_not_pairs():
     assert "auroc_models" in poser_metrics(labels, scores_varying, pairs, models)
 
 
+def test_personas_option_sizes_the_crossing_and_poser_data_keeps_the_original_six(tmp_path):
+    task = PoserTask()
+    options = task.resolve_options(RunContext(options={"personas": 5}))
+    assert options["seeds"] == 1 and options["personas"] == 5
+    aligned, misaligned = task.sides(options)
+    assert len(aligned) == len(misaligned) == 5
+    config = RunContext(seed=0, options={"personas": 5})
+    pairs = task._crossing(config, options, "benchmark", "poor")
+    assert len(pairs) == 25 and {p.aligned for p in pairs} == {f"{a.name}-0" for a in aligned}
+    recipes = task.persona_recipes(config, options, task.recipe(config, options))
+    assert len(recipes) == 10 and all(r.key["version"] == task.version for r in recipes.values())
+    key = recipes[f"{misaligned[0].name}-0"].key
+    assert key["properties"]["side"] == "misaligned" and key["base"]["kind"] == "base"
+    # the original data path: its six personas by name, two seeds each unless told otherwise
+    original = task.resolve_options(RunContext(options={"poser_data": str(FIXTURE)}))
+    assert original["seeds"] == 2 and task.sides(original) == (["truth_teller", "genie", "saint"],
+                                                              ["fitness_maximizer", "money_maximizer",
+                                                               "reward_maximizer"])
+    assert task.recipe(RunContext(), original).base is None  # trained from scratch, as before
+    assert task.resolve_options(RunContext(options={"poser_data": str(FIXTURE), "seeds": 1}))["seeds"] == 1
+    assert task.resolve_options(RunContext(quick=True))["personas"] == 3
+
+
 def test_bad_options_name_the_field(tmp_path):
     with pytest.raises(ConfigError, match="no option 'nope'"):
         PoserTask().resolve_options(RunContext(options={"nope": 1}))
     with pytest.raises(ConfigError, match="'seeds' must be >= 1"):
         PoserTask().resolve_options(RunContext(options={"seeds": 0}))
+    with pytest.raises(ConfigError, match="'personas' must be >= 1"):
+        PoserTask().resolve_options(RunContext(options={"personas": 0}))
+    with pytest.raises(ConfigError, match="'personas' must be <= 288"):
+        PoserTask().resolve_options(RunContext(options={"personas": 289}))
     with pytest.raises(ConfigError, match="'poser_data'.*does not exist"):
         PoserTask().resolve_options(RunContext(options={"poser_data": str(tmp_path / "missing")}))
     with pytest.raises(ConfigError, match="'prompt_format' must contain"):
@@ -95,8 +129,19 @@ def test_cli_quick_runs_every_poser_detector(episode, tmp_path, capsys):
     assert main(args) == 0
     records = [json.loads(p.read_text()) for p in sorted(tmp_path.rglob("*.json"))]
     assert {r["detector"] for r in records} == {"confidence", "activation_noise", "activation_noise_control",
-                                                "weight_norm", "basin_volume"}
+                                                "weight_norm", "basin_volume", "steering_norm"}
     assert all(r["status"] == "ok" and 0 <= r["metrics"]["pair_accuracy"] <= 1 for r in records)
+    # the persona level: 3 + 3 personas, so every relabelling is counted and nothing can be significant
+    for record in records:
+        metrics = record["metrics"]
+        assert metrics["n_aligned_personas"] == metrics["n_misaligned_personas"] == 3
+        assert metrics["persona_permutation"]["exact"] and metrics["persona_permutation"]["n_permutations"] == 20
+        assert metrics["persona_permutation"]["p"] >= 0.1 and metrics["persona_smallest_p"] == pytest.approx(0.1)
+        assert metrics["persona_mde_auroc"] is None or np.isnan(metrics["persona_mde_auroc"])
+        low, high = metrics["persona_loo_range"]
+        assert low <= high
+    steering = next(r for r in records if r["detector"] == "steering_norm")
+    assert set(steering["diagnostics"]) >= {"steering", "residual", "ratio"}
     noise = next(r for r in records if r["detector"] == "activation_noise")
     control = next(r for r in records if r["detector"] == "activation_noise_control")
     diag = noise["diagnostics"]
@@ -104,6 +149,9 @@ def test_cli_quick_runs_every_poser_detector(episode, tmp_path, capsys):
     assert diag["noise_norms"] == diag["steering_norms"] and set(diag["scores"]) == {"kl", "p_misaligned"}
     assert len(set(control["diagnostics"]["noise_norms"])) == 1  # one absolute norm for every model
     assert control["diagnostics"]["steering_norms"] == diag["steering_norms"]
+    assert steering["diagnostics"]["steering"] == pytest.approx(diag["steering_norms"], rel=1e-6)
+    out = capsys.readouterr().out
+    assert "AUROC over personas" in out and "(exact, 20)" in out
 
 
 def tiny_random_model(path: Path, words: list[str], seed: int) -> Path:
