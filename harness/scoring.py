@@ -4,12 +4,16 @@ and the statistics that compare detectors across datasets and training seeds.
 Polarity: a detector's score is "higher = more suspicious". An anti-predictive detector
 gets AUROC < 0.5 and keeps it: flipping scores after seeing labels would be cheating.
 
-Uncertainty has three levels in a benchmark of trained models: which datasets were chosen,
-which training seed produced each model, and which test items were drawn. An interval over
-items alone is too narrow for a claim about detectors; :func:`hierarchical_bootstrap`
-resamples datasets, then seeds within each drawn dataset, then items within each drawn
-(dataset, seed) cell, with the same draws for every detector, so that differences and ranks
-are compared on paired replicates (:func:`paired_differences`, :func:`holm`).
+Uncertainty has several levels in a benchmark of trained models: which datasets were chosen,
+which training seed produced each model, and which test items were drawn, and the items are
+crossed by two factors: the character names (the same test names in every cell) and the
+examples (a held-out statement appears with an Alice and a Bob name, in each prompt frame). An
+interval over items alone is too narrow for a claim about detectors;
+:func:`hierarchical_bootstrap` resamples datasets, seeds within each drawn dataset copy, names
+once per replicate for every cell and examples per drawn cell, with the same draws for every
+detector, so that differences and ranks are compared on paired replicates
+(:func:`paired_differences`, :func:`holm`). With 4 datasets its intervals are t intervals
+(:func:`t_interval`); ``benchmarks/coverage.py`` measures their coverage.
 """
 
 from __future__ import annotations
