@@ -33,6 +33,7 @@ Intervals compared, all from the same replicates:
 - ``t, variance components`` (:func:`harness.scoring.t_standard_error`): the spread of the
   observed dataset means plus a names-only bootstrap, Welch-Satterthwaite degrees of freedom;
 - ``percentile``: the replicates' 2.5% and 97.5% points;
+- ``t, plug-in se``: the t rule without the sqrt(n / (n - 1)) factor (what it buys);
 - with ``--without-groups``, the percentile interval of a bootstrap that resamples items but
   not names or examples (as before names were a level).
 
