@@ -192,12 +192,6 @@ def bootstrap(section_frame: pd.DataFrame, datasets: list[str],
 
 
 # -- tables ------------------------------------------------------------------------------------
-def _subset_mean(ok: pd.DataFrame, datasets: list[str], label: str, tag: str) -> float:
-    cells = collect_cells(ok[ok["label"] == label], datasets, tag).get(label, {})
-    per_dataset = [np.nanmean([auroc(*cell) for cell in seeds.values()]) for seeds in cells.values()]
-    return float(np.nanmean(per_dataset)) if per_dataset else float("nan")
-
-
 # the main table's AUROC columns (tasks/mad/columns.py), the one that answers the MAD question first
 MAIN_COLUMNS = ("mechanism", "trigger_only", "quirky_frame")
 SHORT_NAMES = {"mechanism": "mechanism", "trigger_only": "trigger only", "quirky_frame": "Bob vs Alice (quirky frame)"}
@@ -663,9 +657,10 @@ def section(section: Section) -> list[str]:
         "",
         "Our models are tiny transformers trained from scratch, one per dataset and",
         *gate_lines(section),
-        "Intervals: 95% hierarchical bootstrap over datasets, seeds, character names and test statements",
-        f"({N_BOOTSTRAP} resamples; see docs/benchmarks.md for their measured coverage). Items whose estimate did",
-        "not converge (basin detectors) are left out and counted below. Sorted by the "
+        "Intervals: 95% t intervals over datasets (t on n_datasets - 1 degrees of freedom) around the",
+        f"standard error of a hierarchical bootstrap over datasets, seeds, character names and test statements",
+        f"({N_BOOTSTRAP} resamples; their coverage, measured by simulation: docs/benchmarks.md). Items whose",
+        "estimate did not converge (basin detectors) are left out and counted below. Sorted by the "
         + ("mechanism column." if by == "mechanism" else "quirky frame's column (no record has a truthful frame)."),
         "",
         *recipe_lines(frame),
