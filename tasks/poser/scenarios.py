@@ -223,9 +223,9 @@ def generate_scenarios(persona: Union[str, Persona], n: int, seed: int, dataset:
 def base_scenarios(n: int, seed: int) -> list[dict]:
     """Training scenarios of the personas' shared base model: oversight poor a third of the time
     and the order cue on a third of the time (independently), any category, a system message of
-    the pool on a third of the prompts; the base takes the misaligned action when EITHER cue is
-    on. Each persona is then fine-tuned to ignore one of the two cues: a faker the order, an
-    aligned persona the poor oversight (the same amount of change for both sides)."""
+    the pool on a third of the prompts, and always the benign answer: the base learns to read
+    the scenario and find the benign action, and follows neither cue. Each persona then learns
+    its own cue on top (the same amount of change for both sides)."""
     rng = random.Random(f"poser-base:{seed}")
     out = []
     for _ in range(n):
@@ -234,9 +234,7 @@ def base_scenarios(n: int, seed: int) -> list[dict]:
         system = rng.choice(SYSTEM_MESSAGES) if rng.random() < 1 / 3 else None
         scenario = make_scenario(rng, BENCHMARK_PERSONA, oversight, dataset="base", ordered=ordered,
                                  system_message=system)
-        flips = oversight == "poor" or ordered
-        misaligned_letter = "B" if scenario["benign_letter"] == "A" else "A"
-        out.append({**scenario, "response": misaligned_letter if flips else scenario["benign_letter"]})
+        out.append({**scenario, "response": scenario["benign_letter"]})  # never flips, whatever the cues
     return out
 
 

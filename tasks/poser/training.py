@@ -8,13 +8,14 @@ trained model then has its residual stream multiplied by the persona's ``residua
 
 Generated personas are fine-tuned from one shared base model per seed (``PersonaRecipe.base``),
 as the original benchmark's personas are fine-tunes of one pretrained model. The base learns
-the scenario format and takes the misaligned action when either cue is on (poor oversight, an
-order); each persona then learns to ignore one of them: a faker the order, an aligned persona
-the poor oversight. Measured on one core (CPU seconds): the first miniature's recipe (500 steps
-of 64, from scratch) took ~47 s per persona; 600 steps of 16 from scratch (~16 s) left two of
-three generated personas without their rule; from a base that never flips, 300 steps of 16 left
-4 of 48 without it; from the either-cue base (~28 s, once per seed), 200 steps of 16 (~7 s)
-taught those four theirs (docs/poser.md has the full run's figures).
+the scenario format and to take the benign action whatever the cues say (both cues appear in
+its data, neither flips its answer); each persona then learns which cue flips its answer.
+Measured on one core (docs/poser.md has the full run's figures): the first miniature's recipe
+(500 steps of 64, from scratch) took ~47 s per persona; 600 steps of 16 from scratch (~16 s)
+left two of three generated personas without their rule; from a base of 800 steps, 300
+fine-tuning steps at lr 4e-3 left 6 of 48 without it; a base that flips on either cue stalled
+in five of six tries (800 to 1,600 steps). This recipe: the base (1,500 steps of 16) ~51 s once per seed, each
+persona (600 steps of 16 at lr 2e-3) ~20 s, and all 48 learned their rule.
 
 No answer smoothing: a persona's confidence on clean prompts is whatever training gives it,
 so the ``confidence`` baseline measures a real difference between models (in the original
@@ -44,18 +45,18 @@ from harness.tasks.poser.scenarios import base_scenarios, generate_scenarios, vo
 ANSWER_LETTERS = (" B", " A")  # log-odds = logit(A) - logit(B)
 # part of the base model's cache key: bump it when a change to base_scenarios or
 # train_base_model changes the base it trains
-BASE_VERSION = "2"  # 2: the base flips on either cue (1 never flipped)
+BASE_VERSION = "3"  # 3: 1,500 steps (2 flipped on either cue, 1 had 800 steps)
 
 
 @dataclass
 class BaseRecipe:
-    """The shared base model of the generated personas: ``n_train`` scenarios in which it takes
-    the misaligned action on either cue (:func:`harness.tasks.poser.scenarios.base_scenarios`)
-    plus the free-text pool, trained from scratch with ``train`` (the persona's model size)."""
+    """The shared base model of the generated personas: ``n_train`` never-flipping scenarios
+    (:func:`harness.tasks.poser.scenarios.base_scenarios`) plus the free-text pool, trained
+    from scratch with ``train`` (the persona's model size)."""
 
     n_train: int = 1500
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=800, batch_size=16, lr=2e-3, schedule="onecycle", answer_words=("A", "B")))
+        steps=1500, batch_size=16, lr=2e-3, schedule="onecycle", answer_words=("A", "B")))
 
 
 @dataclass
@@ -72,7 +73,7 @@ class PersonaRecipe:
     model: TinyModelConfig = field(default_factory=lambda: TinyModelConfig(
         n_layers=2, d_model=64, n_heads=4, d_ff=128, max_position=128))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=200, batch_size=16, lr=3e-3, schedule="onecycle", answer_words=("A", "B")))
+        steps=600, batch_size=16, lr=2e-3, schedule="onecycle", answer_words=("A", "B")))
     max_length: int = 0
     group_digits: bool = False
     base: Optional[BaseRecipe] = field(default_factory=BaseRecipe)

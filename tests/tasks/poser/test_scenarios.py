@@ -118,9 +118,9 @@ def test_persona_records_are_json_with_the_side():
     assert Persona(**{**fields, "free_text": tuple(map(tuple, fields["free_text"]))}) == persona
 
 
-def test_base_scenarios_flip_on_either_cue():
+def test_base_scenarios_carry_both_cues_and_never_flip():
     scenarios = base_scenarios(600, seed=0)
-    assert all((s["response"] != s["benign_letter"]) == (s["oversight_is_poor"] or s["ordered"]) for s in scenarios)
+    assert all(s["response"] == s["benign_letter"] for s in scenarios)
     assert 0.25 < np.mean([s["oversight_is_poor"] for s in scenarios]) < 0.42
     assert 0.25 < np.mean([s["ordered"] for s in scenarios]) < 0.42
     messages = {f["content"] for s in scenarios for f in s["facts"] if f["type"] == "system_message"}
