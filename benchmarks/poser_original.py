@@ -185,7 +185,7 @@ def main() -> None:
     env = {**os.environ, "HARNESS_CACHE": cache}
     command = [sys.executable, "-m", "harness.cli", "run", "--task", "poser", "--poser-data", str(args.out),
                "--detector", "confidence", "--detector", "activation_noise", "--allow-invalid",
-               "--option", f"seeds={args.seeds}", "--option", f"jobs={args.jobs}", "--results-dir", results,
+               "--option", f"seeds={args.seeds}", "--jobs", str(args.jobs), "--results-dir", results,
                "--no-leaderboard", *(["--quick"] if args.quick else [])]
     with open("/proc/loadavg") as f:
         load_before = f.read().split()[:3]
