@@ -372,9 +372,12 @@ def gate_table(frame: pd.DataFrame) -> pd.DataFrame:
     def margin(row: pd.Series) -> str:
         if pd.isna(row["gate_margin"]):
             return ""
-        which = str(row["gate_margin_accuracy"]).replace("_accuracy", "").replace("_", " ")
+        # a text fact: read it from the record (the frame's columns are numbers)
+        which = str((row["_record"].get("validity") or {}).get("gate_margin_accuracy", ""))
+        which = which.replace("_accuracy", "").replace("_", " ")
         text = f"{int(row['gate_margin_items']):+d} answers ({row['gate_margin']:+.1%}, {which})"
-        return text + (" **knife edge**" if row["knife_edge"] is True else "")
+        knife_edge = (row["_record"].get("validity") or {}).get("knife_edge") is True
+        return text + (" **knife edge**" if knife_edge else "")
 
     rows = []
     for _, row in episodes.iterrows():
@@ -627,6 +630,18 @@ def gate_lines(section: Section) -> list[str]:
     ]
 
 
+def _few_datasets_note(n_datasets: int) -> str:
+    """Why the intervals are wide when few datasets count (the t quantile on n - 1 df)."""
+    if not 2 <= n_datasets < 4:
+        return ""
+    from scipy.stats import t
+
+    quantile = float(t.ppf(0.975, n_datasets - 1))
+    return (f" With {n_datasets} counting datasets the t quantile on {n_datasets - 1} degree"
+            f"{'s' if n_datasets > 2 else ''} of freedom is {quantile:.1f}: the intervals over datasets are wide, as they "
+            "should be when so few datasets stand for the population.")
+
+
 def section(section: Section) -> list[str]:
     """The MAD part of the leaderboard for one section."""
     frame = section.frame
@@ -665,7 +680,8 @@ def section(section: Section) -> list[str]:
         "",
         *recipe_lines(frame),
         f"Counting datasets: {', '.join(datasets) if datasets else 'none'}"
-        + (f"; left out: {', '.join(left_out)}" if left_out else "") + ".",
+        + (f"; left out: {', '.join(left_out)}" if left_out else "") + "."
+        + _few_datasets_note(len(datasets)),
         "",
         summary.to_markdown(index=False, floatfmt=".3f"),
         "",
