@@ -39,13 +39,17 @@ def scored(record: dict) -> bool:
     return record.get("status") == "ok" and bool(record.get("valid"))
 
 
-def mad_auroc_avg() -> dict[str, float]:
-    """Detector -> AUROC avg as the leaderboard defines it: per quirky dataset the mean over its
-    valid seeds, a dataset counting when at least two seeds are valid; then the mean over datasets."""
+MAD_COLUMNS = ("auroc_mechanism", "auroc_trigger_only", "auroc")  # the headline's order
+
+
+def mad_auroc_avg(metric: str = "auroc") -> dict[str, float]:
+    """Detector -> AUROC avg of ``metric`` as the leaderboard defines it: per quirky dataset the
+    mean over its valid seeds, a dataset counting when at least two seeds are valid; then the
+    mean over datasets."""
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in records("mad"):
         if scored(r) and not r["dataset"].endswith("_control"):
-            cells[(r["detector"], r["dataset"])].append(r["metrics"]["auroc"])
+            cells[(r["detector"], r["dataset"])].append(r["metrics"][metric])
     per_detector: dict[str, list[float]] = defaultdict(list)
     for (detector, _), aurocs in cells.items():
         if len(aurocs) >= 2:
@@ -103,10 +107,11 @@ def test_headline_quotes_mad_and_poser_rows():
                          [pytest.param(*row, id=f"{row[1]}-{row[0]}") for row in headline_rows()])
 def test_every_headline_number_is_the_committed_leaderboards(detector, task, numbers):
     if task == "mad":
-        (quoted,) = numbers
-        actual = mad_auroc_avg()
-        assert detector in actual, f"{detector}: no scored MAD records"
-        assert close(quoted, actual[detector]), f"{detector}: README {quoted}, records {actual[detector]:.4f}"
+        assert len(numbers) == len(MAD_COLUMNS), (detector, numbers)
+        for quoted, metric in zip(numbers, MAD_COLUMNS):
+            actual = mad_auroc_avg(metric)
+            assert detector in actual, f"{detector}: no scored MAD records"
+            assert close(quoted, actual[detector]), f"{detector} {metric}: README {quoted}, records {actual[detector]:.4f}"
     else:
         assert task == "poser"
         record = poser_records()[detector]
