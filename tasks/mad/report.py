@@ -771,7 +771,9 @@ def section(section: Section) -> list[str]:
         published_reference(frame, summary, column=published_column).to_markdown(index=False),
         "",
         *spearman_lines(summary, column=published_column),
+        "",
         *spearman_lines(summary, column=f"{SHORT_NAMES['mechanism']} AUROC"),
+        "",
         *section.problem_lines(),
     ]
     return lines
