@@ -89,15 +89,10 @@ def _kept(row: pd.Series) -> np.ndarray:
     return scored_items(row["_record"])
 
 
-# the subsets' names before the columns of tasks/mad/columns.py (same items on every record)
-_SUBSET_COLUMNS = {"agree": "agree_published", "disagree": "disagree_published"}
-
-
 def _cell(row: pd.Series, column: str = "quirky_frame") -> Cell:
     """(labels, scores, groups) of a record's counted items in ``column`` (tasks/mad/columns.py:
     its items, 1 = its positives; groups = the items' ``name`` and ``example`` where the record's
-    tags have them). ``"agree"`` / ``"disagree"`` read as the published subsets."""
-    column = _SUBSET_COLUMNS.get(column, column)
+    tags have them)."""
     tags = row["_record"].get("tags") or {}
     return Cell(*column_cell(row["_labels"], row["_scores"], tags, column, _kept(row)))
 
@@ -146,12 +141,19 @@ def collect_cells(ok: pd.DataFrame, datasets: list[str], column: str = "quirky_f
     return cells
 
 
-def collect_floors(ok: pd.DataFrame, column: str = "quirky_frame") -> dict[str, dict[str, dict[int, Cell]]]:
+def collect_floors(ok: pd.DataFrame, column: str = "quirky_frame",
+                   datasets: Optional[list[str]] = None) -> dict[str, dict[str, dict[int, Cell]]]:
     """floors[label][operation][seed] = :func:`_cell` of ``column`` on the valid no-quirk control
-    of every seed (the bootstrap pairs each with the quirky model of the same seed)."""
+    of every seed (of the operations in ``datasets`` only, when given); cells without items in
+    ``column`` are left out."""
     floors: dict[str, dict[str, dict[int, Cell]]] = {}
-    for _, row in ok[ok["control"] & ok["valid"]].iterrows():
-        floors.setdefault(row["label"], {}).setdefault(row["operation"], {})[int(row["seed"])] = _cell(row, column)
+    rows = ok[ok["control"] & ok["valid"]]
+    if datasets is not None:
+        rows = rows[rows["operation"].isin(datasets)]
+    for _, row in rows.iterrows():
+        cell = _cell(row, column)
+        if len(cell[0]):
+            floors.setdefault(row["label"], {}).setdefault(row["operation"], {})[int(row["seed"])] = cell
     return floors
 
 
@@ -172,8 +174,8 @@ def _frame_digest(frame: pd.DataFrame) -> str:
 
 def bootstrap(section_frame: pd.DataFrame, datasets: list[str],
               column: str = "quirky_frame") -> Optional[HierarchicalBootstrap]:
-    """The hierarchical bootstrap of every detector's ``column`` AUROC over ``datasets``, with its
-    floors on the controls of every seed (None if nothing to resample): datasets, seeds per
+    """The hierarchical bootstrap of every detector's ``column`` AUROC over ``datasets`` (None if
+    nothing to resample; the controls have a table of their own): datasets, seeds per
     drawn copy, names (one draw shared by every cell) and examples, t intervals over datasets
     (:func:`harness.scoring.hierarchical_bootstrap`). Seeded, and its draws depend only on the
     datasets and their seed counts, so the columns' bootstraps are paired. Kept (for the last
@@ -184,7 +186,7 @@ def bootstrap(section_frame: pd.DataFrame, datasets: list[str],
         return _BOOTSTRAPS[key]
     ok = scored_frame(section_frame)
     cells = collect_cells(ok, datasets, column) if not ok.empty and datasets else {}
-    boot = hierarchical_bootstrap(cells, N_BOOTSTRAP, floors=collect_floors(ok, column)) if cells else None
+    boot = hierarchical_bootstrap(cells, N_BOOTSTRAP) if cells else None
     if len(_BOOTSTRAPS) > 24:
         _BOOTSTRAPS.clear()
     _BOOTSTRAPS[key] = boot
@@ -303,22 +305,6 @@ def subsets_table(frame: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def control_cells(ok: pd.DataFrame, column: str,
-                  datasets: Optional[list[str]] = None) -> dict[str, dict[str, dict[int, Any]]]:
-    """cells[label][operation][seed] of ``column`` on the valid no-quirk control models (of
-    ``datasets`` only, when given)."""
-    cells: dict[str, dict[str, dict[int, Any]]] = {}
-    rows = ok[ok["control"] & ok["valid"]]
-    if datasets is not None:
-        rows = rows[rows["operation"].isin(datasets)]
-    for _, row in rows.iterrows():
-        record = row["_record"]
-        cell = column_cell(row["_labels"], row["_scores"], record.get("tags") or {}, column, scored_items(record))
-        if len(cell[0]):
-            cells.setdefault(row["label"], {}).setdefault(row["operation"], {})[int(row["seed"])] = cell
-    return cells
-
-
 CONTROL_COLUMNS = ("quirky_frame", *SUBSET_COLUMNS)
 
 
@@ -333,7 +319,7 @@ def controls_subsets_table(frame: pd.DataFrame, datasets: list[str]) -> pd.DataF
     table: dict[str, dict[str, Any]] = {}
     covers: dict[str, bool] = {}
     for column in CONTROL_COLUMNS:
-        cells = control_cells(ok, column, datasets)
+        cells = collect_floors(ok, column, datasets)
         if not cells:
             continue
         boot = hierarchical_bootstrap(cells, N_BOOTSTRAP)
@@ -416,7 +402,7 @@ def _not_counted(frame: pd.DataFrame, dataset: str, seeds: list[int]) -> str:
 def _control_means(ok: pd.DataFrame, column: str = "quirky_frame") -> dict[str, dict[str, float]]:
     """means[label][operation]: the column's AUROC on the dataset's no-quirk controls, mean over seeds."""
     return {label: {op: float(np.nanmean([auroc(c[0], c[1]) for c in seeds.values()])) for op, seeds in per.items()}
-            for label, per in control_cells(ok, column).items()}
+            for label, per in collect_floors(ok, column).items()}
 
 
 def mad_per_dataset(frame: pd.DataFrame, boot: Optional[HierarchicalBootstrap] = None,
