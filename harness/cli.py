@@ -86,7 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="poser: train the personas on an original-format data directory (= --option poser_data=DIR)")
     run.add_argument("--param", action="append", default=[], metavar="DETECTOR.FIELD=VALUE",
                      help="detector hyperparameter, e.g. activations_lof.n_neighbors=10")
-    run.add_argument("--results-dir", type=Path, help="where records go (default leaderboard/records)")
+    run.add_argument("--results-dir", type=Path,
+                     help="where records go (default results/records, rendered into results/; "
+                          "leaderboard/records regenerates the committed leaderboard)")
+    run.add_argument("--no-shipped-zoo", action="store_true",
+                     help="train missing models here instead of importing the leaderboard's own from "
+                          "leaderboard/zoo/ (see also `harness zoo retrain`)")
+    run.add_argument("--expect-leaderboard", type=float, metavar="TOL",
+                     help="exit 1 unless every job computed has a leaderboard record of the same job whose "
+                          "metrics agree within TOL (0 = identical); the regeneration check of CI")
     run.add_argument("--executor", choices=("local", "process", "ray"),
                      help="where jobs run: 'local' in this process (default), 'process' a pool of --jobs worker "
                           "processes, 'ray' a Ray cluster (pip install -e \".[ray]\")")
@@ -103,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="prompts per forward pass; auto (default) starts at 256 and halves on out-of-memory")
     run.add_argument("--device-map", choices=("auto",),
                      help="spread a model larger than one device over the available ones (pip install -e \".[big]\")")
-    run.add_argument("--no-leaderboard", action="store_true", help="do not re-render leaderboard/ afterwards")
+    run.add_argument("--no-leaderboard", action="store_true",
+                     help="do not render the results directory's leaderboard afterwards")
 
     lst = sub.add_parser("list", help="tasks and detectors, with their plugin of origin")
     lst.add_argument("--verbose", action="store_true", dest="details", help="docstrings and hyperparameters")
@@ -115,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--out-dir", type=Path, default=Path("leaderboard"))
     board.add_argument("--check", action="store_true", help="exit 1 if the rendered files are stale")
     board.add_argument("--include-quick", action="store_true", help="include quick-mode records")
-    zoo = sub.add_parser("zoo", help="move trained models between machines (export / import an archive)")
+    zoo = sub.add_parser("zoo", help="the models: export / import an archive, retrain the leaderboard's here")
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
     export = zoo_sub.add_parser("export", help="write the cache's trained models into one .tar.gz archive")
     export.add_argument("out", type=Path, metavar="DIR",
@@ -124,9 +133,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only the models of this task (e.g. mad); repeatable")
     export.add_argument("--records", type=Path, metavar="PATH",
                         help="only the models these records were computed on: a records directory (e.g. "
-                             "leaderboard/records-quick for the quick zoo) or leaderboard/models.json")
+                             "leaderboard/records, or results/records-quick for the quick zoo) or leaderboard/models.json")
+    export.add_argument("--replace", action="store_true",
+                        help="delete the directory's other harness-zoo-*.tar.gz (leaderboard/zoo holds one archive)")
     imp = zoo_sub.add_parser("import", help="check an archive against its manifest and unpack it into the cache")
     imp.add_argument("archive", type=Path, metavar="ARCHIVE")
+    again = zoo_sub.add_parser("retrain", help="train the leaderboard's models from scratch here (a cache of their "
+                                               "own) and report fingerprints, gates and a detector's drift")
+    again.add_argument("--task", default="mad", help="task whose zoo to retrain (default mad)")
+    again.add_argument("--detector", default="activations_mahalanobis",
+                       help="detector whose drift against the leaderboard's records is reported")
+    again.add_argument("--metric", default="auroc", help="record metric compared (default auroc)")
+    again.add_argument("--seeds", type=int, nargs="+", metavar="N", help="default: the leaderboard's seeds")
+    again.add_argument("--dataset", action="append", help="only these episodes; repeatable")
+    again.add_argument("--cache", type=Path, help="cache for the retrained models (default <cache>-retrain)")
+    again.add_argument("--out", type=Path, default=Path("results/retrain"),
+                       help="records and report.md go here (default results/retrain)")
+    again.add_argument("--jobs", type=int, default=None, help="models trained at once (default 2 on 2+ cores)")
     return parser
 
 
@@ -167,6 +190,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                       **({"poser_data": args.poser_data} if args.poser_data else {})},
         detector_params=parse_detector_params(args.param),
         runtime=runtime,
+        shipped_zoo=not args.no_shipped_zoo,
         **executor_settings(args),
     )
     if args.all_tasks:
@@ -192,13 +216,59 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"\n{len(results)} jobs{tasks_note} in {elapsed:.1f} s: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     if failed_tasks:
         print(f"tasks that failed to run: {', '.join(failed_tasks)}")
-    print(f"records: {options.resolved_results_dir()}")
-    if not args.no_leaderboard and not args.quick and args.results_dir is None:
+    results_dir = options.resolved_results_dir()
+    print(f"records: {results_dir}")
+    agreed = _compare_with_leaderboard(results, results_dir, args.expect_leaderboard)
+    board_dir = rendered_board_dir(results_dir, explicit=args.results_dir is not None)
+    if not args.no_leaderboard and not args.quick and board_dir is not None:
         from harness import leaderboard
 
-        written = leaderboard.build(options.resolved_results_dir(), Path("leaderboard"))
+        written = leaderboard.build(results_dir, board_dir)
         print("leaderboard: " + ", ".join(str(p) for p in written))
-    return EXIT_FAILED if counts["error"] or failed_tasks else EXIT_OK
+    return EXIT_FAILED if counts["error"] or failed_tasks or not agreed else EXIT_OK
+
+
+def rendered_board_dir(results_dir: Path, explicit: bool) -> Optional[Path]:
+    """Where a run renders its leaderboard: ``results/`` for the default results directory,
+    ``leaderboard/`` when the records went to ``leaderboard/records``; nothing for other
+    directories (their owner runs ``harness leaderboard --results-dir ... --out-dir ...``)."""
+    from harness.records import LEADERBOARD_RECORDS
+
+    if not explicit:
+        return results_dir.parent
+    if results_dir.resolve() == LEADERBOARD_RECORDS.resolve():
+        return LEADERBOARD_RECORDS.parent
+    return None
+
+
+def _compare_with_leaderboard(results: list[Any], results_dir: Path, tolerance: Optional[float]) -> bool:
+    """Print how the jobs computed compare with the leaderboard's records of the same jobs (same
+    models, parameters and versions); ``False`` when ``tolerance`` is given and a job has no
+    leaderboard record or differs by more."""
+    from harness.records import compare_with_leaderboard
+
+    computed = [r for r in results if r.status == "ok"]
+    found = {id(r): compare_with_leaderboard(r.path, results_dir) for r in computed}
+    same = [a for a in found.values() if a is not None]
+    if same:
+        identical = sum(a.identical for a in same)
+        line = (f"against the leaderboard: {len(same)} of {len(computed)} jobs computed are jobs of its records "
+                f"(same models); {identical} of them identical (scores and every metric)")
+        worst = max(same, key=lambda a: a.max_diff)
+        if identical < len(same):
+            line += f"; largest difference {worst.max_diff:.2g} ({worst.worst}, {worst.path})"
+        print(line)
+    if tolerance is None:
+        return True
+    failures = [f"{r.dataset} {r.detector}: no leaderboard record of this job" for r in computed if found[id(r)] is None]
+    failures += [f"{a.path}: {a.worst} differs by {a.max_diff:.3g} > {tolerance:g}"
+                 for a in same if a.max_diff > tolerance]
+    for line in failures:
+        print(f"REGENERATION MISMATCH {line}", file=sys.stderr)
+    if not computed:
+        print("REGENERATION MISMATCH nothing was computed (every job cached or skipped): use a fresh --results-dir",
+              file=sys.stderr)
+    return bool(computed) and not failures
 
 
 def executor_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -400,9 +470,15 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         problems = leaderboard.check_files(args.results_dir, args.out_dir, args.include_quick)
         for line in problems:  # orphan or missing plots, broken image links
             print(line, file=sys.stderr)
-        if stale or mixed or problems:
+        from harness.zoo.shipped import check_shipped
+
+        shipped = check_shipped(Path(args.out_dir) / leaderboard.MODELS_NAME, Path(args.out_dir) / "zoo")
+        for line in shipped:  # the archive must hold exactly the models the records were computed on
+            print(f"shipped zoo: {line}", file=sys.stderr)
+        if stale or mixed or problems or shipped:
             return EXIT_FAILED
-        print("leaderboard is up to date")
+        print("leaderboard is up to date" + ("" if not (Path(args.out_dir) / "zoo").is_dir()
+                                              else "; its shipped zoo holds exactly the records' models"))
         return EXIT_OK
     for path in leaderboard.build(args.results_dir, args.out_dir, args.include_quick):
         print(f"wrote {path}")
@@ -426,12 +502,20 @@ def _print_stale_diff(rendered: dict[str, str], out_dir: Path, stale: Sequence[s
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
-    """``zoo export DIR`` / ``zoo import ARCHIVE`` (harness/zoo/archive.py)."""
+    """``zoo export DIR`` / ``zoo import ARCHIVE`` (harness/zoo/archive.py), ``zoo retrain``
+    (harness/zoo/retrain.py)."""
     from harness.cache import cache_root
     from harness.zoo import archive
 
+    if args.zoo_command == "retrain":
+        return _zoo_retrain(args)
     if args.zoo_command == "export":
         path, manifest, missing = archive.export_zoo(args.out, tasks=args.zoo_tasks, records_dir=args.records)
+        if args.replace:
+            for old in sorted(path.parent.glob("harness-zoo-*.tar.gz")):
+                if old != path:
+                    old.unlink()
+                    print(f"deleted {old}")
         for line in archive.describe(manifest):
             print(line)
         print(f"{len(manifest['models'])} models from {cache_root()} -> {path}")
@@ -447,6 +531,23 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     for member in report.already_present:
         print(f"already present (intact, kept) {member}")
     print(f"{len(report.imported)} models imported, {len(report.already_present)} already present, into {cache_root()}")
+    return EXIT_OK
+
+
+def _zoo_retrain(args: argparse.Namespace) -> int:
+    from harness.plugins import get_registry
+    from harness.run import retrain
+
+    registry = get_registry()
+    registry.task(args.task)
+    registry.detector(args.detector)
+    rows = retrain.retrain(registry, args.task, args.detector, seeds=args.seeds, datasets=args.dataset,
+                           cache=args.cache, out_dir=args.out, jobs=args.jobs, metric=args.metric, on_notice=_notice)
+    table = retrain.report(rows, args.task, args.detector, args.metric)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.md").write_text(table + "\n")
+    print(f"report: {args.out / 'report.md'}")
     return EXIT_OK
 
 

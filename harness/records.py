@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import platform
 import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -30,8 +32,11 @@ from harness.cache import atomic_write_json, stable_hash
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2  # 2: source, model fingerprints, plugin provenance
-DEFAULT_RESULTS_DIR = Path("leaderboard") / "records"
-QUICK_RESULTS_DIR = Path("leaderboard") / "records-quick"
+# a run's records go outside the committed leaderboard/ unless asked (--results-dir
+# leaderboard/records): a run on other models never makes `harness leaderboard --check` fail
+DEFAULT_RESULTS_DIR = Path("results") / "records"
+QUICK_RESULTS_DIR = Path("results") / "records-quick"
+LEADERBOARD_RECORDS = Path("leaderboard") / "records"
 VERSIONED_PACKAGES = ("torch", "transformers", "tokenizers", "numpy", "scikit-learn", "scipy", "pluggy")
 
 
@@ -121,3 +126,53 @@ def iter_records(results_dir: Path) -> Iterator[dict[str, Any]]:
         if record is not None and "task" in record:
             record["_path"] = str(path)
             yield record
+
+
+@dataclass
+class Agreement:
+    """How a record compares with the leaderboard's record of the same job (same key: same
+    task, detector, parameters, seed and models). ``max_diff``: the largest absolute difference
+    of any numeric metric (AUROCs, pair accuracies, their intervals); ``worst``: that metric."""
+
+    path: str
+    identical: bool
+    max_diff: float
+    worst: str = ""
+
+
+def compare_with_leaderboard(path: Path, results_dir: Path,
+                             leaderboard_records: Path = LEADERBOARD_RECORDS) -> Optional[Agreement]:
+    """The :class:`Agreement` of the record at ``path`` (under ``results_dir``) with the
+    leaderboard's record of the same job; ``None`` when the leaderboard has none (other models,
+    parameters or versions) or the record did not finish."""
+    record = completed(Path(path))
+    if record is None:
+        return None
+    try:
+        relative = Path(path).resolve().relative_to(Path(results_dir).resolve())
+    except ValueError:
+        return None
+    if Path(results_dir).resolve() == Path(leaderboard_records).resolve():
+        return None
+    theirs = completed(Path(leaderboard_records) / relative)
+    if theirs is None:
+        return None
+    mine_metrics, their_metrics = _numbers(record.get("metrics", {})), _numbers(theirs.get("metrics", {}))
+    diffs = {name: abs(mine_metrics[name] - their_metrics[name])
+             for name in mine_metrics.keys() & their_metrics.keys()}
+    diffs.update({name: float("inf") for name in mine_metrics.keys() ^ their_metrics.keys()})
+    worst = max(sorted(diffs), key=lambda name: diffs[name], default="")
+    worst = worst if diffs.get(worst, 0.0) > 0 else ""
+    identical = (record.get("scores") == theirs.get("scores") and mine_metrics == their_metrics)
+    return Agreement(str(relative), identical, diffs.get(worst, 0.0), worst)
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    """Every finite number of a metrics dict, intervals flattened (``auroc_ci[0]``)."""
+    flat: dict[str, float] = {}
+    for name, value in metrics.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for i, item in enumerate(values):
+            if isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item):
+                flat[name if len(values) == 1 and not isinstance(value, (list, tuple)) else f"{name}[{i}]"] = float(item)
+    return flat

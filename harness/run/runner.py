@@ -56,6 +56,10 @@ class RunOptions:
         (:func:`harness.zoo.sources.build_models`).
     runtime: device, dtype, batch size and device map of every model the run touches (see
         :mod:`harness.runtime`); the dtype is part of the result key.
+    shipped_zoo: import missing models from the repository's shipped archive of the
+        leaderboard's models instead of training them (:mod:`harness.zoo.shipped`).
+    results_dir: where records go; default ``results/records`` (``results/records-quick``
+        with ``quick``), outside the committed ``leaderboard/``.
     """
 
     seed: int = 0
@@ -71,6 +75,7 @@ class RunOptions:
     jobs: Optional[int] = None
     ray_address: Optional[str] = None
     runtime: Runtime = field(default_factory=Runtime)
+    shipped_zoo: bool = True
 
     def resolved_results_dir(self) -> Path:
         if self.results_dir is not None:
@@ -164,7 +169,7 @@ def _run_jobs(registry: Registry, task: Task, task_options: dict[str, Any], dete
             detector.check_layers(depth)
     configure_process(options.runtime.resolved_device())  # torch's thread policy, once all is checked
     # the models of every seed in one pool, longest first, before any episode is built
-    build_models(recipes, options.jobs or default_jobs())
+    build_models(recipes, options.jobs or default_jobs(), shipped=options.shipped_zoo, on_notice=notice)
     built: list[tuple[RunContext, Episode]] = []
     for config in configs:
         built += [(config, check_storable(task.name, episode)) for episode in task.episodes(config)]

@@ -72,9 +72,14 @@ def _train_in_worker(recipe: ModelRecipe) -> str:
     return str(cached_model_dir(recipe.key, recipe.train))
 
 
-def build_models(recipes: Sequence[ModelRecipe], jobs: int) -> dict[str, Path]:
+def build_models(recipes: Sequence[ModelRecipe], jobs: int, shipped: bool = True,
+                 on_notice: Optional[Callable[[str], None]] = None) -> dict[str, Path]:
     """Train the missing models of ``recipes`` into the cache, ``jobs`` at a time, longest
     first; returns the directory of every recipe, by :attr:`ModelRecipe.digest`.
+
+    ``shipped``: first import the repository's shipped archive of the leaderboard's models
+    (:mod:`harness.zoo.shipped`) when it holds any missing one, so those are never retrained.
+    ``on_notice`` receives one line saying so.
 
     Longest first: with two workers the long models pair up at the start and the short ones
     fill the end, so no core waits while the other trains a long model alone.
@@ -82,6 +87,18 @@ def build_models(recipes: Sequence[ModelRecipe], jobs: int) -> dict[str, Path]:
     unique = list({recipe.digest: recipe for recipe in recipes}.values())
     paths = {r.digest: model_cache_path(r.key) for r in unique if is_cached(r.key)}
     missing = sorted((r for r in unique if r.digest not in paths), key=lambda r: -r.cost)  # stable for ties
+    if missing and shipped:
+        from harness.zoo.shipped import import_shipped
+
+        imported, archive = import_shipped(r.key for r in missing)
+        if archive is not None:
+            found = [r for r in missing if is_cached(r.key)]
+            paths.update({r.digest: model_cache_path(r.key) for r in found})
+            missing = [r for r in missing if r.digest not in paths]
+            if on_notice is not None:
+                on_notice(f"{len(found)} model{'s' if len(found) != 1 else ''} from the shipped zoo {archive} "
+                          f"(the leaderboard's own; {imported} imported into the cache, checked against its "
+                          f"manifest): nothing to train for them")
     if not missing:
         return paths
     logger.info("training %d missing models", len(missing))

@@ -1,0 +1,106 @@
+"""The reference models that ship with the repository, and how a run uses them.
+
+Trained weights depend on the machine (docs/reproducing-models.md), so the leaderboard's own
+models are committed as one ``harness zoo`` archive, ``leaderboard/zoo/harness-zoo-<hash>.tar.gz``
+(relative to the working directory, like ``leaderboard/models.json``). Before training anything,
+:func:`harness.zoo.sources.build_models` asks :func:`import_shipped` whether that archive holds
+the missing models: if it does, the archive is checked and unpacked into the cache
+(:func:`harness.zoo.archive.import_zoo`) and nothing is trained, so a fresh clone scores the
+leaderboard's exact models. ``harness run --no-shipped-zoo`` and ``harness zoo retrain`` train
+instead.
+
+``harness leaderboard --check`` calls :func:`check_shipped`: the archive's models must be
+exactly the models the records were computed on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tarfile
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from harness.cache import PathLike, stable_hash
+from harness.zoo.archive import ZOO_MANIFEST, ZooArchiveError, _iter_members, _read_manifest, import_zoo
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ZOO_DIR = Path("leaderboard") / "zoo"
+ARCHIVE_GLOB = "harness-zoo-*.tar.gz"
+
+
+def shipped_archive(zoo_dir: PathLike = DEFAULT_ZOO_DIR) -> Optional[Path]:
+    """The one archive in ``zoo_dir``; ``None`` when there is none (e.g. outside a checkout).
+    Two or more raise ZooArchiveError: which of them the leaderboard used would be a guess."""
+    archives = sorted(Path(zoo_dir).glob(ARCHIVE_GLOB))
+    if len(archives) > 1:
+        raise ZooArchiveError(f"{zoo_dir} holds {len(archives)} zoo archives ({', '.join(a.name for a in archives)}); "
+                              "the leaderboard's models are one archive: delete the stale ones")
+    return archives[0] if archives else None
+
+
+def read_manifest(archive: PathLike) -> dict[str, Any]:
+    """The ``zoo-manifest.json`` of ``archive`` (its first member: only that much is read)."""
+    archive = Path(archive)
+    try:
+        with tarfile.open(archive, mode="r:gz") as tar:
+            first = next(_iter_members(tar, archive), None)
+            if first is None or first.name != ZOO_MANIFEST:
+                raise ZooArchiveError(f"{archive}: no {ZOO_MANIFEST} at the start; not a zoo archive")
+            return _read_manifest(tar, first, archive)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise ZooArchiveError(f"{archive}: damaged or unreadable archive ({type(exc).__name__}: {exc})") from None
+
+
+def import_shipped(keys: Iterable[dict[str, Any]], zoo_dir: PathLike = DEFAULT_ZOO_DIR) -> tuple[int, Optional[Path]]:
+    """If the shipped archive holds any of the model ``keys``, check it and import it into the
+    cache; returns ``(models imported, archive)``; ``(0, None)`` when there is no archive or
+    it holds none of them."""
+    archive = shipped_archive(zoo_dir)
+    if archive is None:
+        return 0, None
+    wanted = {stable_hash(key) for key in keys}
+    shipped = {entry["key_hash"] for entry in read_manifest(archive)["models"]}
+    if not wanted & shipped:
+        return 0, None
+    report = import_zoo(archive)
+    logger.info("imported %d models from %s (%d already present)", len(report.imported), archive,
+                len(report.already_present))
+    return len(report.imported), archive
+
+
+def archive_fingerprints(archive: PathLike) -> dict[str, str]:
+    """Model fingerprint -> a short description (task, dataset, seed) of every model of ``archive``."""
+    described = {}
+    for entry in read_manifest(archive)["models"]:
+        key = entry["key"]
+        what = " ".join(str(key[k]) for k in ("task", "operation", "persona", "labels", "seed") if k in key)
+        described[entry["fingerprint"]] = what or entry["key_hash"]
+    return described
+
+
+def check_shipped(models_file: PathLike, zoo_dir: PathLike = DEFAULT_ZOO_DIR) -> list[str]:
+    """Problems (one line each) between the leaderboard's ``models.json`` and its shipped archive:
+    a model the records were computed on that the archive lacks, or a model the archive ships
+    that no record uses. No ``models.json`` or no archive: nothing to compare, no problem."""
+    models_file = Path(models_file)
+    try:
+        archive = shipped_archive(zoo_dir)
+    except ZooArchiveError as exc:
+        return [str(exc)]
+    if archive is None or not models_file.is_file():
+        return []
+    entries = json.loads(models_file.read_text()).get("models", [])
+    used = {fp: f"{e['task']} {e['dataset']} seed {e['seed']} {role}"
+            for e in entries for role, fp in e.get("model_fingerprints", {}).items()}
+    try:
+        shipped = archive_fingerprints(archive)
+    except ZooArchiveError as exc:
+        return [str(exc)]
+    problems = [f"the records use model {fp} ({what}), which {archive} does not hold: export the models "
+                "the records were computed on (`harness zoo export leaderboard/zoo --records leaderboard/records`) "
+                "and delete the old archive" for fp, what in sorted(used.items()) if fp not in shipped]
+    problems += [f"{archive} ships model {fp} ({what}), which no leaderboard record uses: re-export the archive "
+                 "from the records" for fp, what in sorted(shipped.items()) if fp not in used]
+    return problems
