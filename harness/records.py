@@ -132,7 +132,9 @@ def iter_records(results_dir: Path) -> Iterator[dict[str, Any]]:
 class Agreement:
     """How a record compares with the leaderboard's record of the same job (same key: same
     task, detector, parameters, seed and models). ``max_diff``: the largest absolute difference
-    of any numeric metric (AUROCs, pair accuracies, their intervals); ``worst``: that metric."""
+    of any numeric metric that is not a count (AUROCs, pair accuracies, their intervals);
+    ``worst``: that metric. Counts (``n_*``, e.g. tied items) are left out of it: they move by
+    whole items when scores move in their last bits, and ``identical`` covers them."""
 
     path: str
     identical: bool
@@ -159,7 +161,7 @@ def compare_with_leaderboard(path: Path, results_dir: Path,
         return None
     mine_metrics, their_metrics = _numbers(record.get("metrics", {})), _numbers(theirs.get("metrics", {}))
     diffs = {name: abs(mine_metrics[name] - their_metrics[name])
-             for name in mine_metrics.keys() & their_metrics.keys()}
+             for name in mine_metrics.keys() & their_metrics.keys() if not name.startswith("n_")}
     diffs.update({name: float("inf") for name in mine_metrics.keys() ^ their_metrics.keys()})
     worst = max(sorted(diffs), key=lambda name: diffs[name], default="")
     worst = worst if diffs.get(worst, 0.0) > 0 else ""
