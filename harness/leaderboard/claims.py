@@ -119,8 +119,8 @@ ALLOWED: tuple[Allowed, ...] = (
             "what the 0.8 gate needs at ~190 items per character: arithmetic, not a result"),
     Allowed("docs/reproducing-models.md", "Why training differs between machines", ("*",),
             "models retrained on other CPU kernels for the reproduction study, not leaderboard records"),
-    Allowed("docs/reproducing-models.md", "Scoring on the same models", ("0.617", "0.569"),
-            "a quick (untrained) model's AUROC under two BLAS settings, not a leaderboard record"),
+    Allowed("docs/reproducing-models.md", "Scoring on another machine", ("*",),
+            "differences between re-runs under emulated kernels and tolerances, not leaderboard figures"),
     Allowed("docs/benchmarks.md", "Reproducing models across CPUs", ("*",),
             "an earlier recipe's models retrained on other CPUs (the same study as docs/reproducing-models.md)"),
 )
