@@ -135,3 +135,29 @@ def test_retrain_report_names_fingerprint_gate_and_drift():
            "largest |drift| of auroc: 0.020" in text
     assert accuracy_shift({"validity": {"bob_accuracy": 0.9, "gate": "x"}},
                           {"validity": {"bob_accuracy": 0.8, "gate": "y"}}) == pytest.approx(0.1)
+
+
+@pytest.mark.slow
+def test_a_fresh_cache_scores_the_leaderboards_own_models(tmp_path, monkeypatch, capsys):
+    """The README's first command in miniature: in the repository, with an empty cache, a run
+    imports the shipped zoo, trains nothing, writes outside leaderboard/, and its record is the
+    leaderboard's record of the same job (to the closed-form family's tolerance: other CPUs'
+    kernels move the last bits)."""
+    import harness.tasks.mad.task as mad_task
+    from harness.cli import main
+
+    root = Path(__file__).resolve().parents[3]
+    monkeypatch.chdir(root)
+    use_cache(monkeypatch, tmp_path / "cache")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a model was trained although the shipped zoo holds it")
+
+    monkeypatch.setattr(mad_task, "train_quirky_model", no_training)
+    results = tmp_path / "records"
+    assert main(["run", "--task", "mad", "--detector", "activations_mahalanobis", "--dataset", "addition",
+                 "--results-dir", str(results), "--expect-leaderboard", "0.001"]) == 0
+    out = capsys.readouterr()
+    assert "from the shipped zoo leaderboard/zoo/harness-zoo-" in out.err
+    assert "against the leaderboard: 1 of 1 jobs computed are jobs of its records" in out.out
+    assert len(list(results.rglob("*.json"))) == 1
