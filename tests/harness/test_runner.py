@@ -79,7 +79,7 @@ def test_every_seed_is_checked_and_its_models_built_before_the_first_episode(tmp
     monkeypatch.setattr(ToyTask, "check", lambda self, config: calls.append(("check", config.seed)))
     monkeypatch.setattr(ToyTask, "models", lambda self, config: [SimpleNamespace(label=f"seed {config.seed}", n_layers=1)])
     monkeypatch.setattr(harness.run.runner, "build_models",
-                        lambda recipes, jobs: calls.append(("build", [r.label for r in recipes])))
+                        lambda recipes, jobs, **_: calls.append(("build", [r.label for r in recipes])))
     real_episodes = ToyTask.episodes
     monkeypatch.setattr(ToyTask, "episodes",
                         lambda self, config: calls.append(("episodes", config.seed)) or real_episodes(self, config))
