@@ -443,10 +443,29 @@ def _check_models(manifest: dict[str, Any], staging: Path, archive: Path) -> Non
             raise ZooArchiveError(f"{archive}: {member} has fingerprint {fingerprint}, the manifest says {entry['fingerprint']}")
 
 
+def model_label(key: dict[str, Any]) -> str:
+    """What a model is, from its cache key (task, operation or persona, labels, seed); ``-`` if unknown."""
+    return " ".join(str(key[k]) for k in ("task", "operation", "persona", "labels", "seed") if k in key) or "-"
+
+
+def read_manifest(archive: PathLike) -> dict[str, Any]:
+    """The ``zoo-manifest.json`` of ``archive``, checked; only that first member is read."""
+    archive = Path(archive)
+    try:
+        with tarfile.open(archive, mode="r:gz") as tar:
+            first = next(_iter_members(tar, archive), None)
+            if first is None or first.name != ZOO_MANIFEST:
+                raise ZooArchiveError(f"{archive}: no {ZOO_MANIFEST} at the start; not a zoo archive written by `harness zoo export`")
+            return _read_manifest(tar, first, archive)
+    except ZooArchiveError:
+        raise
+    except (tarfile.TarError, EOFError, OSError, zlib_error()) as exc:
+        raise ZooArchiveError(f"{archive}: damaged or unreadable archive ({type(exc).__name__}: {exc})") from None
+
+
 def describe(manifest: dict[str, Any]) -> Iterable[str]:
-    """One line per model of a manifest: namespace/key hash, task, fingerprint, size."""
+    """One line per model of a manifest: namespace/key hash, what it is, fingerprint, size."""
     for entry in manifest["models"]:
-        key = entry["key"]
-        what = " ".join(str(key[k]) for k in ("task", "operation", "persona", "seed") if k in key)
         size = sum(meta["size"] for meta in entry["files"].values())
-        yield f"{entry['namespace']}/{entry['key_hash']}  {what or '-'}  model {entry['fingerprint']}  {size / 1e6:.1f} MB"
+        yield (f"{entry['namespace']}/{entry['key_hash']}  {model_label(entry['key'])}  model {entry['fingerprint']}  "
+               f"{size / 1e6:.1f} MB")

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import json
 import logging
-import tarfile
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from harness.cache import PathLike, stable_hash
-from harness.zoo.archive import ZOO_MANIFEST, ZooArchiveError, _iter_members, _read_manifest, import_zoo
+from harness.zoo.archive import ZooArchiveError, import_zoo, model_label, read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -38,19 +37,6 @@ def shipped_archive(zoo_dir: PathLike = DEFAULT_ZOO_DIR) -> Optional[Path]:
         raise ZooArchiveError(f"{zoo_dir} holds {len(archives)} zoo archives ({', '.join(a.name for a in archives)}); "
                               "the leaderboard's models are one archive: delete the stale ones")
     return archives[0] if archives else None
-
-
-def read_manifest(archive: PathLike) -> dict[str, Any]:
-    """The ``zoo-manifest.json`` of ``archive`` (its first member: only that much is read)."""
-    archive = Path(archive)
-    try:
-        with tarfile.open(archive, mode="r:gz") as tar:
-            first = next(_iter_members(tar, archive), None)
-            if first is None or first.name != ZOO_MANIFEST:
-                raise ZooArchiveError(f"{archive}: no {ZOO_MANIFEST} at the start; not a zoo archive")
-            return _read_manifest(tar, first, archive)
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise ZooArchiveError(f"{archive}: damaged or unreadable archive ({type(exc).__name__}: {exc})") from None
 
 
 def import_shipped(keys: Iterable[dict[str, Any]], zoo_dir: PathLike = DEFAULT_ZOO_DIR) -> tuple[int, Optional[Path]]:
@@ -72,12 +58,7 @@ def import_shipped(keys: Iterable[dict[str, Any]], zoo_dir: PathLike = DEFAULT_Z
 
 def archive_fingerprints(archive: PathLike) -> dict[str, str]:
     """Model fingerprint -> a short description (task, dataset, seed) of every model of ``archive``."""
-    described = {}
-    for entry in read_manifest(archive)["models"]:
-        key = entry["key"]
-        what = " ".join(str(key[k]) for k in ("task", "operation", "persona", "labels", "seed") if k in key)
-        described[entry["fingerprint"]] = what or entry["key_hash"]
-    return described
+    return {entry["fingerprint"]: model_label(entry["key"]) for entry in read_manifest(archive)["models"]}
 
 
 def check_shipped(models_file: PathLike, zoo_dir: PathLike = DEFAULT_ZOO_DIR) -> list[str]:
