@@ -359,6 +359,10 @@ def _render(results_dir: Path, out_dir: Path, include_quick: bool = False,
         "\"Models\" line); numbers of different models are never put side by side.",
         "",
     ]
+    shipped = sorted((Path(out_dir) / "zoo").glob("harness-zoo-*.tar.gz"))  # harness.zoo.shipped's archive
+    if shipped:
+        lines += [f"The models the records were computed on ship beside them, in `zoo/{shipped[0].name}`: "
+                  "`harness run` imports them instead of training, so a rerun scores the same models.", ""]
     if not all_sections:
         lines.append("No results yet: run `harness run --task mad --detector activations_mahalanobis`.")
     for section in all_sections:
