@@ -23,6 +23,7 @@ gives; :func:`training_environment` records what a model was trained with.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 import os
@@ -95,21 +96,38 @@ def encode_pairs(
     (n, L) bool, where ``loss_mask[i, t]`` marks that token ``t`` is a completion token
     (predicted from position ``t - 1``). The prompt gets ``<bos>``; the completion none.
     """
-    prompts = tokenizer([p for p, _ in examples], add_special_tokens=True)["input_ids"]
-    completions = tokenizer([c for _, c in examples], add_special_tokens=False)["input_ids"]
-    length = max(len(p) + len(c) for p, c in zip(prompts, completions))
-    n = len(examples)
-    input_ids = torch.full((n, length), tokenizer.pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((n, length), dtype=torch.long)
-    loss_mask = torch.zeros((n, length), dtype=torch.bool)
-    for i, (p, c) in enumerate(zip(prompts, completions)):
-        if not c:
-            raise ValueError(f"empty completion for prompt {examples[i][0]!r}")
-        seq = p + c
-        input_ids[i, length - len(seq) :] = torch.tensor(seq)
-        attention_mask[i, length - len(seq) :] = 1
-        loss_mask[i, length - len(c) :] = True
-    return input_ids, attention_mask, loss_mask
+    prompts = _token_ids(tokenizer, [p for p, _ in examples], add_special_tokens=True)
+    distinct = list(dict.fromkeys(c for _, c in examples))  # a few answer words, each tokenised once
+    ids_of = dict(zip(distinct, _token_ids(tokenizer, distinct, add_special_tokens=False)))
+    completions = [ids_of[c] for _, c in examples]
+    empty = next((i for i, c in enumerate(completions) if not c), None)
+    if empty is not None:
+        raise ValueError(f"empty completion for prompt {examples[empty][0]!r}")
+    # one vectorised scatter instead of a Python loop over rows (the same block, bit for bit)
+    prompt_lengths = np.fromiter(map(len, prompts), dtype=np.int64, count=len(prompts))
+    completion_lengths = np.fromiter(map(len, completions), dtype=np.int64, count=len(completions))
+    lengths = prompt_lengths + completion_lengths
+    n, length = len(examples), int(lengths.max())
+    tokens = np.fromiter(itertools.chain.from_iterable(p + c for p, c in zip(prompts, completions)),
+                         dtype=np.int64, count=int(lengths.sum()))
+    rows = np.repeat(np.arange(n), lengths)
+    starts = length - lengths  # left padding: row i's tokens fill columns starts[i]..length-1
+    columns = starts[rows] + np.arange(len(tokens)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    input_ids = np.full((n, length), tokenizer.pad_token_id, dtype=np.int64)
+    input_ids[rows, columns] = tokens
+    positions = np.arange(length)
+    attention_mask = (positions[None, :] >= starts[:, None]).astype(np.int64)
+    loss_mask = positions[None, :] >= (length - completion_lengths)[:, None]
+    return torch.from_numpy(input_ids), torch.from_numpy(attention_mask), torch.from_numpy(loss_mask)
+
+
+def _token_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
+    """Token ids of ``texts``: straight from a fast tokenizer's Rust backend when it has one (the
+    ids ``tokenizer(texts)`` gives, without building its Python batch), else through ``tokenizer``."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=add_special_tokens)]
+    return tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):

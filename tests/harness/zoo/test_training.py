@@ -40,6 +40,31 @@ def test_encode_pairs_masks_completion_only(setup):
     assert ids[1, -1].item() == tok(" True", add_special_tokens=False)["input_ids"][0]
 
 
+def _encode_pairs_row_by_row(tok, examples):
+    """The loop encode_pairs replaced: the block it must give, bit for bit."""
+    prompts = tok([p for p, _ in examples], add_special_tokens=True)["input_ids"]
+    completions = tok([c for _, c in examples], add_special_tokens=False)["input_ids"]
+    length = max(len(p) + len(c) for p, c in zip(prompts, completions))
+    ids = torch.full((len(examples), length), tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), length), dtype=torch.long)
+    loss_mask = torch.zeros((len(examples), length), dtype=torch.bool)
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        ids[i, length - len(p + c):] = torch.tensor(p + c)
+        mask[i, length - len(p + c):] = 1
+        loss_mask[i, length - len(c):] = True
+    return ids, mask, loss_mask
+
+
+def test_encode_pairs_gives_the_row_by_row_block_bit_for_bit(setup):
+    """Encoding decides the batches, hence the trained weights and the shipped models' keys."""
+    _, _, pairs, tok = setup
+    mixed = pairs + [("1 + 1 =", " 2 3"), ("7", " True")]  # multi-token completions, short prompts
+    for new, old in zip(encode_pairs(tok, mixed), _encode_pairs_row_by_row(tok, mixed)):
+        assert new.dtype == old.dtype and new.shape == old.shape and torch.equal(new, old)
+    with pytest.raises(ValueError, match="empty completion"):
+        encode_pairs(tok, [("1 + 1 =", "")])
+
+
 def test_training_is_deterministic_and_loss_decreases(setup):
     model_a, metrics = _train(setup)
     model_b, _ = _train(setup)
