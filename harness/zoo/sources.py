@@ -4,7 +4,8 @@ A task says *what* models it needs (:meth:`harness.interfaces.Task.models` retur
 :class:`ModelRecipe` objects: a cache key and a training function); the harness decides *when
 and where* they are built. :func:`build_models` trains every missing model of a run, all seeds
 together, in one pool of worker processes, longest first, and caches each under its key, so a
-model is trained once per machine and loaded by key afterwards (:meth:`ModelRecipe.load`).
+model is trained once per machine and loaded by key afterwards (:meth:`ModelRecipe.load`). A
+model the repository's shipped archive holds (:mod:`harness.zoo.shipped`) is imported, not trained.
 """
 
 from __future__ import annotations
