@@ -21,8 +21,9 @@ from harness.interfaces import ConfigError
 DEFAULT_REFERENCE = Path("leaderboard") / "models.json"
 GENERATED_SOURCE = "generated"
 SHORT = 8  # characters of a fingerprint shown to a user
-IMPORT_HINT = ("numbers will go in their own leaderboard section; `harness zoo import` the leaderboard's zoo "
-               "to score on the same models")
+IMPORT_HINT = ("numbers will go in their own leaderboard section; to score the leaderboard's own models, run in "
+               "the repository (leaderboard/zoo/ ships them) with a cache that holds no model trained here "
+               "under the same recipe (a fresh HARNESS_CACHE): the run then imports them")
 
 
 def load_reference(path: PathLike = DEFAULT_REFERENCE) -> list[dict[str, Any]]:

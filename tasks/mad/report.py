@@ -893,8 +893,9 @@ QUICK_MODELS_NOTE = (
     "Quick MAD models are too small to learn the quirk (--quick trains addition and modular_addition in "
     "seconds), so they fail the validity gate: their jobs are skipped, or, with --allow-invalid, scored "
     "but never a result. --quick checks the plumbing. A gated MAD number comes from the reference "
-    "models: run the same command without --quick (it trains the four full-size models once, about "
-    "15-20 minutes on 2 cores, then reuses them).")
+    "models: run the same command without --quick (in the repository it imports the leaderboard's own "
+    "full-size models from leaderboard/zoo/ in seconds; elsewhere it trains them once, about 15-20 "
+    "minutes on 2 cores).")
 
 
 def summary_notes(records: list[dict[str, Any]]) -> list[str]:

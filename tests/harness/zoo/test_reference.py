@@ -31,7 +31,9 @@ def test_a_differing_model_gives_one_actionable_line():
                                   0, REFERENCE)
     assert lines == [
         "your addition model differs from the leaderboard's (model 1a2b3c4d, leaderboard 5e6f7a8b): numbers will go "
-        "in their own leaderboard section; `harness zoo import` the leaderboard's zoo to score on the same models"
+        "in their own leaderboard section; to score the leaderboard's own models, run in the repository "
+        "(leaderboard/zoo/ ships them) with a cache that holds no model trained here under the same recipe "
+        "(a fresh HARNESS_CACHE): the run then imports them"
     ]
 
 
@@ -60,7 +62,7 @@ def test_several_models_are_counted_and_named():
     (line,) = reference_differences("poser", [episode("generated", "ep-x", models)], 0, REFERENCE)
     assert line.startswith("your poser generated models differ from the leaderboard's (2 of 3: ")
     assert "fitness_maximizer-0 eeee0000 vs cccc0000" in line and "saint-0 dddd0000 vs bbbb0000" in line
-    assert "genie-0" not in line and "harness zoo import" in line
+    assert "genie-0" not in line and "fresh HARNESS_CACHE" in line
 
 
 def test_one_line_per_differing_episode_in_order():
