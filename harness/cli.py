@@ -503,7 +503,7 @@ def _print_stale_diff(rendered: dict[str, str], out_dir: Path, stale: Sequence[s
 
 def cmd_zoo(args: argparse.Namespace) -> int:
     """``zoo export DIR`` / ``zoo import ARCHIVE`` (harness/zoo/archive.py), ``zoo retrain``
-    (harness/zoo/retrain.py)."""
+    (harness/run/retrain.py)."""
     from harness.cache import cache_root
     from harness.zoo import archive
 
@@ -512,7 +512,9 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     if args.zoo_command == "export":
         path, manifest, missing = archive.export_zoo(args.out, tasks=args.zoo_tasks, records_dir=args.records)
         if args.replace:
-            for old in sorted(path.parent.glob("harness-zoo-*.tar.gz")):
+            from harness.zoo.shipped import ARCHIVE_GLOB
+
+            for old in sorted(path.parent.glob(ARCHIVE_GLOB)):
                 if old != path:
                     old.unlink()
                     print(f"deleted {old}")

@@ -173,8 +173,8 @@ def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
     """Every finite number of a metrics dict, intervals flattened (``auroc_ci[0]``)."""
     flat: dict[str, float] = {}
     for name, value in metrics.items():
-        values = value if isinstance(value, (list, tuple)) else [value]
-        for i, item in enumerate(values):
-            if isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item):
-                flat[name if len(values) == 1 and not isinstance(value, (list, tuple)) else f"{name}[{i}]"] = float(item)
+        items = ({f"{name}[{i}]": item for i, item in enumerate(value)} if isinstance(value, (list, tuple))
+                 else {name: value})
+        flat.update({key: float(item) for key, item in items.items()
+                     if isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item)})
     return flat

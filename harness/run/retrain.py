@@ -96,6 +96,7 @@ def retrain(registry: Any, task: str, detector: str, seeds: Optional[Sequence[in
     options = RunOptions(seeds=list(seeds), datasets=datasets, task_options=leaderboard_options(task),
                          allow_invalid=True, shipped_zoo=False, results_dir=Path(out_dir) / "records", jobs=jobs)
     cache = Path(cache) if cache is not None else default_cache()
+
     def notice(line: str) -> None:  # "your model differs from the leaderboard's": the table says it per model
         if on_notice is not None and "from the leaderboard's" not in line:
             on_notice(line)
@@ -175,8 +176,7 @@ def report(rows: Sequence[RetrainRow], task: str, detector: str, metric: str) ->
     drifts = [abs(r.drift) for r in rows if r.drift is not None]
     same = sum(r.models_equal == r.models_total and r.models_total > 0 for r in rows)
     flips = sum(r.valid is not None and r.shipped_valid is not None and r.valid != r.shipped_valid for r in rows)
-    lines.append("")
-    lines.append(f"{same} of {len(rows)} episodes retrained to the shipped models exactly; {flips} changed their "
-                 f"gate verdict; largest |drift| of {metric}: {max(drifts):.3f}" if drifts else
-                 f"{same} of {len(rows)} episodes retrained to the shipped models exactly; {flips} changed their gate verdict")
-    return "\n".join(lines)
+    summary = f"{same} of {len(rows)} episodes retrained to the shipped models exactly; {flips} changed their gate verdict"
+    if drifts:
+        summary += f"; largest |drift| of {metric}: {max(drifts):.3f}"
+    return "\n".join([*lines, "", summary])
