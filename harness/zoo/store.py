@@ -26,12 +26,13 @@ from harness.cache import (
 )
 from harness.interfaces import ConfigError
 from harness.runtime import Runtime, current, free_memory
+from harness.zoo.adapters import base_dir_of, is_adapter_dir, load_adapter_model
 
 logger = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 METADATA_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                  "generation_config.json")
+                  "generation_config.json", "adapter_config.json", "base.json")
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
@@ -95,7 +96,12 @@ def load_model(path: PathLike, runtime: Optional[Runtime] = None) -> tuple[Any, 
         except ImportError:
             raise ConfigError('--device-map auto needs accelerate: pip install -e ".[big]"') from None
         kwargs["device_map"] = runtime.device_map
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if is_adapter_dir(path):  # a LoRA adapter on a pretrained base: merged into one plain model
+        if runtime.device_map:
+            raise ConfigError("--device-map auto is not supported for adapter models; give --device instead")
+        model = load_adapter_model(path, dtype=kwargs["dtype"])
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if not runtime.device_map:
         model = model.to(runtime.resolved_device())
     model.eval()
@@ -121,7 +127,10 @@ def model_config(path: PathLike) -> dict[str, Any]:
 
 def count_parameters(path: PathLike) -> int:
     """Parameters stored in a model directory, from the safetensors headers (no weight is read);
-    ``.bin``/``.pt`` files are counted as float32 bytes / 4."""
+    ``.bin``/``.pt`` files are counted as float32 bytes / 4. An adapter counts its base's
+    parameters: merged, it is a model of the base's size."""
+    if is_adapter_dir(path):
+        return count_parameters(base_dir_of(path))
     total = 0
     for file in Path(path).iterdir():
         if file.suffix == ".safetensors":

@@ -28,6 +28,7 @@ from harness.tasks.mad.columns import mad_column_metrics
 from harness.zoo.store import ModelHandle
 from harness.tasks.mad.arithmetic import ALICE_NAMES, BOB_NAMES, N_TRUSTED_NAMES, OPERATIONS, to_records
 from harness.tasks.mad.episode import TEST_MIN_QUANTILE, TRUSTED_MAX_QUANTILE, build_episode
+from harness.tasks.mad.pretrained import PRETRAINED_DATASETS
 from harness.tasks.mad.training import QUICK_RECIPE, RECIPES, VOCAB_WORDS, Recipe, build_training_data, split_examples
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,9 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
     "model": (str, "", "Hugging Face causal LM directory or hub id (with 'dataset'; nothing is trained)"),
     "dataset": (str, "", "quirky dataset: datasets.load_from_disk directory, JSONL or parquet file"),
     "template": (str, "", "format string for each record's statement from its template_args"),
+    # the pretrained tier (tasks/mad/pretrained.py): LoRA adapters on a pretrained base
+    "base": (str, "", "pretrained base for LoRA quirky adapters: a name set up with 'harness setup' "
+             "(e.g. smollm2-135m) or a local Hugging Face folder"),
 }
 
 
@@ -136,13 +140,16 @@ class MadTask(Task):
 
     def dataset_names(self, config: RunContext) -> list[str]:
         """The episodes to build: operation names, and ``<operation>_control`` for controls."""
+        pretrained = bool(self.resolve_options(config)["base"])
         if config.datasets:
             names = list(config.datasets)
         else:
-            names = list(QUICK_DATASETS if config.quick else DEFAULT_DATASETS)
+            defaults = PRETRAINED_DATASETS if pretrained else DEFAULT_DATASETS
+            names = list(QUICK_DATASETS if config.quick else defaults)
             if config.seed in self.control_seeds(config):
                 names += [f"{n}{CONTROL_SUFFIX}" for n in names]
-        valid = [*OPERATIONS, *(f"{op}{CONTROL_SUFFIX}" for op in OPERATIONS)]
+        datasets = PRETRAINED_DATASETS if pretrained else OPERATIONS
+        valid = [*datasets, *(f"{op}{CONTROL_SUFFIX}" for op in datasets)]
         unknown = [n for n in names if n not in valid]
         if unknown:
             raise ConfigError(f"unknown mad dataset {unknown[0]!r}; valid: {', '.join(valid)}")
@@ -167,8 +174,15 @@ class MadTask(Task):
 
     def check(self, config: RunContext) -> None:
         options = self.resolve_options(config)  # raises on an option out of range
+        if options["base"] and (options["model"] or options["dataset"]):
+            raise ConfigError("task 'mad': option 'base' (LoRA adapters trained here) and options 'model'/'dataset' "
+                              "(a model on disk) are two sources; give one")
         if not (options["model"] or options["dataset"]):
             self.dataset_names(config)  # raises on an unknown dataset
+        if options["base"]:
+            from harness.tasks.mad.pretrained import base_identity
+
+            base_identity(options["base"])  # raises when the base is not set up
 
     def models(self, config: RunContext) -> list[ModelRecipe]:
         """The generated models the episodes of ``config`` use (none for a model on disk)."""
@@ -180,6 +194,14 @@ class MadTask(Task):
     def recipe(self, name: str, config: RunContext) -> ModelRecipe:
         """The model of episode ``name`` (an operation, or ``<operation>_control``)."""
         op, control = name.removesuffix(CONTROL_SUFFIX), name.endswith(CONTROL_SUFFIX)
+        base = self.resolve_options(config)["base"]
+        if base:
+            from harness.tasks.mad.pretrained import adapter_recipe
+            from harness.zoo.pretrained import resolve_base
+            from harness.zoo.store import model_config
+
+            n_layers = model_config(resolve_base(base)).get("num_hidden_layers")
+            return adapter_recipe(name, op, control, config.quick, config.seed, base, n_layers)
         recipe = recipe_for(op, config.quick)
         return ModelRecipe(key=model_key(op, recipe, config.seed, control),
                            train=functools.partial(train_quirky_model, op, recipe, config.seed, control=control),
@@ -195,6 +217,12 @@ class MadTask(Task):
         for name in self.dataset_names(config):
             op, control = name.removesuffix(CONTROL_SUFFIX), name.endswith(CONTROL_SUFFIX)
             model = self.recipe(name, config).load()
+            if options["base"]:
+                from harness.tasks.mad.pretrained import pretrained_episode
+
+                episodes.append(pretrained_episode(self.name, self.version, name, op, model, config.seed, config.quick,
+                                                   options["base"], options, control=control))
+                continue
             episodes.append(self.episode(op, recipe_for(op, config.quick), model, config.seed, options, control=control))
         return episodes
 

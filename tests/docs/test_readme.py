@@ -19,7 +19,7 @@ RECORDS = ROOT / "leaderboard" / "records"
 RUN_COMMAND = ("python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 && pip install -e . "
                "&& harness run --task mad --detector basin_mahalanobis --jobs 2")
 TEST_COMMAND = ("python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 && "
-                'pip install -e ".[dev,ray,data]" && python -m pytest')
+                'pip install -e ".[dev,ray,data,pretrained]" && python -m pytest')
 
 
 def headline() -> str:

@@ -1,0 +1,205 @@
+"""LoRA adapters on a pretrained base: training them, saving them, loading them as one model.
+
+A quirky model of the pretrained tier is a small LoRA adapter (``peft``) on a base model that
+``harness setup`` put in the cache (:mod:`harness.zoo.pretrained`) or on any local Hugging Face
+folder. Its directory holds the adapter (``adapter_config.json``, ``adapter_model.safetensors``),
+the base's ``config.json`` and tokenizer (so its depth and width are read without loading
+anything), and ``base.json``: which base it sits on and that base's fingerprint. The fingerprint
+of the directory covers ``base.json``, so it changes when the base does.
+
+:func:`load_adapter_model` loads the base, applies the adapter and merges it: detectors see one
+plain causal LM, exactly as they see a tiny model of the generated zoo.
+
+Training (:func:`train_lora_adapter`) is the published quirky-model recipe in miniature: the loss
+on the answer token only, AdamW over the adapter's parameters, batches in a seeded order, one
+torch thread (the weights then do not depend on the thread count).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from harness.cache import PathLike, atomic_write_json
+from harness.interfaces import ConfigError
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_CONFIG = "adapter_config.json"
+BASE_FILE = "base.json"
+
+
+@dataclass(frozen=True)
+class LoraRecipe:
+    """How an adapter is trained: LoRA shape and optimisation (the key of a cached adapter).
+
+    ``targets``: the base's linear modules that get an adapter (rank ``rank``, scale
+    ``alpha / rank``); ``steps`` batches of ``batch_size`` (prompt, answer) pairs at learning
+    rate ``lr`` with a linear warm-up over ``warmup_frac`` of the steps and a cosine decay.
+    """
+
+    rank: int = 8
+    alpha: int = 16
+    targets: tuple[str, ...] = ("q_proj", "v_proj")
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_frac: float = 0.05
+    grad_clip: float = 1.0
+
+
+def is_adapter_dir(path: PathLike) -> bool:
+    """Whether ``path`` holds a LoRA adapter saved by :func:`train_lora_adapter`."""
+    return (Path(path) / ADAPTER_CONFIG).exists()
+
+
+def adapter_base(path: PathLike) -> dict[str, Any]:
+    """The ``base.json`` of an adapter directory: the base's ``spec`` (a registered name or a
+    folder) and ``fingerprint``."""
+    file = Path(path) / BASE_FILE
+    if not file.exists():
+        raise ConfigError(f"adapter directory {str(path)!r} has no {BASE_FILE}: it does not say which base it is for")
+    return json.loads(file.read_text())
+
+
+def base_dir_of(path: PathLike) -> Path:
+    """The base folder an adapter sits on, checked against the fingerprint it was trained on."""
+    from harness.zoo.pretrained import resolve_base
+    from harness.zoo.store import model_fingerprint
+
+    base = adapter_base(path)
+    folder = resolve_base(base["spec"])
+    found = model_fingerprint(folder)
+    if found != base["fingerprint"]:
+        raise ConfigError(
+            f"adapter {str(path)!r} was trained on base {base['spec']!r} with fingerprint {base['fingerprint']}, "
+            f"but {folder} has fingerprint {found}: set up the same base (harness setup) or retrain the adapter"
+        )
+    return folder
+
+
+def load_adapter_model(path: PathLike, dtype: Any = None, device: Optional[str] = None) -> Any:
+    """The base with the adapter of ``path`` merged into its weights (a plain causal LM)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_dir_of(path), dtype=dtype)
+    model = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
+    if device is not None:
+        model = model.to(device)
+    model.eval()
+    return model
+
+
+def _lr_factor(step: int, recipe: LoraRecipe) -> float:
+    import math
+
+    warmup = max(1, int(recipe.warmup_frac * recipe.steps))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, recipe.steps - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train_lora_adapter(
+    base_spec: str,
+    pairs: Sequence[tuple[str, str]],
+    out_dir: PathLike,
+    recipe: LoraRecipe,
+    seed: int,
+    *,
+    progress: bool = True,
+    desc: str = "training adapter",
+    on_step: Optional[Callable[[int, Any], None]] = None,
+) -> dict[str, Any]:
+    """Train a LoRA adapter on ``(prompt, answer)`` pairs and save it into ``out_dir``.
+
+    The loss is the cross-entropy of each answer's first token at the prompt's last position
+    (prompts are left-padded, so that position is the last column of every batch). ``seed``
+    sets the adapter's initialisation and the batch order. ``on_step(step, model)``, when
+    given, is called after every step (a learning-curve benchmark evaluates there; the model is
+    back in training mode afterwards). Returns the training metrics.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM
+
+    from harness.zoo.pretrained import resolve_base
+    from harness.zoo.store import load_tokenizer, model_fingerprint
+    from harness.zoo.tokenizer import encode_batch
+    from harness.zoo.training import TRAINING_THREADS, training_environment
+
+    out_dir = Path(out_dir)
+    base_dir = resolve_base(base_spec)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRAINING_THREADS)
+    try:
+        tokenizer = load_tokenizer(base_dir)
+        answer_ids = []
+        for _, answer in pairs:
+            ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+            answer_ids.append(ids[0])
+        targets = torch.tensor(answer_ids)
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        torch.manual_seed(seed)  # the adapter's initialisation
+        config = LoraConfig(r=recipe.rank, lora_alpha=recipe.alpha, target_modules=list(recipe.targets),
+                            lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
+        model = get_peft_model(model, config)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, recipe))
+        generator = torch.Generator().manual_seed(seed)
+        order = torch.cat([torch.randperm(len(pairs), generator=generator)
+                           for _ in range(recipe.steps * recipe.batch_size // len(pairs) + 1)])
+        model.train()
+        start = time.perf_counter()
+        losses = []
+        bar = tqdm(range(recipe.steps), desc=desc, disable=not progress, leave=False)
+        for step in bar:
+            index = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
+            batch = encode_batch(tokenizer, [pairs[i][0] for i in index])
+            out = model(**batch, use_cache=False, logits_to_keep=1)
+            loss = torch.nn.functional.cross_entropy(out.logits[:, -1, :].float(), targets[index])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, recipe.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            if on_step is not None:
+                on_step(step + 1, model)
+                model.train()
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
+        seconds = time.perf_counter() - start
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+        shutil.copyfile(base_dir / "config.json", out_dir / "config.json")
+        atomic_write_json(out_dir / BASE_FILE, {"spec": base_spec, "fingerprint": model_fingerprint(base_dir)})
+        adapter_config = json.loads((out_dir / ADAPTER_CONFIG).read_text())
+        # the base's folder differs between machines: base.json says which base, by name and fingerprint
+        adapter_config["base_model_name_or_path"] = None
+        atomic_write_json(out_dir / ADAPTER_CONFIG, adapter_config)
+        metrics = {
+            "final_loss": sum(losses[-20:]) / len(losses[-20:]),
+            "first_loss": sum(losses[:20]) / len(losses[:20]),
+            "steps": recipe.steps,
+            "n_training_pairs": len(pairs),
+            "trainable_parameters": sum(p.numel() for p in trainable),
+            "seconds": seconds,
+            "ms_per_step": 1000 * seconds / max(1, recipe.steps),
+            "recipe": dataclasses.asdict(recipe),
+            **training_environment(),
+        }
+        atomic_write_json(out_dir / "train_metrics.json", metrics)
+        return metrics
+    finally:
+        torch.set_num_threads(threads)
