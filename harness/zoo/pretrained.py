@@ -117,14 +117,26 @@ def base_path(name: str) -> Path:
     return cache_root() / "bases" / name
 
 
+# folders whose manifest verified in this process, by their files' (name, size, mtime): a run
+# resolves its base once per adapter and episode, and hashing 540 MB each time costs a second
+_VERIFIED: set[tuple] = set()
+
+
 def base_problems(name: str) -> list[str]:
-    """Why base ``name`` is not usable (empty list: set up and intact, its manifest verified)."""
+    """Why base ``name`` is not usable (empty list: set up and intact, its manifest verified;
+    once per process while its files' sizes and times stay the same)."""
     path = base_path(name)
     if not path.is_dir():
         return ["not set up"]
     if not (path / SETUP_INFO).is_file():
         return [f"{SETUP_INFO} is missing (an interrupted or foreign folder)"]
-    return verify_manifest(path)
+    stamp = (str(path), *sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir()))
+    if stamp in _VERIFIED:
+        return []
+    problems = verify_manifest(path)
+    if not problems:
+        _VERIFIED.add(stamp)
+    return problems
 
 
 def is_set_up(name: str) -> bool:
