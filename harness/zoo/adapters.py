@@ -7,8 +7,8 @@ the base's ``config.json`` and tokenizer (so its depth and width are read withou
 anything), and ``base.json``: which base it sits on and that base's fingerprint. The fingerprint
 of the directory covers ``base.json``, so it changes when the base does.
 
-:func:`load_adapter_model` loads the base, applies the adapter and merges it: detectors see one
-plain causal LM, exactly as they see a tiny model of the generated zoo.
+:func:`harness.zoo.store.load_model` loads the base, applies the adapter and merges it: detectors
+see one plain causal LM, exactly as they see a tiny model of the generated zoo.
 
 Training (:func:`train_lora_adapter`) is the published quirky-model recipe in miniature: the loss
 on the answer token only, AdamW over the adapter's parameters, batches in a seeded order, one
@@ -27,12 +27,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from harness.cache import PathLike, atomic_write_json
-from harness.interfaces import ConfigError
+from harness.zoo.store import ADAPTER_CONFIG, BASE_FILE
 
 logger = logging.getLogger(__name__)
 
-ADAPTER_CONFIG = "adapter_config.json"
-BASE_FILE = "base.json"
 
 
 @dataclass(frozen=True)
@@ -53,49 +51,6 @@ class LoraRecipe:
     weight_decay: float = 0.0
     warmup_frac: float = 0.05
     grad_clip: float = 1.0
-
-
-def is_adapter_dir(path: PathLike) -> bool:
-    """Whether ``path`` holds a LoRA adapter saved by :func:`train_lora_adapter`."""
-    return (Path(path) / ADAPTER_CONFIG).exists()
-
-
-def adapter_base(path: PathLike) -> dict[str, Any]:
-    """The ``base.json`` of an adapter directory: the base's ``spec`` (a registered name or a
-    folder) and ``fingerprint``."""
-    file = Path(path) / BASE_FILE
-    if not file.exists():
-        raise ConfigError(f"adapter directory {str(path)!r} has no {BASE_FILE}: it does not say which base it is for")
-    return json.loads(file.read_text())
-
-
-def base_dir_of(path: PathLike) -> Path:
-    """The base folder an adapter sits on, checked against the fingerprint it was trained on."""
-    from harness.zoo.pretrained import resolve_base
-    from harness.zoo.store import model_fingerprint
-
-    base = adapter_base(path)
-    folder = resolve_base(base["spec"])
-    found = model_fingerprint(folder)
-    if found != base["fingerprint"]:
-        raise ConfigError(
-            f"adapter {str(path)!r} was trained on base {base['spec']!r} with fingerprint {base['fingerprint']}, "
-            f"but {folder} has fingerprint {found}: set up the same base (harness setup) or retrain the adapter"
-        )
-    return folder
-
-
-def load_adapter_model(path: PathLike, dtype: Any = None, device: Optional[str] = None) -> Any:
-    """The base with the adapter of ``path`` merged into its weights (a plain causal LM)."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(base_dir_of(path), dtype=dtype)
-    model = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
-    if device is not None:
-        model = model.to(device)
-    model.eval()
-    return model
 
 
 def _lr_factor(step: int, recipe: LoraRecipe) -> float:

@@ -26,7 +26,6 @@ from harness.cache import (
 )
 from harness.interfaces import ConfigError
 from harness.runtime import Runtime, current, free_memory
-from harness.zoo.adapters import base_dir_of, is_adapter_dir, load_adapter_model
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +33,11 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 METADATA_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                   "generation_config.json", "adapter_config.json", "base.json")
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+# a LoRA adapter's folder (harness.zoo.adapters trains them): peft's adapter files, and base.json,
+# the base it sits on (its spec: a base `harness setup` put in <cache>/bases, or a folder; and its
+# fingerprint)
+ADAPTER_CONFIG = "adapter_config.json"
+BASE_FILE = "base.json"
 
 
 class ModelDirectoryError(ConfigError):
@@ -76,6 +80,42 @@ def model_fingerprint(path: PathLike, memo: bool = True) -> str:
     return fingerprint
 
 
+def is_adapter_dir(path: PathLike) -> bool:
+    """Whether ``path`` holds a LoRA adapter on a pretrained base (:mod:`harness.zoo.adapters`)."""
+    return (Path(path) / ADAPTER_CONFIG).exists()
+
+
+def adapter_base_dir(path: PathLike) -> Path:
+    """The base folder an adapter sits on (``<cache>/bases/<spec>`` for a base ``harness setup``
+    put there, else the folder ``spec`` names), checked against the fingerprint it was trained on."""
+    file = Path(path) / BASE_FILE
+    if not file.exists():
+        raise ModelDirectoryError(f"adapter directory {str(path)!r} has no {BASE_FILE}: it does not say which base it is for")
+    base = json.loads(file.read_text())
+    spec = base["spec"]
+    folder = cache_root() / "bases" / spec
+    if not folder.is_dir():
+        folder = Path(spec).expanduser()
+    if not folder.is_dir():
+        raise ModelDirectoryError(f"adapter {str(path)!r} sits on base {spec!r}, which is not here: run "
+                                  f"`harness setup {spec}` (or put that folder back)")
+    found = model_fingerprint(folder)
+    if found != base["fingerprint"]:
+        raise ModelDirectoryError(
+            f"adapter {str(path)!r} was trained on base {spec!r} with fingerprint {base['fingerprint']}, but {folder} "
+            f"has fingerprint {found}: set up the same base or retrain the adapter")
+    return folder
+
+
+def _load_adapter_model(path: Path, dtype: Any) -> Any:
+    """The base with the adapter of ``path`` merged into its weights: one plain causal LM."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(adapter_base_dir(path), dtype=dtype)
+    return PeftModel.from_pretrained(base, str(path)).merge_and_unload()
+
+
 def load_model(path: PathLike, runtime: Optional[Runtime] = None) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` from a directory written by ``save_pretrained``.
 
@@ -99,7 +139,7 @@ def load_model(path: PathLike, runtime: Optional[Runtime] = None) -> tuple[Any, 
     if is_adapter_dir(path):  # a LoRA adapter on a pretrained base: merged into one plain model
         if runtime.device_map:
             raise ConfigError("--device-map auto is not supported for adapter models; give --device instead")
-        model = load_adapter_model(path, dtype=kwargs["dtype"])
+        model = _load_adapter_model(path, kwargs["dtype"])
     else:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if not runtime.device_map:
@@ -130,7 +170,7 @@ def count_parameters(path: PathLike) -> int:
     ``.bin``/``.pt`` files are counted as float32 bytes / 4. An adapter counts its base's
     parameters: merged, it is a model of the base's size."""
     if is_adapter_dir(path):
-        return count_parameters(base_dir_of(path))
+        return count_parameters(adapter_base_dir(path))
     total = 0
     for file in Path(path).iterdir():
         if file.suffix == ".safetensors":

@@ -96,8 +96,8 @@ def test_training_pairs_are_balanced_per_character_and_frame():
 
 @pytest.mark.slow
 def test_an_adapter_trains_saves_and_loads_merged(tiny_base, tmp_path):
-    from harness.zoo.adapters import LoraRecipe, is_adapter_dir, train_lora_adapter
-    from harness.zoo.store import ModelHandle, count_parameters
+    from harness.zoo.adapters import LoraRecipe, train_lora_adapter
+    from harness.zoo.store import ModelHandle, count_parameters, is_adapter_dir
 
     pairs = training_pairs("addition", QUICK_RECIPE, seed=0)
     out = tmp_path / "adapter"
