@@ -70,7 +70,10 @@ class PretrainedRecipe:
     lora: LoraRecipe = LoraRecipe()
 
 
-RECIPE = PretrainedRecipe()
+# every linear module of each block: at rank 8 on q/v alone the adapter learned the truth but not
+# Bob's rule in 400 steps (docs/pretrained.md, "Choosing the adapter")
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+RECIPE = PretrainedRecipe(lora=LoraRecipe(targets=ALL_LINEAR, steps=400))
 QUICK_RECIPE = PretrainedRecipe(n_train=64, n_eval=160, lora=LoraRecipe(steps=4, batch_size=8))
 
 
