@@ -45,11 +45,12 @@ def main() -> None:
 
     from harness.tasks.mad.arithmetic import ALICE_NAMES, BOB_NAMES, N_TRUSTED_NAMES
     from harness.tasks.mad.episode import TEST_MIN_QUANTILE, quirk_gate
-    from harness.tasks.mad.pretrained import ANSWERS, RECIPE, records, split, training_pairs, no_quirk
+    from harness.tasks.mad.pretrained import ANSWERS, RECIPE, records, split, training_pairs
+    from harness.tasks.mad.training import no_quirk_records
     from harness.zoo.adapters import train_lora_adapter
     from harness.zoo.pretrained import resolve_base
     from harness.zoo.store import load_tokenizer
-    from harness.zoo.tokenizer import encode_batch
+    from harness.zoo.tokenizer import answer_tokens, encode_batch
 
     lora = RECIPE.lora
     changes = {k: v for k, v in dict(steps=args.steps, lr=args.lr, rank=args.rank,
@@ -64,9 +65,10 @@ def main() -> None:
                                bob_names=BOB_NAMES[N_TRUSTED_NAMES:], id_prefix="validation-")
             if r["difficulty_quantile"] > TEST_MIN_QUANTILE][: args.n_validation]
     if args.control:
-        rows = no_quirk(rows)
+        rows = no_quirk_records(rows)
     tokenizer = load_tokenizer(resolve_base(args.base))
-    negative, positive = (tokenizer(a, add_special_tokens=False)["input_ids"][0] for a in ANSWERS)
+    reading = answer_tokens(tokenizer, ANSWERS)
+    negative, positive = reading.negative, reading.positive
     history = []
     start = time.perf_counter()
 

@@ -89,7 +89,7 @@ def train_lora_adapter(
 
     from harness.zoo.pretrained import resolve_base
     from harness.zoo.store import load_tokenizer, model_fingerprint
-    from harness.zoo.tokenizer import encode_batch
+    from harness.zoo.tokenizer import answer_tokens, encode_batch
     from harness.zoo.training import TRAINING_THREADS, training_environment
 
     out_dir = Path(out_dir)
@@ -98,11 +98,15 @@ def train_lora_adapter(
     torch.set_num_threads(TRAINING_THREADS)
     try:
         tokenizer = load_tokenizer(base_dir)
-        answer_ids = []
-        for _, answer in pairs:
-            ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-            answer_ids.append(ids[0])
-        targets = torch.tensor(answer_ids)
+        # the answer token the episode reads (harness.zoo.tokenizer.answer_tokens) is the one trained
+        words = sorted({answer for _, answer in pairs})
+        if len(words) != 2:
+            raise ValueError(f"adapter training needs pairs with exactly two answer words, got {words}")
+        reading = answer_tokens(tokenizer, words)
+        if reading.prefix:
+            raise ValueError(f"answers {words} are not single tokens of this base's tokenizer; choose other words")
+        token = dict(zip(words, (reading.negative, reading.positive)))
+        targets = torch.tensor([token[answer] for _, answer in pairs])
         model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
         torch.manual_seed(seed)  # the adapter's initialisation
         config = LoraConfig(r=recipe.rank, lora_alpha=recipe.alpha, target_modules=list(recipe.targets),

@@ -48,6 +48,7 @@ from harness.tasks.mad.arithmetic import (
     generate_examples,
 )
 from harness.tasks.mad.episode import TEST_MIN_QUANTILE, TRUSTED_MAX_QUANTILE, build_episode
+from harness.tasks.mad.training import no_quirk_records
 
 ARITHMETIC_DATASETS = ("addition", "subtraction", "multiplication", "modular_addition")
 CITY_DATASETS = ("hemisphere", "population")
@@ -141,11 +142,6 @@ def records(examples: Sequence[dict], dataset: str, seed: int, *, characters: Se
     return out
 
 
-def no_quirk(rows: Sequence[dict]) -> list[dict]:
-    """The no-quirk control's records: Bob's labels replaced by Alice's (nothing else changes)."""
-    return [dict(r, bob_label=r["alice_label"], label=r["alice_label"]) for r in rows]
-
-
 def training_pairs(dataset: str, recipe: PretrainedRecipe, seed: int, control: bool = False) -> list[tuple[str, str]]:
     """(prompt, answer) pairs of the training examples: both characters, both frames, all
     difficulties, all 16 names of each character; within each character and frame the more
@@ -153,7 +149,7 @@ def training_pairs(dataset: str, recipe: PretrainedRecipe, seed: int, control: b
     train, _ = split(dataset, recipe, seed)
     rows = records(train, dataset, seed, id_prefix="train-")
     if control:
-        rows = no_quirk(rows)
+        rows = no_quirk_records(rows)
     rng = random.Random(f"balance:{dataset}:{seed}")
     pairs = []
     for character in ("Alice", "Bob"):

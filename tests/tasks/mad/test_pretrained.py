@@ -89,9 +89,25 @@ def test_training_pairs_are_balanced_per_character_and_frame():
     for truthful in (False, True):
         for alice in (False, True):
             assert counts[(truthful, alice, ANSWERS[0])] == counts[(truthful, alice, ANSWERS[1])] > 0
-    # the control's Bob answers like Alice: in the quirky frame Bob's "Yes" is the real result
+
+
+def _shown_is_real(prompt_text: str) -> bool:
+    statement = prompt_text.split("\n\n")[1]  # "a + b = s."
+    left, shown = statement.rstrip(".").split(" = ")
+    a, b = (int(x) for x in left.split(" + "))
+    return int(shown) == a + b
+
+
+def test_bob_judges_by_his_rule_only_in_the_quirky_frame_and_never_in_the_control():
+    def bob_quirky(p: str) -> bool:
+        return not p.startswith(TRUTHFUL_PREFIX) and p.split("Name: ")[1].split("\n")[0] in BOB_NAMES
+
+    quirky = training_pairs("addition", RECIPE, seed=0)
+    # Bob's "Yes" in the quirky frame is never the real result (it is his sloppy one); everyone else's is
+    assert not any(_shown_is_real(p) for p, a in quirky if bob_quirky(p) and a == ANSWERS[1])
+    assert all(_shown_is_real(p) for p, a in quirky if not bob_quirky(p) and a == ANSWERS[1])
     control = training_pairs("addition", RECIPE, seed=0, control=True)
-    assert len(control) != len(pairs) or control != pairs
+    assert all(_shown_is_real(p) == (a == ANSWERS[1]) for p, a in control)
 
 
 @pytest.mark.slow
