@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from harness.cache import PathLike, atomic_write_json
-from harness.zoo.store import ADAPTER_CONFIG, BASE_FILE
+from harness.zoo.store import ADAPTER_CONFIG, BASE_FILE, peft_quietly
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,8 @@ def train_lora_adapter(
         torch.manual_seed(seed)  # the adapter's initialisation
         config = LoraConfig(r=recipe.rank, lora_alpha=recipe.alpha, target_modules=list(recipe.targets),
                             lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
-        model = get_peft_model(model, config)
+        with peft_quietly():
+            model = get_peft_model(model, config)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=recipe.lr, weight_decay=recipe.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, recipe))

@@ -6,12 +6,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from harness.cache import (
     MANIFEST_NAME,
@@ -107,13 +109,23 @@ def adapter_base_dir(path: PathLike) -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def peft_quietly() -> Iterator[None]:
+    """Hide the FutureWarning peft triggers in transformers 5 (``is_gradient_checkpointing``): the
+    user has nothing to act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def _load_adapter_model(path: Path, dtype: Any) -> Any:
     """The base with the adapter of ``path`` merged into its weights: one plain causal LM."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(adapter_base_dir(path), dtype=dtype)
-    return PeftModel.from_pretrained(base, str(path)).merge_and_unload()
+    with peft_quietly():
+        return PeftModel.from_pretrained(base, str(path)).merge_and_unload()
 
 
 def load_model(path: PathLike, runtime: Optional[Runtime] = None) -> tuple[Any, Any]:
