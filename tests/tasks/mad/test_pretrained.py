@@ -149,3 +149,29 @@ def test_run_scores_adapters_on_a_local_base(tiny_base, tmp_path, monkeypatch):
     episode = record["config"]["episode"]
     assert episode["base"] == str(tiny_base) and episode["model_dir"].startswith("$HARNESS_CACHE/models/")
     assert record["answer_tokens"]["words"] == list(ANSWERS)
+
+
+@pytest.mark.slow
+def test_an_adapter_moves_between_caches_in_a_zoo_archive(tiny_base, tmp_path, monkeypatch):
+    """Adapters ship like the tiny models: export from one cache, import into another, same
+    fingerprint and the same merged model."""
+    import torch
+
+    from harness.tasks.mad.pretrained import adapter_recipe
+    from harness.zoo.archive import export_zoo, import_zoo
+    from harness.zoo.store import ModelHandle, model_cache_path
+    from harness.zoo.tokenizer import encode_batch
+
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "one"))
+    recipe = adapter_recipe("addition", "addition", False, True, 0, str(tiny_base))
+    first = recipe.load()
+    archive, manifest, _ = export_zoo(tmp_path / "zoo", tasks=["mad"])
+    assert [m["fingerprint"] for m in manifest["models"]] == [first.fingerprint]
+
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "two"))
+    import_zoo(archive)
+    second = ModelHandle(model_cache_path(recipe.key))
+    assert second.fingerprint == first.fingerprint and second.path != first.path
+    batch = encode_batch(first.tokenizer, [prompt("2 + 2 = 4.", "Bob")])
+    with torch.no_grad():
+        assert torch.equal(first.model(**batch).logits, second.model(**batch).logits)
