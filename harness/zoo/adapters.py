@@ -53,16 +53,6 @@ class LoraRecipe:
     grad_clip: float = 1.0
 
 
-def _lr_factor(step: int, recipe: LoraRecipe) -> float:
-    import math
-
-    warmup = max(1, int(recipe.warmup_frac * recipe.steps))
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, recipe.steps - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 def train_lora_adapter(
     base_spec: str,
     pairs: Sequence[tuple[str, str]],
@@ -90,7 +80,8 @@ def train_lora_adapter(
     from harness.zoo.pretrained import resolve_base
     from harness.zoo.store import load_tokenizer, model_fingerprint
     from harness.zoo.tokenizer import answer_tokens, encode_batch
-    from harness.zoo.training import TRAINING_THREADS, training_environment
+    from harness.zoo.config import TrainConfig
+    from harness.zoo.training import TRAINING_THREADS, _batch_indices, _scheduler, training_environment
 
     out_dir = Path(out_dir)
     base_dir = resolve_base(base_spec)
@@ -115,16 +106,15 @@ def train_lora_adapter(
             model = get_peft_model(model, config)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=recipe.lr, weight_decay=recipe.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, recipe))
-        generator = torch.Generator().manual_seed(seed)
-        order = torch.cat([torch.randperm(len(pairs), generator=generator)
-                           for _ in range(recipe.steps * recipe.batch_size // len(pairs) + 1)])
+        # the tiny models' schedule (linear warm-up, cosine decay to 0) and epoch-wise batch order
+        scheduler = _scheduler(optimizer, TrainConfig(steps=recipe.steps, lr=recipe.lr, schedule="cosine",
+                                                      warmup_frac=recipe.warmup_frac, min_lr_frac=0.0))
+        batches = _batch_indices(len(pairs), recipe.batch_size, recipe.steps, torch.Generator().manual_seed(seed))
         model.train()
         start = time.perf_counter()
         losses = []
         bar = tqdm(range(recipe.steps), desc=desc, disable=not progress, leave=False)
-        for step in bar:
-            index = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
+        for step, index in zip(bar, batches):
             batch = encode_batch(tokenizer, [pairs[i][0] for i in index])
             out = model(**batch, use_cache=False, logits_to_keep=1)
             loss = torch.nn.functional.cross_entropy(out.logits[:, -1, :].float(), targets[index])
