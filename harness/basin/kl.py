@@ -27,6 +27,13 @@ When only the last position is evaluated (the default), the last decoder block's
 output projection and MLP run on the last position alone (:func:`last_position_only`): their
 outputs at earlier positions only feed positions whose logits are discarded. This is checked
 against a full forward pass when the KL object is built and switched off if it does not match.
+
+When every perturbed parameter lies in decoder block ``k > 0`` or later, the blocks before it
+compute the same thing at every scale: their output (block ``k``'s input) is computed once per
+example and each evaluation runs blocks ``k..`` only (:func:`blocks_from`). On a 30-block model
+perturbed in its last block that is most of a forward pass saved. It is checked the same way
+(against full passes on a few rows) and switched off where it does not match, e.g. for a model
+that adds position embeddings to ``inputs_embeds`` (GPT-2).
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from torch import nn
 from harness.basin.directions import SubsetDirections, as_subset_directions
 from harness.basin.hooked import HookedPerturbation
 from harness.basin.perturb import ParameterSubset, perturbed_weights
-from harness.features.interventions import block_list
+from harness.features.interventions import _BLOCK_LISTS as _BLOCK_PATHS, block_list
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +104,50 @@ def last_position_only(modules: list[nn.Module]) -> Iterator[None]:
             h.remove()
 
 
+class _Captured(Exception):
+    """Raised by the capture hook to end a forward pass once block k's input is recorded."""
+
+
+def first_perturbed_block(model: nn.Module, subset: ParameterSubset) -> int:
+    """Index of the first decoder block holding a perturbed parameter; 0 when a perturbed
+    parameter lies outside every block (embeddings, final norm, a tied head) or the blocks
+    cannot be found: then no prefix can be reused."""
+    try:
+        blocks = block_list(model)
+    except ValueError:
+        return 0
+    owner = {id(p): i for i, block in enumerate(blocks) for p in block.parameters()}
+    indices = [owner.get(id(p)) for p in subset.params]
+    if not indices or any(i is None for i in indices):
+        return 0
+    return min(indices)
+
+
+@contextlib.contextmanager
+def blocks_from(model: nn.Module, start: int) -> Iterator[None]:
+    """Within the context the model has only decoder blocks ``start..``: called with
+    ``inputs_embeds`` = block ``start``'s input it computes what the whole model computes (for
+    architectures that feed ``inputs_embeds`` straight into the first block). The modules are
+    the model's own, so hooks on them still fire."""
+    blocks = block_list(model)
+    parent: nn.Module = model
+    for path in _BLOCK_PATHS:
+        parts = path.split(".")
+        holder: Optional[nn.Module] = model
+        for part in parts[:-1]:
+            holder = getattr(holder, part, None)
+        if holder is not None and getattr(holder, parts[-1], None) is blocks:
+            parent, attr = holder, parts[-1]
+            break
+    else:  # pragma: no cover - block_list found them under one of these paths
+        raise ValueError("cannot find the decoder blocks' parent module")
+    setattr(parent, attr, nn.ModuleList(list(blocks)[start:]))
+    try:
+        yield
+    finally:
+        setattr(parent, attr, blocks)
+
+
 class CausalLMKL:
     """Next-token KL of a Hugging Face causal LM between θ and θ + s w, on a fixed batch.
 
@@ -111,6 +162,9 @@ class CausalLMKL:
     ``"auto"`` (stacked on an accelerator, sequential on the CPU). directions: ``(n_dirs, D)``
     tensor or :class:`SubsetDirections`.
 
+    reuse_prefix: compute the unperturbed blocks before the first perturbed one once per
+    example (module docstring); ``prefix_block`` is that block's index, 0 when not used.
+
     Counters: ``n_forward`` (model calls) and ``n_rows`` (example rows processed).
     """
 
@@ -124,6 +178,7 @@ class CausalLMKL:
         position_mask: Optional[torch.Tensor] = None,
         batch_size: int = 256,
         mode: str = "sequential",
+        reuse_prefix: bool = True,
     ) -> None:
         self.model = model
         self.mode = resolve_mode(mode, model)
@@ -150,8 +205,12 @@ class CausalLMKL:
         # per-example count of evaluation positions (weights of the position average)
         self.n_positions = (torch.ones(n) if self.last_only else self.position_mask.sum(-1).double()).double()
         self._tails: list[nn.Module] = []
+        self.prefix_block = 0
+        self._prefix: Optional[torch.Tensor] = None
         if self.last_only:
             self._tails = self._checked_tails()
+        if reuse_prefix:
+            self._use_prefix(first_perturbed_block(model, subset))
         self.base_logp = torch.cat([self._logprobs(torch.arange(s, min(s + self.batch_size, n)))
                                     for s in range(0, n, self.batch_size)])
 
@@ -178,6 +237,57 @@ class CausalLMKL:
                         type(self.model).__name__)
             return []
         return tails
+
+    def _capture_prefix(self, start: int) -> torch.Tensor:
+        """Block ``start``'s input for every example: ``(n_examples, seq, d_model)`` on the CPU,
+        zeros at columns a forward batch dropped as padding (no batch reads them)."""
+        block = block_list(self.model)[start]
+        prefix: Optional[torch.Tensor] = None
+        captured: list[torch.Tensor] = []
+
+        def capture(module, args, kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            captured.append(hidden.detach().to("cpu", copy=True))
+            raise _Captured
+
+        handle = block.register_forward_pre_hook(capture, with_kwargs=True)
+        try:
+            for batch in self._batches(torch.arange(self.n_examples)):
+                first = self._first_column(batch)
+                try:
+                    self._forward(batch, first)
+                except _Captured:
+                    pass
+                hidden = captured.pop()
+                if prefix is None:
+                    prefix = torch.zeros(self.n_examples, self.input_ids.shape[1], hidden.shape[-1], dtype=hidden.dtype)
+                prefix[batch, first:] = hidden
+        finally:
+            handle.remove()
+        assert prefix is not None
+        return prefix
+
+    def _use_prefix(self, start: int) -> None:
+        """Reuse block ``start``'s input (``start > 0``) if, on a few rows, blocks ``start..`` run
+        from it give the full passes' log-probs."""
+        if start <= 0 or self.n_examples == 0:
+            return
+        rows = torch.arange(min(8, self.n_examples))
+        full = self._logprobs(rows)
+        try:
+            self._prefix, self.prefix_block = self._capture_prefix(start), start
+            cut = self._logprobs(rows)
+        except Exception as exc:  # an architecture whose forward does not take inputs_embeds like this
+            logger.info("basin KL: reusing the blocks before %d failed on %s (%s); not used",
+                        start, type(self.model).__name__, exc)
+            cut = None
+        self.n_forward -= 1 + (cut is not None)  # the check is not part of the search
+        self.n_rows -= (1 + (cut is not None)) * len(rows)
+        if cut is None or not torch.allclose(cut, full, rtol=1e-5, atol=1e-6):
+            if cut is not None:
+                logger.info("basin KL: blocks %d.. from cached inputs change the logits of %s; not used",
+                            start, type(self.model).__name__)
+            self._prefix, self.prefix_block = None, 0
 
     def _batches(self, rows: torch.Tensor, dirs: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
         """Split ``rows`` into forward-pass batches: positions into ``rows``, each batch of
@@ -208,20 +318,33 @@ class CausalLMKL:
             batches.extend(members.tensor_split(n_batches))
         return batches
 
-    def _logprobs(self, rows: torch.Tensor) -> torch.Tensor:
-        """float64 log-probs at the evaluation positions of ``rows``: ``(n_positions_total, vocab)``."""
-        mask = self.attention_mask[rows]
-        keep = mask.any(0).nonzero()
-        first = int(keep[0]) if len(keep) else 0  # drop columns that are padding in every row
-        mask = mask[:, first:]
+    def _first_column(self, rows: torch.Tensor) -> int:
+        """The first column that is not padding in every one of ``rows`` (earlier ones are dropped)."""
+        keep = self.attention_mask[rows].any(0).nonzero()
+        return int(keep[0]) if len(keep) else 0
+
+    def _forward(self, rows: torch.Tensor, first: int) -> torch.Tensor:
+        """The model's logits on ``rows`` from column ``first`` (the last position's only when
+        only it is evaluated); from block ``prefix_block`` on when a prefix is cached."""
+        mask = self.attention_mask[rows, first:]
         to = dict(device=self.device, non_blocking=True)
-        kwargs = dict(input_ids=self.input_ids[rows, first:].to(**to),
-                      attention_mask=None if bool(mask.all()) else mask.to(**to),
+        kwargs = dict(attention_mask=None if bool(mask.all()) else mask.to(**to),
                       position_ids=self.position_ids[rows, first:].to(**to), use_cache=False)
+        if self._prefix is not None:
+            kwargs["inputs_embeds"] = self._prefix[rows, first:].to(**to)
+            start = blocks_from(self.model, self.prefix_block)
+        else:
+            kwargs["input_ids"] = self.input_ids[rows, first:].to(**to)
+            start = contextlib.nullcontext()
         if self.last_only:
             kwargs["logits_to_keep"] = 1
-        with torch.inference_mode(), last_position_only(self._tails):
-            logits = self.model(**kwargs).logits
+        with torch.inference_mode(), last_position_only(self._tails), start:
+            return self.model(**kwargs).logits
+
+    def _logprobs(self, rows: torch.Tensor) -> torch.Tensor:
+        """float64 log-probs at the evaluation positions of ``rows``: ``(n_positions_total, vocab)``."""
+        first = self._first_column(rows)
+        logits = self._forward(rows, first)
         self.n_forward += 1
         self.n_rows += len(rows)
         if self.last_only:

@@ -625,3 +625,56 @@ def test_gpu_same_directions_stacked_rounds_and_exact_restoration():
     examples = per_example_basin(gpu, ids, mask, **kwargs)
     np.testing.assert_allclose(examples.multipliers, cpu_examples.multipliers, rtol=1e-5)
     assert_same_state(gpu, saved)
+
+
+# --- reusing the unperturbed blocks before the perturbed one ----------------------------------
+
+def _per_example_both_ways(model, layer, ids, mask, n_directions=3):
+    from harness.basin.search import _prior_terms
+
+    out = {}
+    for reuse in (False, True):
+        subset, _, dirs, *_ = _prior_terms(model, layer, n_directions, 0, None, None)
+        kl = CausalLMKL(model, ids, mask, subset, dirs, batch_size=16, reuse_prefix=reuse)
+        scales = torch.linspace(0.05, 2.0, n_directions * ids.shape[0], dtype=torch.float64).view(n_directions, -1)
+        out[reuse] = (kl.per_example(scales), kl)
+    return out
+
+
+@pytest.mark.parametrize("layer,expected_start", [(1, 1), (-1, 3), ("model.layers.2.mlp.down_proj", 2)])
+def test_late_block_perturbations_reuse_the_earlier_blocks_and_give_the_same_kls(layer, expected_start):
+    model = tiny_llama(hidden=32, layers=4, dtype=torch.float64)
+    ids, mask = left_padded_batch(40, 10, seed=3)
+    mask[0, 2:5] = 0  # a row with a hole in its mask
+    out = _per_example_both_ways(model, layer, ids, mask)
+    (plain, plain_kl), (reused, reused_kl) = out[False], out[True]
+    assert plain_kl.prefix_block == 0 and reused_kl.prefix_block == expected_start
+    assert plain.min() > 0
+    torch.testing.assert_close(reused, plain, rtol=1e-9, atol=1e-15)
+    assert reused_kl.n_forward == plain_kl.n_forward and reused_kl.n_rows == plain_kl.n_rows
+
+
+@pytest.mark.parametrize("make,layer", [(lambda: tiny_llama(layers=2), None), (lambda: tiny_llama(layers=2), 0),
+                                        (lambda: tiny_llama(layers=2, tie=True), ["model.embed_tokens.weight",
+                                                                                  "model.layers.1.mlp.up_proj.weight"]),
+                                        (tiny_gpt2, 1)])
+def test_no_prefix_is_reused_where_it_would_not_be_the_same_model(make, layer):
+    """Every weight, the first block, a parameter before the blocks, and GPT-2 (which adds
+    position embeddings to inputs_embeds, so blocks 1.. run from a cached input would differ):
+    full passes, the same KLs."""
+    ids, mask = left_padded_batch(24, 8, seed=4)
+    out = _per_example_both_ways(make(), layer, ids, mask, n_directions=2)
+    assert out[True][1].prefix_block == 0
+    torch.testing.assert_close(out[True][0], out[False][0], rtol=0, atol=0)
+
+
+def test_per_example_basin_with_a_reused_prefix_matches_the_reference_loop():
+    ref = _reference_module()
+    model = tiny_llama(hidden=16, layers=2, dtype=torch.float64)
+    ids, mask = left_padded_batch(6, 6, seed=5)
+    # one block of a random model moves its near-uniform output little: a small cutoff
+    kwargs = dict(n_directions=2, eps=1e-3, layer=1, seed=1, rtol=1e-6)
+    eng = per_example_basin(model, ids, mask, **kwargs)
+    plain = ref.reference_per_example(model, ids, mask, **kwargs)
+    assert eng.converged.all() and eng.meta["layer"] == 1
+    np.testing.assert_allclose(eng.multipliers, plain.multipliers, rtol=1e-5)
