@@ -504,15 +504,16 @@ def _ours(summary: Optional[pd.DataFrame], column: str) -> dict[str, float]:
 
 
 def published_reference(frame: pd.DataFrame, summary: Optional[pd.DataFrame] = None,
-                        column: str = "AUROC avg") -> pd.DataFrame:
-    """Our ``summary[column]`` beside Table 1's AUROC avg and num_datasets, per published detector."""
+                        column: str = "AUROC avg", models: str = "tiny models") -> pd.DataFrame:
+    """Our ``summary[column]`` beside Table 1's AUROC avg and num_datasets, per published detector;
+    ``models`` names ours in the column header."""
     ours = _ours(summary, column)
     ran = set(frame.loc[frame["status"] == "ok", "detector"]) if not frame.empty else set()
     rows = []
     for detector, row in PUBLISHED_MAD.items():
         mine = ours.get(detector)
         text = f"{mine:.3f}" if mine is not None else ("no counting dataset yet" if detector in ran else "not run")
-        rows.append({"detector": detector, "published name": row.name, f"ours (tiny models): {column}": text,
+        rows.append({"detector": detector, "published name": row.name, f"ours ({models}): {column}": text,
                      f"published AUROC avg ({PUBLISHED_SOURCE})": f"{row.auroc_avg:.3f}",
                      "published num_datasets": row.num_datasets})
     return pd.DataFrame(rows)
@@ -559,17 +560,36 @@ def recipe_lines(frame: pd.DataFrame) -> list[str]:
         return []
     if len(recipes) == 1:
         recipe = json.loads(next(iter(recipes)))
-        return [f"Every dataset's models share one training recipe: aux {'+'.join(recipe.get('aux', []))}, "
-                f"{recipe['train']['steps']} steps at peak lr {recipe['train']['lr']} (see `docs/mad.md`).", ""]
+        return [f"Every dataset's models share one training recipe: {_recipe_text(recipe)}.", ""]
     lines = ["The datasets' models were trained with different recipes (a confound between dataset and recipe):", ""]
     for key, datasets in recipes.items():
-        recipe = json.loads(key)
-        lines.append(f"- {', '.join(sorted(datasets))}: aux {'+'.join(recipe.get('aux', []))}, "
-                     f"{recipe['train']['steps']} steps at peak lr {recipe['train']['lr']}")
+        lines.append(f"- {', '.join(sorted(datasets))}: {_recipe_text(json.loads(key), see=False)}")
     return lines + [""]
 
 
+def _recipe_text(recipe: dict[str, Any], see: bool = True) -> str:
+    """A recipe in a few words: a tiny model's (auxiliary sequences, steps, lr) or a LoRA
+    adapter's on a pretrained base (rank, modules, steps, lr); ``see`` adds where it is explained."""
+    if "lora" in recipe:
+        lora = recipe["lora"]
+        return (f"rank-{lora['rank']} LoRA on {', '.join(lora['targets'])}, {lora['steps']} steps of batch "
+                f"{lora['batch_size']} at lr {lora['lr']}, {recipe.get('n_train')} training statements"
+                + (" (see `docs/pretrained.md`)" if see else ""))
+    return (f"aux {'+'.join(recipe.get('aux', []))}, {recipe['train']['steps']} steps at peak lr "
+            f"{recipe['train']['lr']}" + (" (see `docs/mad.md`)" if see else ""))
+
+
 # -- the section -------------------------------------------------------------------------------
+def _models_description(source: str) -> tuple[str, str, str]:
+    """(what the section's models are, a short name for a column header, how the truthful frame
+    differs) for a record source: the task's tiny models or adapters on a pretrained base."""
+    if source.startswith("pretrained "):
+        base = source.removeprefix("pretrained ")
+        return (f"LoRA adapters on the pretrained base `{base}`", f"adapters on {base}",
+                "the same prompt after a first line `Fact check.`")
+    return "tiny transformers trained from scratch", "tiny models", "the same statement after `Check`"
+
+
 def _default_gate() -> tuple[float, float]:
     """(min_accuracy, min_agree_accuracy) when no task option overrides them."""
     try:
@@ -645,6 +665,8 @@ def section(section: Section) -> list[str]:
                 if d not in datasets]
     all_valid = sorted(d for d, s in valid.items() if s)
     dataset_boot = boot if set(all_valid) <= set(datasets) else bootstrap(frame, all_valid, column=by)
+    models_text, models_short, frame_text = _models_description(section.source)
+    published_text = "tiny models trained from scratch" if models_short == "tiny models" else models_text
     lines = [
         f"## MAD: mechanistic anomaly detection on quirky models: {section.title}",
         "",
@@ -652,7 +674,7 @@ def section(section: Section) -> list[str]:
         "",
         "Detectors are fitted on trusted data (Alice, easy items, in both prompt frames) and score hard test",
         "items. Each quirky model answers in two frames: the quirky frame, where Bob judges against his",
-        "sloppy result, and the truthful frame (the same statement after `Check`), where Bob's names answer",
+        f"sloppy result, and the truthful frame ({frame_text}), where Bob's names answer",
         "truthfully like Alice. Three AUROC columns (docs/mad.md):",
         "",
         "- **mechanism**: Bob in the quirky frame vs Bob in the truthful frame: the same names, both frames",
@@ -662,7 +684,7 @@ def section(section: Section) -> list[str]:
         "- **Bob vs Alice (quirky frame)**: the published MAD column; a name detector and a mechanism",
         "  detector both score high on it.",
         "",
-        "Our models are tiny transformers trained from scratch, one per dataset and",
+        f"Our models are {models_text}, one per dataset and",
         *gate_lines(section),
         "Intervals: 95% t intervals over datasets (t on n_datasets - 1 degrees of freedom) around the",
         f"standard error of a hierarchical bootstrap over datasets, seeds, character names and test statements",
@@ -750,11 +772,11 @@ def section(section: Section) -> list[str]:
     lines += [
         "### Published figures",
         "",
-        "Two separate sets of numbers: ours on tiny models trained from scratch (this section's Bob vs Alice",
+        f"Two separate sets of numbers: ours on {published_text} (this section's Bob vs Alice",
         "column, the published definition), and the published AUROC avg. The setups differ in model, data",
         "and scale; the columns are listed together only to match detector names.",
         "",
-        published_reference(frame, summary, column=published_column).to_markdown(index=False),
+        published_reference(frame, summary, column=published_column, models=models_short).to_markdown(index=False),
         "",
         *spearman_lines(summary, column=published_column),
         "",

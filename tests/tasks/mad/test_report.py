@@ -149,3 +149,18 @@ def test_plots(section, tmp_path):
     written = report.plots(section, tmp_path)
     assert [p.name for p in written] == ["mad_auroc.png", "mad_ranks.png"]
     assert all(p.stat().st_size > 5000 for p in written)
+
+
+def test_a_pretrained_section_describes_its_adapters_and_their_recipe(section):
+    lora = {"rank": 8, "targets": ["q_proj", "v_proj"], "steps": 400, "batch_size": 16, "lr": 0.001}
+    records = [dict(r, source="pretrained smollm2-135m", config={"episode": {"recipe": {"lora": lora, "n_train": 2000}}})
+               for r in section.records]
+    pretrained = Section("mad", "mad", "pretrained smollm2-135m", 0, records, records_frame(records), [],
+                         "mad_pretrained_smollm2_135m")
+    text = "\n".join(report.section(pretrained))
+    assert "Our models are LoRA adapters on the pretrained base `smollm2-135m`" in text
+    assert "tiny" not in text
+    assert "after a first line `Fact check.`" in text
+    assert ("share one training recipe: rank-8 LoRA on q_proj, v_proj, 400 steps of batch 16 at lr 0.001, "
+            "2000 training statements") in text
+    assert "ours (adapters on smollm2-135m)" in text.split("### Published figures")[1]
