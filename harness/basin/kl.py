@@ -239,8 +239,9 @@ class CausalLMKL:
         return tails
 
     def _capture_prefix(self, start: int) -> torch.Tensor:
-        """Block ``start``'s input for every example: ``(n_examples, seq, d_model)`` on the CPU,
-        zeros at columns a forward batch dropped as padding (no batch reads them)."""
+        """Block ``start``'s input for every example: ``(n_examples, seq, d_model)`` on the CPU.
+        Columns a capture batch dropped are padding of all its rows and stay zero; a later batch
+        that keeps them for another row masks them out for these."""
         block = block_list(self.model)[start]
         prefix: Optional[torch.Tensor] = None
         captured: list[torch.Tensor] = []
