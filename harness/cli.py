@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="task option")
     run.add_argument("--poser-data", metavar="DIR",
                      help="poser: train the personas on an original-format data directory (= --option poser_data=DIR)")
+    run.add_argument("--base", metavar="NAME|DIR",
+                     help="mad: quirky LoRA adapters on this pretrained base, a name set up with `harness setup` "
+                          "or a local HF folder (= --option base=NAME|DIR; docs/pretrained.md)")
     run.add_argument("--param", action="append", default=[], metavar="DETECTOR.FIELD=VALUE",
                      help="detector hyperparameter, e.g. activations_lof.n_neighbors=10")
     run.add_argument("--results-dir", type=Path,
@@ -196,7 +199,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         results_dir=args.results_dir,
         datasets=args.dataset,
         task_options={**parse_assignments(args.option, "--option"),
-                      **({"poser_data": args.poser_data} if args.poser_data else {})},
+                      **({"poser_data": args.poser_data} if args.poser_data else {}),
+                      **({"base": args.base} if args.base else {})},
         detector_params=parse_detector_params(args.param),
         runtime=runtime,
         shipped_zoo=not args.no_shipped_zoo,

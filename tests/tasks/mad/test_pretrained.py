@@ -1,6 +1,6 @@
 """The pretrained tier of the mad task, on a tiny local "base" model (the real base is too slow
 for a unit test): prompts and frames, balanced training pairs, an adapter trained, saved,
-fingerprinted by its base and merged on load, and the CLI end to end with --option base=DIR."""
+fingerprinted by its base and merged on load, and the CLI end to end with --base DIR (= --option base=DIR)."""
 
 from __future__ import annotations
 
@@ -139,7 +139,7 @@ def test_run_scores_adapters_on_a_local_base(tiny_base, tmp_path, monkeypatch):
 
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     results = tmp_path / "records"
-    code = main(["run", "--task", "mad", "--quick", "--dataset", "addition", "--option", f"base={tiny_base}",
+    code = main(["run", "--task", "mad", "--quick", "--dataset", "addition", "--base", str(tiny_base),
                  "--detector", "activations_mahalanobis", "--allow-invalid", "--jobs", "1", "--no-shipped-zoo",
                  "--results-dir", str(results), "--no-leaderboard"])
     assert code == 0
