@@ -55,7 +55,7 @@ def main() -> None:
 
     from harness.basin import per_example_basin
     from harness.basin.kl import CausalLMKL
-    from harness.basin.search import _prior_terms
+    from harness.basin import prior_terms
     from harness.zoo.store import load_model
     from harness.zoo.tokenizer import encode_batch
 
@@ -67,10 +67,9 @@ def main() -> None:
     print(f"{len(prompts)} prompts of {args.dataset}, {ids.shape[1]} columns; peak so far {_peak_gib():.2f} GiB")
     rows = torch.arange(args.rows)
     report: dict = {"model_dir": str(args.model_dir), "dataset": args.dataset, "sets": []}
-    ms_per_row_last = None
     for spec in args.layers.split(","):
         layer = None if spec == "all" else int(spec)
-        subset, _, dirs, *_ = _prior_terms(model, layer, args.directions, 0, None, None)
+        subset, _, dirs, *_ = prior_terms(model, layer, args.directions, 0, None, None)
         entry: dict = {"layer": spec, "dim": subset.dim}
         kls = {}
         for reuse in (False, True):
@@ -91,9 +90,8 @@ def main() -> None:
         entry["speedup"] = round(entry["full"]["ms_per_row"] / entry["reuse_prefix"]["ms_per_row"], 2)
         print(f"  layer {spec:>4}: max |KL difference| {diff:.2e}, speed-up {entry['speedup']}x")
         report["sets"].append(entry)
-        if spec == args.layers.split(",")[-1]:
-            ms_per_row_last = entry["reuse_prefix"]["ms_per_row"]
-            last_layer = layer
+        # the search below runs on the last parameter set listed
+        last_layer, ms_per_row_last = layer, entry["reuse_prefix"]["ms_per_row"]
 
     n = args.search_items
     t0 = time.perf_counter()

@@ -630,11 +630,11 @@ def test_gpu_same_directions_stacked_rounds_and_exact_restoration():
 # --- reusing the unperturbed blocks before the perturbed one ----------------------------------
 
 def _per_example_both_ways(model, layer, ids, mask, n_directions=3):
-    from harness.basin.search import _prior_terms
+    from harness.basin import prior_terms
 
     out = {}
     for reuse in (False, True):
-        subset, _, dirs, *_ = _prior_terms(model, layer, n_directions, 0, None, None)
+        subset, _, dirs, *_ = prior_terms(model, layer, n_directions, 0, None, None)
         kl = CausalLMKL(model, ids, mask, subset, dirs, batch_size=16, reuse_prefix=reuse)
         scales = torch.linspace(0.05, 2.0, n_directions * ids.shape[0], dtype=torch.float64).view(n_directions, -1)
         out[reuse] = (kl.per_example(scales), kl)
