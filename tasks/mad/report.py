@@ -580,14 +580,29 @@ def _recipe_text(recipe: dict[str, Any], see: bool = True) -> str:
 
 
 # -- the section -------------------------------------------------------------------------------
-def _models_description(source: str) -> tuple[str, str, str]:
-    """(what the section's models are, a short name for a column header, how the truthful frame
-    differs) for a record source: the task's tiny models or adapters on a pretrained base."""
+class ModelsText(NamedTuple):
+    """How a section names its models: in prose, beside the published figures, in a column
+    header; and what its truthful frame adds to the prompt."""
+
+    prose: str
+    published: str
+    header: str
+    truthful_frame: str
+
+
+def models_text(source: str) -> ModelsText:
+    """The wording for a record source: the task's tiny models, or adapters on a pretrained base."""
     if source.startswith("pretrained "):
+        from harness.tasks.mad.pretrained import TRUTHFUL_PREFIX
+
         base = source.removeprefix("pretrained ")
-        return (f"LoRA adapters on the pretrained base `{base}`", f"adapters on {base}",
-                "the same prompt after a first line `Fact check.`")
-    return "tiny transformers trained from scratch", "tiny models", "the same statement after `Check`"
+        adapters = f"LoRA adapters on the pretrained base `{base}`"
+        return ModelsText(adapters, adapters, f"adapters on {base}",
+                          f"the same prompt after a first line `{TRUTHFUL_PREFIX.strip()}`")
+    from harness.tasks.mad.arithmetic import TRUTHFUL_FRAME_WORD
+
+    return ModelsText("tiny transformers trained from scratch", "tiny models trained from scratch", "tiny models",
+                      f"the same statement after `{TRUTHFUL_FRAME_WORD}`")
 
 
 def _default_gate() -> tuple[float, float]:
@@ -665,8 +680,7 @@ def section(section: Section) -> list[str]:
                 if d not in datasets]
     all_valid = sorted(d for d, s in valid.items() if s)
     dataset_boot = boot if set(all_valid) <= set(datasets) else bootstrap(frame, all_valid, column=by)
-    models_text, models_short, frame_text = _models_description(section.source)
-    published_text = "tiny models trained from scratch" if models_short == "tiny models" else models_text
+    models = models_text(section.source)
     lines = [
         f"## MAD: mechanistic anomaly detection on quirky models: {section.title}",
         "",
@@ -674,7 +688,7 @@ def section(section: Section) -> list[str]:
         "",
         "Detectors are fitted on trusted data (Alice, easy items, in both prompt frames) and score hard test",
         "items. Each quirky model answers in two frames: the quirky frame, where Bob judges against his",
-        f"sloppy result, and the truthful frame ({frame_text}), where Bob's names answer",
+        f"sloppy result, and the truthful frame ({models.truthful_frame}), where Bob's names answer",
         "truthfully like Alice. Three AUROC columns (docs/mad.md):",
         "",
         "- **mechanism**: Bob in the quirky frame vs Bob in the truthful frame: the same names, both frames",
@@ -684,7 +698,7 @@ def section(section: Section) -> list[str]:
         "- **Bob vs Alice (quirky frame)**: the published MAD column; a name detector and a mechanism",
         "  detector both score high on it.",
         "",
-        f"Our models are {models_text}, one per dataset and",
+        f"Our models are {models.prose}, one per dataset and",
         *gate_lines(section),
         "Intervals: 95% t intervals over datasets (t on n_datasets - 1 degrees of freedom) around the",
         f"standard error of a hierarchical bootstrap over datasets, seeds, character names and test statements",
@@ -772,11 +786,11 @@ def section(section: Section) -> list[str]:
     lines += [
         "### Published figures",
         "",
-        f"Two separate sets of numbers: ours on {published_text} (this section's Bob vs Alice",
+        f"Two separate sets of numbers: ours on {models.published} (this section's Bob vs Alice",
         "column, the published definition), and the published AUROC avg. The setups differ in model, data",
         "and scale; the columns are listed together only to match detector names.",
         "",
-        published_reference(frame, summary, column=published_column, models=models_short).to_markdown(index=False),
+        published_reference(frame, summary, column=published_column, models=models.header).to_markdown(index=False),
         "",
         *spearman_lines(summary, column=published_column),
         "",
