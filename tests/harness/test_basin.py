@@ -678,3 +678,22 @@ def test_per_example_basin_with_a_reused_prefix_matches_the_reference_loop():
     plain = ref.reference_per_example(model, ids, mask, **kwargs)
     assert eng.converged.all() and eng.meta["layer"] == 1
     np.testing.assert_allclose(eng.multipliers, plain.multipliers, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["sequential", "stacked"])
+def test_a_reused_prefix_gives_the_same_averaged_kls_in_place_and_hooked(mode):
+    """per_direction perturbs the weights in place (sequential) or hooks them (stacked); with
+    every evaluation position weighted, not only the last. Both ways reuse block 2's input."""
+    from harness.basin import prior_terms
+
+    model = tiny_llama(hidden=32, layers=3, dtype=torch.float64)
+    ids, mask = left_padded_batch(20, 8, seed=6)
+    positions = mask.bool() & (torch.arange(8) >= 4)
+    out = {}
+    for reuse in (False, True):
+        subset, _, dirs, *_ = prior_terms(model, 2, 3, 0)
+        kl = CausalLMKL(model, ids, mask, subset, dirs, position_mask=positions, mode=mode, reuse_prefix=reuse)
+        out[reuse] = (kl.per_direction(torch.tensor([0.1, 0.5, 1.5], dtype=torch.float64)), kl.prefix_block)
+    assert out[False][1] == 0 and out[True][1] == 2
+    assert (out[False][0] > 0).all()
+    torch.testing.assert_close(out[True][0], out[False][0], rtol=1e-9, atol=1e-15)
