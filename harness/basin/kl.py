@@ -48,7 +48,7 @@ from torch import nn
 from harness.basin.directions import SubsetDirections, as_subset_directions
 from harness.basin.hooked import HookedPerturbation
 from harness.basin.perturb import ParameterSubset, perturbed_weights
-from harness.features.interventions import _BLOCK_LISTS as _BLOCK_PATHS, block_list
+from harness.features.interventions import block_list, block_list_owner
 
 logger = logging.getLogger(__name__)
 
@@ -129,18 +129,8 @@ def blocks_from(model: nn.Module, start: int) -> Iterator[None]:
     ``inputs_embeds`` = block ``start``'s input it computes what the whole model computes (for
     architectures that feed ``inputs_embeds`` straight into the first block). The modules are
     the model's own, so hooks on them still fire."""
-    blocks = block_list(model)
-    parent: nn.Module = model
-    for path in _BLOCK_PATHS:
-        parts = path.split(".")
-        holder: Optional[nn.Module] = model
-        for part in parts[:-1]:
-            holder = getattr(holder, part, None)
-        if holder is not None and getattr(holder, parts[-1], None) is blocks:
-            parent, attr = holder, parts[-1]
-            break
-    else:  # pragma: no cover - block_list found them under one of these paths
-        raise ValueError("cannot find the decoder blocks' parent module")
+    parent, attr = block_list_owner(model)
+    blocks = getattr(parent, attr)
     setattr(parent, attr, nn.ModuleList(list(blocks)[start:]))
     try:
         yield

@@ -1,8 +1,9 @@
 """Model-structure helpers and residual-stream interventions for Hugging Face causal LMs.
 
-``block_list`` finds the decoder blocks; ``add_to_residual`` adds a vector to the output of
-one block (the residual stream after block ``layer``, i.e. ``hidden_states[layer]``) at the
-last position, for every row or with a per-row scale. Hooks are always removed on exit.
+``block_list`` finds the decoder blocks (``block_list_owner``: the module holding them);
+``add_to_residual`` adds a vector to the output of one block (the residual stream after block
+``layer``, i.e. ``hidden_states[layer]``) at the last position, for every row or with a per-row
+scale. Hooks are always removed on exit.
 """
 
 from __future__ import annotations
@@ -17,17 +18,25 @@ from torch import nn
 _BLOCK_LISTS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers")
 
 
+def block_list_owner(model: nn.Module) -> tuple[nn.Module, str]:
+    """The module holding the decoder blocks of a Hugging Face causal LM and the attribute name
+    they are under (Llama: ``(model.model, "layers")``), so they can be swapped for a while."""
+    for path in _BLOCK_LISTS:
+        *parents, name = path.split(".")
+        holder: Optional[nn.Module] = model
+        for part in parents:
+            holder = getattr(holder, part, None)
+            if holder is None:
+                break
+        if holder is not None and isinstance(getattr(holder, name, None), nn.ModuleList):
+            return holder, name
+    raise ValueError(f"cannot find the decoder blocks of {type(model).__name__} (looked for {', '.join(_BLOCK_LISTS)})")
+
+
 def block_list(model: nn.Module) -> nn.ModuleList:
     """The decoder blocks of a Hugging Face causal LM (Llama: ``model.layers``, GPT-2: ``transformer.h``)."""
-    for path in _BLOCK_LISTS:
-        module: Optional[nn.Module] = model
-        for part in path.split("."):
-            module = getattr(module, part, None)
-            if module is None:
-                break
-        if isinstance(module, nn.ModuleList):
-            return module
-    raise ValueError(f"cannot find the decoder blocks of {type(model).__name__} (looked for {', '.join(_BLOCK_LISTS)})")
+    holder, name = block_list_owner(model)
+    return getattr(holder, name)
 
 
 def n_blocks(model: nn.Module) -> int:
