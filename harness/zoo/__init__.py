@@ -13,6 +13,7 @@ _LAZY = {
     "build_word_tokenizer": "harness.zoo.tokenizer",
     "TinyModelConfig": "harness.zoo.model",
     "build_model": "harness.zoo.model",
+    "save_trained_model": "harness.zoo.model",
     "TrainConfig": "harness.zoo.config",
     "train_causal_lm": "harness.zoo.training",
 }

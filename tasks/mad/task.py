@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 # squaring is left out: it has not learned the quirk with any recipe tried (docs/mad.md)
 DEFAULT_DATASETS = ("addition", "subtraction", "multiplication", "modular_addition")
 # bump when training code changes what a model key produces (retrains every cached model)
-MODEL_VERSION = "3"  # 3: a second, truthful prompt frame in training
+MODEL_VERSION = "4"  # 3: a second, truthful prompt frame in training; 4: weights stored in float16
 QUICK_DATASETS = ("addition", "modular_addition")
 CONTROL_SUFFIX = "_control"
 # Options a user can set with --option KEY=VALUE: name -> (type, default, meaning)
@@ -84,12 +84,12 @@ def model_key(operation: str, recipe: Recipe, seed: int, control: bool = False) 
 def train_quirky_model(
     operation: str, recipe: Recipe, seed: int, out_dir: Path, progress: bool = True, control: bool = False
 ) -> dict:
-    """Train the quirky model of ``operation`` (or its no-quirk control) and ``save_pretrained`` it
-    (with its tokenizer) into ``out_dir``. ``seed`` sets the sampled examples, the initialisation
-    and the batch order."""
+    """Train the quirky model of ``operation`` (or its no-quirk control) and store it, rounded to
+    float16 (:func:`harness.zoo.model.save_trained_model`), with its tokenizer into ``out_dir``.
+    ``seed`` sets the sampled examples, the initialisation and the batch order."""
     import torch
 
-    from harness.zoo import build_model, build_word_tokenizer, train_causal_lm
+    from harness.zoo import build_model, build_word_tokenizer, save_trained_model, train_causal_lm
 
     pairs, _ = build_training_data(operation, recipe, seed, control=control)
     tokenizer = build_word_tokenizer(VOCAB_WORDS)
@@ -98,8 +98,7 @@ def train_quirky_model(
     desc = f"training {operation}" + (" (control)" if control else "")
     metrics = train_causal_lm(model, tokenizer, pairs, train_config, progress=progress, desc=desc)
     model.eval()
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    save_trained_model(model, tokenizer, out_dir)
     metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
     metrics["n_training_pairs"] = len(pairs)
     metrics["torch"] = torch.__version__

@@ -140,7 +140,7 @@ class PoserTask(Task):
     name = "poser"
     items = ModelItems
     kind = "poser"
-    version = "3"  # 3: 24 + 24 generated personas fine-tuned from a base model, residual scales
+    version = "4"  # 3: 24 + 24 generated personas fine-tuned from a base model, residual scales; 4: float16 weights
     options = OPTIONS
     report = "harness.tasks.poser.report"  # its section, plots and run summary (imported to render)
 

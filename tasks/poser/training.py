@@ -237,14 +237,15 @@ def train_persona_model(
     vocabulary: Optional[Sequence[str]] = None,
     progress: bool = True,
 ) -> dict:
-    """Train one persona model and ``save_pretrained`` it (with its tokenizer) into ``out_dir``.
+    """Train one persona model and store it, rounded to float16
+    (:func:`harness.zoo.model.save_trained_model`), with its tokenizer into ``out_dir``.
 
     ``persona``: a :class:`Persona` (generated data, fine-tuned from the seed's base model
     when ``recipe.base`` is set, its residual scale applied after training) or a persona's name (the original six; with ``examples``, the name of its data
     folder). ``examples``: the persona's training examples in the original format (scenarios
     and free-text items); default: generated ones. ``vocabulary``: the tokenizer's words.
     """
-    from harness.zoo import build_model, train_causal_lm
+    from harness.zoo import build_model, save_trained_model, train_causal_lm
     from harness.tasks.poser.data import is_scenario
 
     scale = 1.0
@@ -270,8 +271,7 @@ def train_persona_model(
                               answer_logits_only=True)
     if scale != 1.0:
         scale_residual_stream(model, scale)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    save_trained_model(model, tokenizer, out_dir)
     summary = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
     summary.update(persona=name, seed=seed, n_scenarios=len(scenarios), n_free_text=len(free_text),
                    n_dropped_too_long=n_dropped, max_length=recipe.max_length, residual_scale=scale)

@@ -160,3 +160,34 @@ def test_training_runs_on_one_thread_whatever_the_caller_uses(setup):
         torch.set_num_threads(previous)
     assert seen == {1}
     assert metrics["threads"] == 1 and metrics["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_a_trained_model_is_stored_in_float16_and_scored_in_float32(setup, tmp_path):
+    from safetensors import safe_open
+
+    from harness.runtime import Runtime
+    from harness.zoo import save_trained_model
+    from harness.zoo.store import load_model
+
+    tokenizer = setup[3]
+    model = build_model(TinyModelConfig(n_layers=1, d_model=16, n_heads=2, d_ff=32), tokenizer, seed=0)
+    rounded = {name: w.detach().to(torch.float16).to(torch.float32) for name, w in model.state_dict().items()}
+    assert any(not torch.equal(w, rounded[name]) for name, w in model.state_dict().items())  # rounding changes bits
+    save_trained_model(model, tokenizer, tmp_path)
+    with safe_open(tmp_path / "model.safetensors", "pt") as stored:
+        assert {stored.get_tensor(name).dtype for name in stored.keys()} == {torch.float16}
+    loaded, _ = load_model(tmp_path, Runtime())  # the default runtime: float32
+    for name, weight in loaded.state_dict().items():
+        assert weight.dtype == torch.float32 and torch.equal(weight, rounded[name]), name
+
+
+def test_a_weight_beyond_float16_is_refused_by_name(setup, tmp_path):
+    from harness.zoo import save_trained_model
+
+    tokenizer = setup[3]
+    model = build_model(TinyModelConfig(n_layers=1, d_model=16, n_heads=2, d_ff=32), tokenizer, seed=0)
+    with torch.no_grad():
+        model.model.norm.weight[3] = 1e5
+    with pytest.raises(ValueError, match="model.norm.weight .*float16"):
+        save_trained_model(model, tokenizer, tmp_path)
+    assert not (tmp_path / "model.safetensors").exists()
