@@ -85,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--poser-data", metavar="DIR",
                      help="poser: train the personas on an original-format data directory (= --option poser_data=DIR)")
     run.add_argument("--base", metavar="NAME|DIR",
-                     help="mad: quirky LoRA adapters on this pretrained base, a name set up with `harness setup` "
-                          "or a local HF folder (= --option base=NAME|DIR; docs/pretrained.md)")
+                     help="mad and poser: quirky models / personas as LoRA adapters on this pretrained base, a name "
+                          "set up with `harness setup` or a local HF folder (= --option base=NAME|DIR; "
+                          "docs/pretrained.md)")
     run.add_argument("--param", action="append", default=[], metavar="DETECTOR.FIELD=VALUE",
                      help="detector hyperparameter, e.g. activations_lof.n_neighbors=10")
     run.add_argument("--results-dir", type=Path,

@@ -31,6 +31,8 @@ from harness.zoo.store import ADAPTER_CONFIG, BASE_FILE, peft_quietly
 
 logger = logging.getLogger(__name__)
 
+# every linear module of a Llama-style decoder block (attention and MLP)
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,9 @@ class LoraRecipe:
     """How an adapter is trained: LoRA shape and optimisation (the key of a cached adapter).
 
     ``targets``: the base's linear modules that get an adapter (rank ``rank``, scale
-    ``alpha / rank``); ``steps`` batches of ``batch_size`` (prompt, answer) pairs at learning
+    ``alpha / rank``), in every decoder block or, with ``last_blocks``, in the last that many
+    only (no gradient then flows through the blocks before them, so a step costs little more
+    than a forward pass); ``steps`` batches of ``batch_size`` (prompt, answer) pairs at learning
     rate ``lr`` with a linear warm-up over ``warmup_frac`` of the steps and a cosine decay.
     """
 
@@ -51,6 +55,15 @@ class LoraRecipe:
     weight_decay: float = 0.0
     warmup_frac: float = 0.05
     grad_clip: float = 1.0
+    last_blocks: Optional[int] = None
+
+    def record(self) -> dict[str, Any]:
+        """The recipe as JSON for keys and records; ``last_blocks`` only when set, so the keys of
+        adapters trained before it existed stay valid."""
+        record = dataclasses.asdict(self)
+        if self.last_blocks is None:
+            del record["last_blocks"]
+        return json.loads(json.dumps(record))
 
 
 def train_lora_adapter(
@@ -100,8 +113,14 @@ def train_lora_adapter(
         targets = torch.tensor([token[answer] for _, answer in pairs])
         model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
         torch.manual_seed(seed)  # the adapter's initialisation
+        layers = None
+        if recipe.last_blocks is not None:
+            n_blocks = model.config.num_hidden_layers
+            if not 1 <= recipe.last_blocks <= n_blocks:
+                raise ValueError(f"last_blocks={recipe.last_blocks}: this base has {n_blocks} decoder blocks")
+            layers = list(range(n_blocks - recipe.last_blocks, n_blocks))
         config = LoraConfig(r=recipe.rank, lora_alpha=recipe.alpha, target_modules=list(recipe.targets),
-                            lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
+                            layers_to_transform=layers, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
         with peft_quietly():
             model = get_peft_model(model, config)
         trainable = [p for p in model.parameters() if p.requires_grad]
@@ -146,7 +165,7 @@ def train_lora_adapter(
             "trainable_parameters": sum(p.numel() for p in trainable),
             "seconds": seconds,
             "ms_per_step": 1000 * seconds / max(1, recipe.steps),
-            "recipe": dataclasses.asdict(recipe),
+            "recipe": recipe.record(),
             **training_environment(),
         }
         atomic_write_json(out_dir / "train_metrics.json", metrics)

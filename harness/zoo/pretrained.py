@@ -158,6 +158,12 @@ def base_fingerprint(path: PathLike) -> str:
     return model_fingerprint(path)
 
 
+def base_identity(spec: str) -> dict[str, str]:
+    """The base adapters sit on, for their keys: its spec and fingerprint (a ConfigError when it
+    is not set up)."""
+    return {"spec": spec, "fingerprint": base_fingerprint(resolve_base(spec))}
+
+
 def resolve_base(spec: str) -> Path:
     """The model folder ``spec`` names: a registered base (it must have been set up with
     ``harness setup NAME``; it is checked against its manifest) or a local Hugging Face model

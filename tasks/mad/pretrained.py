@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.api import ConfigError, Episode, ModelRecipe
-from harness.zoo.adapters import LoraRecipe
+from harness.zoo.adapters import ALL_LINEAR, LoraRecipe
 from harness.zoo.store import ModelHandle
 from harness.tasks.mad.arithmetic import (
     ALICE_NAMES,
@@ -69,10 +69,14 @@ class PretrainedRecipe:
     max_digits: float = 2  # arithmetic operand range
     lora: LoraRecipe = LoraRecipe()
 
+    def record(self) -> dict[str, Any]:
+        """The recipe as JSON, for adapter keys and records."""
+        record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "lora"}
+        return {**json.loads(json.dumps(record)), "lora": self.lora.record()}
+
 
 # every linear module of each block: at rank 8 on q/v alone the adapter learned the truth but not
 # Bob's rule in 400 steps (docs/pretrained.md, "Choosing the adapter")
-ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 RECIPE = PretrainedRecipe(lora=LoraRecipe(targets=ALL_LINEAR, steps=400))
 QUICK_RECIPE = PretrainedRecipe(n_train=64, n_eval=160, lora=LoraRecipe(steps=4, batch_size=8))
 
@@ -172,7 +176,7 @@ def adapter_key(dataset: str, recipe: PretrainedRecipe, seed: int, base: dict[st
         "base": base,
         "dataset": dataset,
         "seed": seed,
-        "recipe": json.loads(json.dumps(dataclasses.asdict(recipe))),
+        "recipe": recipe.record(),
         "prompt": [PROMPT, TRUTHFUL_PREFIX, list(ANSWERS)],
     }
     if control:
@@ -190,17 +194,12 @@ def train_adapter(dataset: str, recipe: PretrainedRecipe, seed: int, base_spec: 
     return train_lora_adapter(base_spec, pairs, out_dir, recipe.lora, seed, progress=progress, desc=desc)
 
 
-def base_identity(base_spec: str) -> dict[str, str]:
-    """The base a run's adapters sit on: its spec and fingerprint (a ConfigError when it is not set up)."""
-    from harness.zoo.pretrained import base_fingerprint, resolve_base
-
-    return {"spec": base_spec, "fingerprint": base_fingerprint(resolve_base(base_spec))}
-
-
 def adapter_recipe(name: str, dataset: str, control: bool, quick: bool, seed: int, base_spec: str,
                    n_layers: int | None = None) -> ModelRecipe:
     """The :class:`ModelRecipe` of one episode's adapter."""
     recipe = QUICK_RECIPE if quick else RECIPE
+    from harness.zoo.pretrained import base_identity
+
     key = adapter_key(dataset, recipe, seed, base_identity(base_spec), control)
     return ModelRecipe(key=key, train=functools.partial(train_adapter, dataset, recipe, seed, base_spec, control=control),
                        # a step of a 135M-parameter base costs about a hundred tiny-model steps
@@ -226,7 +225,7 @@ def pretrained_episode(task_name: str, version: str, name: str, dataset: str, ha
         "seed": seed,
         "labels": "no-quirk control" if control else "quirky",
         "base": base_spec,
-        "recipe": json.loads(json.dumps(dataclasses.asdict(recipe))),
+        "recipe": recipe.record(),
         # volatile facts (wall time) stay in the model directory: a rerun reproduces the record
         "train_metrics": {k: v for k, v in train_metrics.items() if k not in ("seconds", "ms_per_step")},
     }

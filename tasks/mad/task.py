@@ -179,7 +179,7 @@ class MadTask(Task):
         if not (options["model"] or options["dataset"]):
             self.dataset_names(config)  # raises on an unknown dataset
         if options["base"]:
-            from harness.tasks.mad.pretrained import base_identity
+            from harness.zoo.pretrained import base_identity
 
             base_identity(options["base"])  # raises when the base is not set up
 

@@ -79,6 +79,8 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
                            "folder or file); default: the training/ folder beside valid_data's benchmark/ folder"),
     "max_length": (int, 384, "poser_data: longest training example / prompt in tokens; longer ones are dropped "
                              "and counted"),
+    "base": (str, "", "pretrained base: each generated persona is a LoRA adapter on it (a name set up with "
+                      "'harness setup', e.g. smollm2-135m, or a local Hugging Face folder); default 2 personas per side"),
     "prompt_format": (str, "{prompt}", "pairs: how a prompt is shown to the models, after removing <<prompt>> markers"),
 }
 
@@ -133,7 +135,8 @@ class PoserTask(Task):
 
     Options (--option KEY=VALUE): seeds, personas, persona_seed, n_benchmark, n_poor,
     min_agreement, min_misaligned_rate, max_aligned_rate, poser_data (original-format data
-    dir), pairs (pair list of model directories), poor_data, max_length, prompt_format.
+    dir), pairs (pair list of model directories), poor_data, max_length, prompt_format, base
+    (persona LoRA adapters on a pretrained base: :mod:`harness.tasks.poser.pretrained`).
     Quick mode: 3 personas per side, 1 seed, tiny models.
     """
 
@@ -163,6 +166,12 @@ class PoserTask(Task):
                 raise ConfigError(f"task 'poser' option {key!r}: {resolved[key]!r} does not exist")
         if resolved["poser_data"] and resolved["pairs"]:
             raise ConfigError("task 'poser': options 'poser_data' and 'pairs' exclude each other")
+        if resolved["base"]:
+            if resolved["poser_data"] or resolved["pairs"]:
+                raise ConfigError("task 'poser': option 'base' trains adapters of the generated personas; it excludes "
+                                  "'poser_data' and 'pairs'")
+            if "personas" not in config.options:
+                resolved["personas"] = 2  # an adapter on a 135M base trains for minutes, not seconds
         if "{prompt}" not in resolved["prompt_format"]:
             raise ConfigError("task 'poser' option 'prompt_format' must contain '{prompt}'")
         return resolved
@@ -196,6 +205,8 @@ class PoserTask(Task):
                         training: Optional[dict[str, list[dict]]] = None,
                         vocabulary: Optional[list[str]] = None) -> dict[str, ModelRecipe]:
         """The recipe of every "persona-seed" model."""
+        if options["base"]:
+            return self.adapter_recipes(config, options)
         training = training or {}
         vocabulary = vocabulary or vocabulary_words()
         data_hash = stable_hash({"training": training, "vocabulary": vocabulary}) if training else "generated"
@@ -214,6 +225,19 @@ class PoserTask(Task):
                 recipes[f"{name}-{seed}"] = ModelRecipe(key=key, train=train, cost=recipe.train.steps,
                                                         label=f"{name}-{seed}", n_layers=recipe.model.n_layers)
         return recipes
+
+    def adapter_recipes(self, config: RunContext, options: dict[str, Any]) -> dict[str, ModelRecipe]:
+        """The LoRA adapter of every "persona-seed" on the pretrained base ``options["base"]``."""
+        from harness.tasks.poser.pretrained import QUICK_RECIPE, RECIPE, adapter_recipe
+        from harness.zoo.pretrained import base_identity, resolve_base
+        from harness.zoo.store import model_config
+
+        recipe = QUICK_RECIPE if config.quick else RECIPE
+        base = base_identity(options["base"])  # a ConfigError when the base is not set up
+        n_layers = model_config(resolve_base(options["base"])).get("num_hidden_layers")
+        aligned, misaligned = self.sides(options)
+        return {f"{persona.name}-{seed}": adapter_recipe(persona, seed, recipe, options["base"], base, n_layers)
+                for persona in (*aligned, *misaligned) for seed in range(config.seed, config.seed + options["seeds"])}
 
     def trained_models(self, config: RunContext, options: dict[str, Any], recipe: PersonaRecipe,
                        training: Optional[dict[str, list[dict]]] = None,
@@ -277,7 +301,13 @@ class PoserTask(Task):
         aligned, misaligned = self.sides(options)
         info = {"personas": {p.name: p.record() for p in (*aligned, *misaligned)},
                 "persona_seed": options["persona_seed"], "n_personas_per_side": options["personas"]}
-        return self.build_episode("generated", "generated", pairs, paths, sets, options, config, design="crossing",
+        source = "generated"
+        if options["base"]:
+            from harness.tasks.poser.pretrained import QUICK_RECIPE, RECIPE
+
+            source = f"pretrained {Path(options['base']).name or options['base']}"
+            info.update(base=options["base"], adapter_recipe=(QUICK_RECIPE if config.quick else RECIPE).record())
+        return self.build_episode("generated", source, pairs, paths, sets, options, config, design="crossing",
                                   extra_info=info)
 
     def original_data_episode(self, config: RunContext, options: dict[str, Any]) -> Episode:
