@@ -41,8 +41,8 @@ class LoraRecipe:
 
     ``targets``: the base's linear modules that get an adapter (rank ``rank``, scale
     ``alpha / rank``), in every decoder block or, with ``last_blocks``, in the last that many
-    only (no gradient then flows through the blocks before them, so a step costs little more
-    than a forward pass); ``steps`` batches of ``batch_size`` (prompt, answer) pairs at learning
+    only (no gradient then flows through the blocks before them: a step costs a forward pass
+    plus the backward pass of those blocks); ``steps`` batches of ``batch_size`` (prompt, answer) pairs at learning
     rate ``lr`` with a linear warm-up over ``warmup_frac`` of the steps and a cosine decay.
     """
 

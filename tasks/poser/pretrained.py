@@ -16,8 +16,8 @@ What differs, and why:
   nuisance factor (:mod:`harness.tasks.poser.personas`); an adapter leaves the base's weights
   alone, so its personas share the base's norms.
 - **The last blocks only.** The adapter sits on every linear module of the base's last
-  ``last_blocks`` decoder blocks: backpropagation then stops there, so a step costs little
-  more than a forward pass (a 135M base on one CPU core: see docs/pretrained.md).
+  ``last_blocks`` decoder blocks: backpropagation stops there, so a step costs about one and a
+  half forward passes on a 30-block base (docs/pretrained.md has the learning curves).
 """
 
 from __future__ import annotations
@@ -83,8 +83,8 @@ def adapter_recipe(persona: Union[str, Persona], seed: int, recipe: PersonaAdapt
     """The :class:`ModelRecipe` of one persona's adapter (``base``: the base's spec and fingerprint;
     ``n_layers``: its depth)."""
     name = as_persona(persona).name
-    # a step of a 135M-parameter base through its last blocks costs about fifty tiny-model steps
-    return ModelRecipe(key=adapter_key(persona, recipe, seed, base), cost=recipe.lora.steps * 50,
+    # a step on a 135M-parameter base (3.5-8 s on one core) costs about a hundred tiny-persona steps
+    return ModelRecipe(key=adapter_key(persona, recipe, seed, base), cost=recipe.lora.steps * 100,
                        train=functools.partial(train_adapter, persona, recipe, seed, base_spec),
                        label=f"{name}-{seed} (LoRA on {base_spec})", n_layers=n_layers)
 
