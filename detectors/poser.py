@@ -27,6 +27,9 @@ NOISE_KINDS = ("gaussian", "uniform01")
 STATISTICS = ("kl", "p_misaligned")
 AGGREGATES = ("mean", "max", "last")
 NOISE_NORMS = ("own", "shared")
+# the key/value cache of one prefix pass, repeated once per coefficient, stays under this size: on a
+# 135M-parameter base (30 blocks) 200 prompts x 21 coefficients would otherwise hold about 19 GB
+KV_CACHE_BYTES = 1 << 30
 
 
 def answer_ids(tokenizer: Any, answers: Sequence[str]) -> tuple[int, int]:
@@ -229,7 +232,8 @@ class ActivationNoise(Detector):
         coefficients = torch.tensor(self.coefficients, dtype=torch.float32)
         n_coef = len(coefficients)
         longest = max(len(ids) for ids in tokenizer(list(item.prompts))["input_ids"])
-        chunk = max(1, 32768 // longest)  # prompts per prefix pass: at most ~32k tokens
+        chunk = max(1, min(32768 // longest,  # prompts per prefix pass: at most ~32k tokens
+                           KV_CACHE_BYTES // (kv_bytes_per_token(model) * longest * n_coef)))
         # transformers renamed the cache argument (past_key_values -> cache)
         cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         kl_all, p_all = [], []
@@ -315,6 +319,16 @@ class ActivationNoise(Detector):
                 "scores": {name: rounded(values) for name, values in getattr(self, "scores_", {}).items()},
                 "steering_norms": rounded(getattr(self, "steering_norms_", [])),
                 "noise_norms": rounded(getattr(self, "noise_norms_", []))}
+
+
+def kv_bytes_per_token(model: Any) -> int:
+    """Bytes of key/value cache one token takes in ``model`` (every block's keys and values)."""
+    config = model.config
+    heads = getattr(config, "num_attention_heads", None) or config.n_head
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    blocks = getattr(config, "num_hidden_layers", None) or config.n_layer
+    return 2 * blocks * kv_heads * head_dim * next(model.parameters()).element_size()
 
 
 @dataclass

@@ -93,6 +93,29 @@ def test_curves_start_at_zero_and_match_whole_prompt_passes(item):
     assert diagnostics["steering_norms"] == diagnostics["noise_norms"] and diagnostics["n_directions"] == 2
 
 
+def test_a_small_key_value_budget_splits_the_prompts_and_gives_the_same_curves(item, monkeypatch):
+    """On a large base the repeated key/value cache of all prompts would not fit in memory: under a
+    budget of a few prompts' cache the prompts run in chunks, with the same curves."""
+    import harness.detectors.poser as poser
+
+    detector = ActivationNoise(layer=1, coefficients=[0.0, 5.0, 20.0], n_directions=2).fit()
+    noise = detector.noise_vectors(item, 1)
+    whole = detector._compute_curves(item, 1, noise)
+    calls = []
+    model = item.handle.model
+    handle = model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(1), with_kwargs=True)
+    per_prompt = poser.kv_bytes_per_token(model) * max(len(i) for i in item.handle.tokenizer(CLEAN)["input_ids"]) * 3
+    monkeypatch.setattr(poser, "KV_CACHE_BYTES", 2 * per_prompt)  # two prompts per prefix pass
+    try:
+        chunked = detector._compute_curves(item, 1, noise)
+    finally:
+        handle.remove()
+    n_chunks = -(-len(CLEAN) // 2)
+    assert len(calls) == n_chunks * (2 + 2)  # per chunk: the prefix, the clean last token, one per direction
+    for name in ("kl", "p_misaligned"):
+        np.testing.assert_allclose(chunked[name], whole[name], atol=1e-6)
+
+
 def test_control_gives_every_model_the_same_absolute_noise_norm(item, tiny_model_dir):
     big = ModelItem("big", item.extractor, CLEAN, CRITICAL[:2] + CLEAN[2:], item.benign_letters, item.mask)
     own = ActivationNoise(layer=1, coefficients=[0.0, 10.0], n_directions=2).fit()
