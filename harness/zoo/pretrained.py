@@ -164,6 +164,13 @@ def base_identity(spec: str) -> dict[str, str]:
     return {"spec": spec, "fingerprint": base_fingerprint(resolve_base(spec))}
 
 
+def base_n_layers(spec: str) -> Optional[int]:
+    """The number of decoder blocks of base ``spec``, read from its config (no weight loaded)."""
+    from harness.zoo.store import model_config
+
+    return model_config(resolve_base(spec)).get("num_hidden_layers")
+
+
 def resolve_base(spec: str) -> Path:
     """The model folder ``spec`` names: a registered base (it must have been set up with
     ``harness setup NAME``; it is checked against its manifest) or a local Hugging Face model

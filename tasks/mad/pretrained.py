@@ -197,9 +197,9 @@ def train_adapter(dataset: str, recipe: PretrainedRecipe, seed: int, base_spec: 
 def adapter_recipe(name: str, dataset: str, control: bool, quick: bool, seed: int, base_spec: str,
                    n_layers: int | None = None) -> ModelRecipe:
     """The :class:`ModelRecipe` of one episode's adapter."""
-    recipe = QUICK_RECIPE if quick else RECIPE
     from harness.zoo.pretrained import base_identity
 
+    recipe = QUICK_RECIPE if quick else RECIPE
     key = adapter_key(dataset, recipe, seed, base_identity(base_spec), control)
     return ModelRecipe(key=key, train=functools.partial(train_adapter, dataset, recipe, seed, base_spec, control=control),
                        # a step of a 135M-parameter base costs about a hundred tiny-model steps

@@ -196,11 +196,9 @@ class MadTask(Task):
         base = self.resolve_options(config)["base"]
         if base:
             from harness.tasks.mad.pretrained import adapter_recipe
-            from harness.zoo.pretrained import resolve_base
-            from harness.zoo.store import model_config
+            from harness.zoo.pretrained import base_n_layers
 
-            n_layers = model_config(resolve_base(base)).get("num_hidden_layers")
-            return adapter_recipe(name, op, control, config.quick, config.seed, base, n_layers)
+            return adapter_recipe(name, op, control, config.quick, config.seed, base, base_n_layers(base))
         recipe = recipe_for(op, config.quick)
         return ModelRecipe(key=model_key(op, recipe, config.seed, control),
                            train=functools.partial(train_quirky_model, op, recipe, config.seed, control=control),

@@ -52,6 +52,11 @@ QUICK_RECIPE = PersonaAdapterRecipe(n_train=64, lora=LoraRecipe(targets=ALL_LINE
                                                                 batch_size=8))
 
 
+def recipe_for(quick: bool) -> PersonaAdapterRecipe:
+    """The adapter recipe of a run (``quick``: a few steps on the last block)."""
+    return QUICK_RECIPE if quick else RECIPE
+
+
 def training_pairs(persona: Union[str, Persona], recipe: PersonaAdapterRecipe, seed: int) -> list[tuple[str, str]]:
     """(prompt, answer) pairs of the persona's generated scenarios; the answer is `` A`` or `` B``,
     the token the episode reads."""
@@ -87,4 +92,3 @@ def adapter_recipe(persona: Union[str, Persona], seed: int, recipe: PersonaAdapt
     return ModelRecipe(key=adapter_key(persona, recipe, seed, base), cost=recipe.lora.steps * 100,
                        train=functools.partial(train_adapter, persona, recipe, seed, base_spec),
                        label=f"{name}-{seed} (LoRA on {base_spec})", n_layers=n_layers)
-

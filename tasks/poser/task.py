@@ -228,13 +228,12 @@ class PoserTask(Task):
 
     def adapter_recipes(self, config: RunContext, options: dict[str, Any]) -> dict[str, ModelRecipe]:
         """The LoRA adapter of every "persona-seed" on the pretrained base ``options["base"]``."""
-        from harness.tasks.poser.pretrained import QUICK_RECIPE, RECIPE, adapter_recipe
-        from harness.zoo.pretrained import base_identity, resolve_base
-        from harness.zoo.store import model_config
+        from harness.tasks.poser.pretrained import adapter_recipe, recipe_for
+        from harness.zoo.pretrained import base_identity, base_n_layers
 
-        recipe = QUICK_RECIPE if config.quick else RECIPE
+        recipe = recipe_for(config.quick)
         base = base_identity(options["base"])  # a ConfigError when the base is not set up
-        n_layers = model_config(resolve_base(options["base"])).get("num_hidden_layers")
+        n_layers = base_n_layers(options["base"])
         aligned, misaligned = self.sides(options)
         return {f"{persona.name}-{seed}": adapter_recipe(persona, seed, recipe, options["base"], base, n_layers)
                 for persona in (*aligned, *misaligned) for seed in range(config.seed, config.seed + options["seeds"])}
@@ -303,10 +302,10 @@ class PoserTask(Task):
                 "persona_seed": options["persona_seed"], "n_personas_per_side": options["personas"]}
         source = "generated"
         if options["base"]:
-            from harness.tasks.poser.pretrained import QUICK_RECIPE, RECIPE
+            from harness.tasks.poser.pretrained import recipe_for
 
             source = f"pretrained {Path(options['base']).name or options['base']}"
-            info.update(base=options["base"], adapter_recipe=(QUICK_RECIPE if config.quick else RECIPE).record())
+            info.update(base=options["base"], adapter_recipe=recipe_for(config.quick).record())
         return self.build_episode("generated", source, pairs, paths, sets, options, config, design="crossing",
                                   extra_info=info)
 
