@@ -12,7 +12,9 @@ see one plain causal LM, exactly as they see a tiny model of the generated zoo.
 
 Training (:func:`train_lora_adapter`) is the published quirky-model recipe in miniature: the loss
 on the answer token only, AdamW over the adapter's parameters, batches in a seeded order, one
-torch thread (the weights then do not depend on the thread count).
+torch thread (the weights then do not depend on the thread count). The finished adapter is
+stored in float16, like the tiny models (:data:`harness.zoo.model.STORED_DTYPE`), and loaded
+into the runtime's dtype.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ def train_lora_adapter(
     from harness.zoo.store import load_tokenizer, model_fingerprint
     from harness.zoo.tokenizer import answer_tokens, encode_batch
     from harness.zoo.config import TrainConfig
+    from harness.zoo.model import storable_dtype
     from harness.zoo.training import TRAINING_THREADS, _batch_indices, _scheduler, training_environment
 
     out_dir = Path(out_dir)
@@ -149,6 +152,9 @@ def train_lora_adapter(
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
         seconds = time.perf_counter() - start
+        # stored like the tiny models, in float16 (half the shipped archive); the stored, rounded
+        # adapter is the model every score is computed on
+        model.to(storable_dtype((name, p) for name, p in model.named_parameters() if p.requires_grad))
         model.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
         shutil.copyfile(base_dir / "config.json", out_dir / "config.json")

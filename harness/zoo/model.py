@@ -15,7 +15,7 @@ not passed. GPT-2 has learned absolute positions: callers must pass
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:  # torch and transformers load when a model is built, not when a recipe is read
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -115,14 +115,20 @@ def save_trained_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     Raises ``ValueError`` if a weight does not fit (overflow to inf), naming it, rather than
     storing a broken model.
     """
+    model.to(storable_dtype(model.state_dict().items()))
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def storable_dtype(named_tensors: Iterable[tuple[str, Any]]) -> Any:
+    """:data:`STORED_DTYPE` as a torch dtype, once every floating-point tensor of
+    ``named_tensors`` is checked to fit in it; ``ValueError`` naming the first that does not."""
     import torch
 
     dtype = getattr(torch, STORED_DTYPE)
     limit = torch.finfo(dtype).max
-    for name, tensor in model.state_dict().items():
+    for name, tensor in named_tensors:
         if tensor.is_floating_point() and bool((tensor.abs() > limit).any()):
             raise ValueError(f"weight {name} holds values beyond {STORED_DTYPE}'s range ({limit:g}); "
                              f"the model cannot be stored in {STORED_DTYPE}")
-    model.to(dtype)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    return dtype

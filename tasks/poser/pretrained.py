@@ -32,7 +32,7 @@ from harness.tasks.poser.personas import Persona, as_persona
 from harness.tasks.poser.training import generated_training_data
 
 # bump when the code changes what a persona adapter key produces (retrains every cached adapter)
-ADAPTER_VERSION = "1"
+ADAPTER_VERSION = "2"  # 2: the adapter is stored in float16 (harness.zoo.adapters)
 
 
 @dataclass(frozen=True)

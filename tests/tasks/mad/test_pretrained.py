@@ -123,6 +123,11 @@ def test_an_adapter_trains_saves_and_loads_merged(tiny_base, tmp_path):
     assert metrics["steps"] == 3 and metrics["trainable_parameters"] > 0
     assert is_adapter_dir(out)
     assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] is None
+    import torch
+    from safetensors.torch import load_file
+
+    stored = load_file(out / "adapter_model.safetensors")  # stored in float16, like the tiny models
+    assert stored and {t.dtype for t in stored.values()} == {torch.float16}
     handle = ModelHandle(out)
     assert handle.n_layers == 2
     assert count_parameters(out) == count_parameters(tiny_base)
