@@ -28,7 +28,7 @@ from harness.tasks.mad.columns import mad_column_metrics
 from harness.zoo.store import ModelHandle
 from harness.tasks.mad.arithmetic import ALICE_NAMES, BOB_NAMES, N_TRUSTED_NAMES, OPERATIONS, to_records
 from harness.tasks.mad.episode import TEST_MIN_QUANTILE, TRUSTED_MAX_QUANTILE, build_episode
-from harness.tasks.mad.pretrained import PRETRAINED_DATASETS
+from harness.tasks.mad.pretrained import DEFAULT_PRETRAINED_DATASETS, PRETRAINED_DATASETS
 from harness.tasks.mad.training import QUICK_RECIPE, RECIPES, VOCAB_WORDS, Recipe, build_training_data, split_examples
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class MadTask(Task):
         if config.datasets:
             names = list(config.datasets)
         else:
-            defaults = PRETRAINED_DATASETS if pretrained else DEFAULT_DATASETS
+            defaults = DEFAULT_PRETRAINED_DATASETS if pretrained else DEFAULT_DATASETS
             names = list(QUICK_DATASETS if config.quick else defaults)
             if config.seed in self.control_seeds(config):
                 names += [f"{n}{CONTROL_SUFFIX}" for n in names]

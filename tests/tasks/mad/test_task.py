@@ -141,6 +141,10 @@ def test_control_episodes_follow_control_seeds():
     assert "addition_control" not in task.dataset_names(RunContext(seed=1, options=with_controls))
     assert "modular_addition_control" in task.dataset_names(RunContext(seed=0, quick=True, options=with_controls))
     assert task.dataset_names(RunContext(datasets=["squaring_control"])) == ["squaring_control"]
+    # on a pretrained base: the datasets of the leaderboard's pretrained page (shipped adapters), the
+    # arithmetic ones only by name
+    assert task.dataset_names(RunContext(seed=0, options={"base": "smollm2-135m"})) == ["hemisphere", "population"]
+    assert task.dataset_names(RunContext(options={"base": "smollm2-135m"}, datasets=["addition"])) == ["addition"]
     with pytest.raises(ConfigError, match="control_seeds"):
         task.dataset_names(RunContext(options={"control_seeds": "zero"}))
 
