@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "leaderboard/records regenerates the committed leaderboard)")
     run.add_argument("--no-shipped-zoo", action="store_true",
                      help="train missing models here instead of importing the leaderboard's own from "
-                          "leaderboard/zoo/ (see also `harness zoo retrain`)")
+                          "leaderboard/zoo/ or leaderboard/pretrained/zoo/ (see also `harness zoo retrain`)")
     run.add_argument("--expect-leaderboard", type=float, metavar="TOL",
                      help="exit 1 unless every job computed has a leaderboard record of the same job whose "
                           "metrics agree within TOL (0 = identical); the regeneration check of CI")
@@ -124,8 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("plugins", help="installed plugins: version, what they registered, load errors")
 
     board = sub.add_parser("leaderboard", help="rebuild leaderboard/ from stored records")
-    board.add_argument("--results-dir", type=Path, default=Path("leaderboard/records"))
-    board.add_argument("--out-dir", type=Path, default=Path("leaderboard"))
+    board.add_argument("--results-dir", type=Path,
+                       help="records to render (default: each page's own, leaderboard/records and "
+                            "leaderboard/pretrained/records)")
+    board.add_argument("--out-dir", type=Path,
+                       help="where to render (default: the page whose records --results-dir names, else leaderboard)")
     board.add_argument("--check", action="store_true", help="exit 1 if the rendered files are stale")
     board.add_argument("--include-quick", action="store_true", help="include quick-mode records")
     zoo = sub.add_parser("zoo", help="the models: export / import an archive, retrain the leaderboard's here")
@@ -243,16 +246,34 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def rendered_board_dir(results_dir: Path, explicit: bool) -> Optional[Path]:
-    """Where a run renders its leaderboard: ``results/`` for the default results directory,
-    ``leaderboard/`` when the records went to ``leaderboard/records``; nothing for other
-    directories (their owner runs ``harness leaderboard --results-dir ... --out-dir ...``)."""
-    from harness.records import LEADERBOARD_RECORDS
-
+    """Where a run renders its leaderboard: ``results/`` for the default results directory, a
+    page of the committed leaderboard (``leaderboard/``, ``leaderboard/pretrained/``) when the
+    records went to its ``records/``; nothing for other directories (their owner runs
+    ``harness leaderboard --results-dir ... --out-dir ...``)."""
     if not explicit:
         return results_dir.parent
-    if results_dir.resolve() == LEADERBOARD_RECORDS.resolve():
-        return LEADERBOARD_RECORDS.parent
-    return None
+    return board_of(results_dir)
+
+
+def board_of(results_dir: Path) -> Optional[Path]:
+    """The page of the committed leaderboard whose records directory ``results_dir`` is, if any."""
+    from harness.records import BOARDS
+
+    return next((board for board in BOARDS if results_dir.resolve() == (board / "records").resolve()), None)
+
+
+def leaderboard_pages(results_dir: Optional[Path], out_dir: Optional[Path]) -> list[tuple[Path, Path]]:
+    """``(records, out_dir)`` of each page ``harness leaderboard`` renders or checks: without
+    ``--results-dir``, every page of :data:`harness.records.BOARDS` that has records (the tiny
+    models' page always); with it, that directory, into ``--out-dir`` or the page it belongs to
+    or ``leaderboard/``."""
+    from harness.records import BOARDS, LEADERBOARD_RECORDS
+
+    if results_dir is None:
+        pages = [(board / "records", out_dir or board) for board in BOARDS
+                 if board == LEADERBOARD_RECORDS.parent or (board / "records").is_dir()]
+        return pages[:1] if out_dir is not None else pages
+    return [(results_dir, out_dir or board_of(results_dir) or LEADERBOARD_RECORDS.parent)]
 
 
 def _compare_with_leaderboard(results: list[Any], results_dir: Path, tolerance: Optional[float]) -> bool:
@@ -473,30 +494,41 @@ def _print_load_errors(registry: Any) -> None:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness import leaderboard
 
+    pages = leaderboard_pages(args.results_dir, args.out_dir)
     if args.check:
-        mixed = leaderboard.mixes(leaderboard.load_sections(args.results_dir, args.out_dir, args.include_quick))
-        for line in mixed:
-            print(f"mixed models: {line}", file=sys.stderr)
-        stale = leaderboard.check(args.results_dir, args.out_dir, args.include_quick)
-        if stale:
-            _print_stale_diff(leaderboard.render(args.results_dir, args.out_dir, args.include_quick), args.out_dir, stale)
-            print(f"stale: {', '.join(stale)}; run `harness leaderboard` and commit", file=sys.stderr)
-        problems = leaderboard.check_files(args.results_dir, args.out_dir, args.include_quick)
-        for line in problems:  # orphan or missing plots, broken image links
-            print(line, file=sys.stderr)
-        from harness.zoo.shipped import check_shipped
-
-        shipped = check_shipped(Path(args.out_dir) / leaderboard.MODELS_NAME, Path(args.out_dir) / "zoo")
-        for line in shipped:  # the archive must hold exactly the models the records were computed on
-            print(f"shipped zoo: {line}", file=sys.stderr)
-        if stale or mixed or problems or shipped:
-            return EXIT_FAILED
-        print("leaderboard is up to date" + ("" if not (Path(args.out_dir) / "zoo").is_dir()
-                                              else "; its shipped zoo holds exactly the records' models"))
-        return EXIT_OK
-    for path in leaderboard.build(args.results_dir, args.out_dir, args.include_quick):
-        print(f"wrote {path}")
+        failed = [results_dir for results_dir, out_dir in pages
+                  if not _check_page(results_dir, out_dir, args.include_quick)]
+        return EXIT_FAILED if failed else EXIT_OK
+    for results_dir, out_dir in pages:
+        for path in leaderboard.build(results_dir, out_dir, args.include_quick):
+            print(f"wrote {path}")
     return EXIT_OK
+
+
+def _check_page(results_dir: Path, out_dir: Path, include_quick: bool) -> bool:
+    """``harness leaderboard --check`` of one page: its files are what its records render, no
+    section mixes models, and its shipped zoo holds exactly its records' models."""
+    from harness import leaderboard
+    from harness.zoo.shipped import check_shipped
+
+    mixed = leaderboard.mixes(leaderboard.load_sections(results_dir, out_dir, include_quick))
+    for line in mixed:
+        print(f"mixed models: {line}", file=sys.stderr)
+    stale = leaderboard.check(results_dir, out_dir, include_quick)
+    if stale:
+        _print_stale_diff(leaderboard.render(results_dir, out_dir, include_quick), out_dir, stale)
+        print(f"stale: {', '.join(stale)}; run `harness leaderboard` and commit", file=sys.stderr)
+    problems = leaderboard.check_files(results_dir, out_dir, include_quick)
+    for line in problems:  # orphan or missing plots, broken image links
+        print(line, file=sys.stderr)
+    shipped = check_shipped(Path(out_dir) / leaderboard.MODELS_NAME, Path(out_dir) / "zoo")
+    for line in shipped:  # the archive must hold exactly the models the records were computed on
+        print(f"shipped zoo: {line}", file=sys.stderr)
+    if stale or mixed or problems or shipped:
+        return False
+    print(f"{out_dir} is up to date" + ("" if not (Path(out_dir) / "zoo").is_dir()
+                                        else "; its shipped zoo holds exactly the records' models"))
+    return True
 
 
 def _print_stale_diff(rendered: dict[str, str], out_dir: Path, stale: Sequence[str], max_lines: int = 80) -> None:

@@ -37,6 +37,13 @@ SCHEMA_VERSION = 2  # 2: source, model fingerprints, plugin provenance
 DEFAULT_RESULTS_DIR = Path("results") / "records"
 QUICK_RESULTS_DIR = Path("results") / "records-quick"
 LEADERBOARD_RECORDS = Path("leaderboard") / "records"
+# the committed leaderboard's pages: each is a directory with records/, README.md, models.json and
+# zoo/ (the archive of the models its records were computed on). The tiny models' page, then the
+# pretrained tier's (LoRA adapters on a pretrained base, docs/pretrained.md), kept apart so that
+# regenerating one never needs the other's models.
+PRETRAINED_BOARD = Path("leaderboard") / "pretrained"
+BOARDS = {LEADERBOARD_RECORDS.parent: "tiny models trained from scratch",
+          PRETRAINED_BOARD: "the pretrained tier: LoRA adapters on a pretrained base"}
 VERSIONED_PACKAGES = ("torch", "transformers", "tokenizers", "numpy", "scikit-learn", "scipy", "pluggy")
 
 
@@ -143,10 +150,17 @@ class Agreement:
 
 
 def compare_with_leaderboard(path: Path, results_dir: Path,
-                             leaderboard_records: Path = LEADERBOARD_RECORDS) -> Optional[Agreement]:
+                             leaderboard_records: Optional[Path] = None) -> Optional[Agreement]:
     """The :class:`Agreement` of the record at ``path`` (under ``results_dir``) with the
-    leaderboard's record of the same job; ``None`` when the leaderboard has none (other models,
+    leaderboard's record of the same job (in ``leaderboard_records``; by default in the records of
+    every page of :data:`BOARDS`); ``None`` when the leaderboard has none (other models,
     parameters or versions) or the record did not finish."""
+    if leaderboard_records is None:
+        for board in BOARDS:
+            agreement = compare_with_leaderboard(path, results_dir, board / "records")
+            if agreement is not None:
+                return agreement
+        return None
     record = completed(Path(path))
     if record is None:
         return None

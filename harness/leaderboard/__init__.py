@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import tempfile
 from dataclasses import dataclass
@@ -334,6 +335,23 @@ class _Rendered:
     kept: dict[str, list[str]]  # slug -> the lines copied from the README on disk
 
 
+def _page_links(out_dir: Path) -> list[str]:
+    """When ``out_dir`` is a page of the committed leaderboard (:data:`harness.records.BOARDS`),
+    a line linking the other pages that exist."""
+    from harness.records import BOARDS
+
+    here = out_dir.resolve()
+    if here not in {board.resolve() for board in BOARDS}:
+        return []
+    others = [(board, what) for board, what in BOARDS.items()
+              if board.resolve() != here and (board / README_NAME).is_file()]
+    if not others:
+        return []
+    links = ", ".join(f"[{what}]({Path(os.path.relpath(board / README_NAME, here)).as_posix()})"
+                      for board, what in others)
+    return [f"This page: {BOARDS[next(b for b in BOARDS if b.resolve() == here)]}. Also on this leaderboard: {links}.", ""]
+
+
 def render(results_dir: Path, out_dir: Path, include_quick: bool = False,
            registry: Optional["Registry"] = None, all_sections: Optional[list[Section]] = None) -> dict[str, str]:
     """Render README.md, results.csv and models.json; returns {filename: content} (the caller
@@ -359,6 +377,7 @@ def _render(results_dir: Path, out_dir: Path, include_quick: bool = False,
         "\"Models\" line); numbers of different models are never put side by side.",
         "",
     ]
+    lines += _page_links(Path(out_dir))
     shipped = sorted((Path(out_dir) / "zoo").glob("harness-zoo-*.tar.gz"))  # harness.zoo.shipped's archive
     if shipped:
         lines += [f"The models the records were computed on ship beside them, in `zoo/{shipped[0].name}`: "

@@ -64,12 +64,11 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from harness.records import iter_records
+from harness.records import BOARDS, iter_records
 from harness.scoring import auroc, scored_items
 from harness.leaderboard.report import record_source
 
 ROOT = Path(__file__).resolve().parents[2]
-RECORDS = Path("leaderboard") / "records"
 
 Value = Union[float, tuple[float, float]]
 
@@ -347,6 +346,15 @@ def load_records(records_dir: Path) -> list[dict[str, Any]]:
     return [r for r in iter_records(Path(records_dir)) if not r.get("quick")]
 
 
+def leaderboard_records(root: Path, records_dir: Optional[Path] = None) -> list[dict[str, Any]]:
+    """The records under ``records_dir``; by default those of every page of the leaderboard
+    (:data:`harness.records.BOARDS`: the tiny models' and the pretrained tier's; a figure
+    names its page's models with ``source=``)."""
+    if records_dir is not None:
+        return load_records(records_dir)
+    return [r for board in BOARDS if (root / board / "records").is_dir() for r in load_records(root / board / "records")]
+
+
 Recompute = Callable[[dict[str, Any]], dict[str, float]]
 
 
@@ -481,9 +489,9 @@ def documents(root: Path) -> list[str]:
 def check(root: Path = ROOT, records_dir: Optional[Path] = None, docs: Optional[Sequence[str]] = None,
           recompute: Optional[Mapping[str, Recompute]] = None) -> list[str]:
     """Every problem with the marked figures of ``docs`` (default: :func:`documents`) against the
-    records in ``records_dir`` (default: ``root/leaderboard/records``), and with those records
-    (:func:`record_problems` with ``recompute``)."""
-    records = load_records(records_dir if records_dir is not None else root / RECORDS)
+    records in ``records_dir`` (default: every page's, :func:`leaderboard_records`), and with
+    those records (:func:`record_problems` with ``recompute``)."""
+    records = leaderboard_records(root, records_dir)
     problems = record_problems(records, recompute)
     for document in (docs if docs is not None else documents(root)):
         claims, marker_problems = find_claims((root / document).read_text(), document)
@@ -495,7 +503,7 @@ def check(root: Path = ROOT, records_dir: Optional[Path] = None, docs: Optional[
 def update(root: Path = ROOT, records_dir: Optional[Path] = None,
            docs: Optional[Sequence[str]] = None) -> list[str]:
     """Rewrite every marked figure of ``docs`` from the records; returns what changed."""
-    records = load_records(records_dir if records_dir is not None else root / RECORDS)
+    records = leaderboard_records(root, records_dir)
     notes = []
     for document in (docs if docs is not None else documents(root)):
         path = root / document
@@ -511,7 +519,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.leaderboard.claims", description=(
         "Check the leaderboard figures quoted in README.md and docs/*.md against the records."))
     parser.add_argument("--root", type=Path, default=ROOT, help="the repository (default: this checkout)")
-    parser.add_argument("--records", type=Path, default=None, help="records directory (default: ROOT/leaderboard/records)")
+    parser.add_argument("--records", type=Path, default=None, help="records directory (default: every page's, ROOT/leaderboard/records and "
+                             "ROOT/leaderboard/pretrained/records)")
     parser.add_argument("--update", action="store_true", help="rewrite every marked figure from the records first")
     parser.add_argument("documents", nargs="*", help="documents relative to ROOT (default: README.md, docs/*.md)")
     args = parser.parse_args(argv)

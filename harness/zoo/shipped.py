@@ -1,16 +1,19 @@
 """The reference models that ship with the repository, and how a run uses them.
 
 Trained weights depend on the machine (docs/reproducing-models.md), so the leaderboard's own
-models are committed as one ``harness zoo`` archive, ``leaderboard/zoo/harness-zoo-<hash>.tar.gz``
-(relative to the working directory, like ``leaderboard/models.json``). Before training anything,
-:func:`harness.zoo.sources.build_models` asks :func:`import_shipped` whether that archive holds
-the missing models: if it does, the archive is checked and unpacked into the cache
+models are committed as one ``harness zoo`` archive per page of the leaderboard
+(:data:`harness.records.BOARDS`, relative to the working directory like ``leaderboard/models.json``):
+``leaderboard/zoo/harness-zoo-<hash>.tar.gz`` holds the tiny models and
+``leaderboard/pretrained/zoo/harness-zoo-<hash>.tar.gz`` the pretrained tier's LoRA adapters
+(their base is not shipped: ``harness setup`` puts it in the cache). Before training anything,
+:func:`harness.zoo.sources.build_models` asks :func:`import_shipped` whether an archive holds
+the missing models: if one does, it is checked and unpacked into the cache
 (:func:`harness.zoo.archive.import_zoo`) and nothing is trained, so a fresh clone scores the
 leaderboard's exact models. ``harness run --no-shipped-zoo`` and ``harness zoo retrain`` train
 instead.
 
-``harness leaderboard --check`` calls :func:`check_shipped`: the archive's models must be
-exactly the models the records were computed on.
+``harness leaderboard --check`` calls :func:`check_shipped` for each page: its archive's models
+must be exactly the models its records were computed on.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from harness.zoo.archive import ZooArchiveError, import_zoo, model_label, read_m
 logger = logging.getLogger(__name__)
 
 DEFAULT_ZOO_DIR = Path("leaderboard") / "zoo"
+# the zoo/ of each page of harness.records.BOARDS (models may not import records: the layers)
+SHIPPED_ZOO_DIRS = (DEFAULT_ZOO_DIR, Path("leaderboard") / "pretrained" / "zoo")
 ARCHIVE_GLOB = "harness-zoo-*.tar.gz"
 
 
@@ -39,21 +44,23 @@ def shipped_archive(zoo_dir: PathLike = DEFAULT_ZOO_DIR) -> Optional[Path]:
     return archives[0] if archives else None
 
 
-def import_shipped(keys: Iterable[dict[str, Any]], zoo_dir: PathLike = DEFAULT_ZOO_DIR) -> tuple[int, Optional[Path]]:
-    """If the shipped archive holds any of the model ``keys``, check it and import it into the
-    cache; returns ``(models imported, archive)``; ``(0, None)`` when there is no archive or
-    it holds none of them."""
-    archive = shipped_archive(zoo_dir)
-    if archive is None:
-        return 0, None
+def import_shipped(keys: Iterable[dict[str, Any]],
+                   zoo_dirs: Iterable[PathLike] = SHIPPED_ZOO_DIRS) -> tuple[int, list[Path]]:
+    """Check and import into the cache every shipped archive (one per directory of ``zoo_dirs``)
+    that holds any of the model ``keys``; returns ``(models imported, those archives)``;
+    ``(0, [])`` when no archive holds any of them."""
     wanted = {stable_hash(key) for key in keys}
-    shipped = {entry["key_hash"] for entry in read_manifest(archive)["models"]}
-    if not wanted & shipped:
-        return 0, None
-    report = import_zoo(archive)
-    logger.info("imported %d models from %s (%d already present)", len(report.imported), archive,
-                len(report.already_present))
-    return len(report.imported), archive
+    imported, used = 0, []
+    for zoo_dir in zoo_dirs:
+        archive = shipped_archive(zoo_dir)
+        if archive is None or not wanted & {entry["key_hash"] for entry in read_manifest(archive)["models"]}:
+            continue
+        report = import_zoo(archive)
+        logger.info("imported %d models from %s (%d already present)", len(report.imported), archive,
+                    len(report.already_present))
+        imported += len(report.imported)
+        used.append(archive)
+    return imported, used
 
 
 def archive_fingerprints(archive: PathLike) -> dict[str, str]:

@@ -91,13 +91,14 @@ def build_models(recipes: Sequence[ModelRecipe], jobs: int, shipped: bool = True
     if missing and shipped:
         from harness.zoo.shipped import import_shipped
 
-        imported, archive = import_shipped(r.key for r in missing)
-        if archive is not None:
+        imported, archives = import_shipped(r.key for r in missing)
+        if archives:
             found = [r for r in missing if is_cached(r.key)]
             paths.update({r.digest: model_cache_path(r.key) for r in found})
             missing = [r for r in missing if r.digest not in paths]
             if on_notice is not None:
-                on_notice(f"{len(found)} model{'s' if len(found) != 1 else ''} from the shipped zoo {archive} "
+                on_notice(f"{len(found)} model{'s' if len(found) != 1 else ''} from the shipped zoo "
+                          f"{', '.join(str(a) for a in archives)} "
                           f"(the leaderboard's own; {imported} imported into the cache, checked against its "
                           f"manifest): nothing to train for them")
     if not missing:

@@ -62,7 +62,28 @@ def test_no_shipped_zoo_trains_and_other_recipes_still_train(checkout):
     other = {**KEY, "seed": 1}  # not in the archive: trained as before, the archive left alone
     with pytest.raises(TrainCalled):
         build_models([ModelRecipe(key=other, train=train_sentinel)], jobs=1)
-    assert import_shipped([other]) == (0, None)
+    assert import_shipped([other]) == (0, [])
+
+
+def test_the_pretrained_pages_archive_is_found_beside_the_tiny_models_one(checkout, tmp_path, monkeypatch):
+    adapter_key = {"task": "mad", "source": "pretrained", "dataset": "hemisphere", "seed": 0, "adapter_version": "test"}
+    use_cache(monkeypatch, tmp_path / "cache-adapters")
+    make_model(tmp_path / "cache-adapters", adapter_key, b"an adapter")
+    export_zoo(checkout / "leaderboard" / "pretrained" / "zoo")
+    use_cache(monkeypatch, tmp_path / "cache-fresh")
+    notices: list[str] = []
+    build_models([ModelRecipe(key=adapter_key, train=never_train)], jobs=1, on_notice=notices.append)
+    assert len(notices) == 1 and "leaderboard/pretrained/zoo/harness-zoo-" in notices[0]
+    assert "leaderboard/zoo/" not in notices[0]  # the tiny models' archive holds none of them: left alone
+    imported, archives = import_shipped([KEY, adapter_key])
+    assert imported == 1 and [a.parent.parent.name for a in archives] == ["leaderboard", "pretrained"]
+
+
+def test_each_page_of_the_leaderboard_has_its_shipped_zoo():
+    from harness.records import BOARDS
+    from harness.zoo.shipped import SHIPPED_ZOO_DIRS
+
+    assert SHIPPED_ZOO_DIRS == tuple(board / "zoo" for board in BOARDS)
 
 
 def test_two_archives_are_refused_and_none_is_no_archive(checkout, tmp_path):
@@ -121,7 +142,29 @@ def test_runs_render_their_own_board_outside_the_leaderboard():
     assert DEFAULT_RESULTS_DIR.parts[0] == "results" and QUICK_RESULTS_DIR.parts[0] == "results"
     assert rendered_board_dir(DEFAULT_RESULTS_DIR, explicit=False) == Path("results")
     assert rendered_board_dir(Path("leaderboard/records"), explicit=True) == Path("leaderboard")
+    assert rendered_board_dir(Path("leaderboard/pretrained/records"), explicit=True) == Path("leaderboard/pretrained")
     assert rendered_board_dir(Path("/tmp/somewhere"), explicit=True) is None
+
+
+def test_harness_leaderboard_renders_each_page_that_has_records(tmp_path, monkeypatch):
+    from harness.cli import leaderboard_pages
+
+    monkeypatch.chdir(tmp_path)
+    tiny = (Path("leaderboard/records"), Path("leaderboard"))
+    pretrained = (Path("leaderboard/pretrained/records"), Path("leaderboard/pretrained"))
+    assert leaderboard_pages(None, None) == [tiny]
+    Path("leaderboard/pretrained/records").mkdir(parents=True)
+    assert leaderboard_pages(None, None) == [tiny, pretrained]
+    assert leaderboard_pages(Path("leaderboard/pretrained/records"), None) == [pretrained]
+    assert leaderboard_pages(Path("elsewhere"), None) == [(Path("elsewhere"), Path("leaderboard"))]
+    assert leaderboard_pages(Path("elsewhere"), Path("out")) == [(Path("elsewhere"), Path("out"))]
+
+
+def test_a_run_is_compared_with_the_page_that_holds_its_job(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _record(tmp_path, "leaderboard/pretrained/records", 0.9, [0.3])
+    mine = _record(tmp_path, "results/records", 0.9, [0.3])
+    assert compare_with_leaderboard(mine, tmp_path / "results" / "records").identical
 
 
 def test_retrain_report_names_fingerprint_gate_and_drift():
