@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
@@ -547,6 +548,68 @@ def spearman_lines(summary: pd.DataFrame, column: str = "AUROC avg") -> list[str
     ]
 
 
+def claims_lines(summary: pd.DataFrame, boot: Optional[HierarchicalBootstrap],
+                 column: str = "Bob vs Alice (quirky frame) AUROC") -> list[str]:
+    """Sentences saying which of the published paper's qualitative claims about Table 1 hold on
+    this section's ``column`` (the published definition): basin volume anti-predictive (its 95%
+    interval below 0.5), basin Mahalanobis mediocre (in the bottom half of the published
+    detectors here, as there), activations LOF best (first, or not resolved below the first by
+    the paired bootstrap ``boot`` of that column)."""
+    if summary.empty or column not in summary:
+        return []
+    interval_column = column.replace(" AUROC", " 95%")
+    ours = {row["detector"]: (row[column], row.get(interval_column, "")) for _, row in summary.iterrows()
+            if row["detector"] in PUBLISHED_MAD and pd.notna(row[column])}
+    if not ours:
+        return []
+    ranked = sorted(ours, key=lambda d: -ours[d][0])
+    n = len(ranked)
+
+    def value(detector: str) -> str:
+        auroc, interval = ours[detector]
+        return f"{auroc:.3f}" + (f" {interval}" if interval else "")
+
+    lines = [f"The published paper's qualitative claims about Table 1, on this section's {column.replace(' AUROC', '')} "
+             f"column ({n} of its {len(PUBLISHED_MAD)} detectors here; rank 1 = highest):", ""]
+    if "basin_volume" in ours:
+        low, high = _interval_bounds(ours["basin_volume"][1])
+        verdict = ("holds: the interval lies below 0.5" if high is not None and high < 0.5 else
+                   "not seen: the interval lies above 0.5" if low is not None and low > 0.5 else
+                   "not seen: the interval holds 0.5" if low is not None else
+                   "holds" if ours["basin_volume"][0] < 0.5 else "not seen")
+        lines.append(f"- *Basin volume is anti-predictive* (published {PUBLISHED_MAD['basin_volume'].auroc_avg:.3f}): "
+                     f"{verdict}; ours {value('basin_volume')}, rank {ranked.index('basin_volume') + 1} of {n}.")
+    if "basin_mahalanobis" in ours:
+        rank = ranked.index("basin_mahalanobis") + 1
+        published_rank = sorted(PUBLISHED_MAD, key=lambda d: -PUBLISHED_MAD[d].auroc_avg).index("basin_mahalanobis") + 1
+        verdict = "holds as a ranking: in the bottom half" if rank > n / 2 else "not seen: in the top half"
+        lines.append(f"- *Basin Mahalanobis is mediocre* (published {PUBLISHED_MAD['basin_mahalanobis'].auroc_avg:.3f}, "
+                     f"rank {published_rank} of {len(PUBLISHED_MAD)}): {verdict}; ours {value('basin_mahalanobis')}, "
+                     f"rank {rank} of {n}.")
+    if "activations_lof" in ours:
+        rank = ranked.index("activations_lof") + 1
+        if rank == 1:
+            verdict = "holds: it ranks first"
+        else:
+            top = ranked[0]
+            verdict = f"not seen: `{top}` ranks first ({value(top)})"
+            if boot is not None and top in boot.detectors and "activations_lof" in boot.detectors:
+                (difference,) = paired_differences(boot, [top, "activations_lof"])
+                if not difference.resolved:
+                    verdict = f"undecided: `{top}` ranks first ({value(top)}), but not resolved above it"
+                verdict += (f"; the difference is {difference.difference:.3f} "
+                            f"[{difference.interval[0]:+.3f}, {difference.interval[1]:+.3f}]")
+        lines.append(f"- *Activations LOF is best* (published {PUBLISHED_MAD['activations_lof'].auroc_avg:.3f}, rank 1): "
+                     f"{verdict}; ours {value('activations_lof')}, rank {rank} of {n}.")
+    return lines + [""]
+
+
+def _interval_bounds(text: str) -> tuple[Optional[float], Optional[float]]:
+    """``(low, high)`` of an interval cell ``"[0.429, 0.761]"``; ``(None, None)`` when empty."""
+    match = re.fullmatch(r"\[([-+0-9.]+), ([-+0-9.]+)\]", str(text).strip())
+    return (float(match.group(1)), float(match.group(2))) if match else (None, None)
+
+
 def recipe_lines(frame: pd.DataFrame) -> list[str]:
     """The training recipe of the scored models: one line when every dataset shares it."""
     recipes: dict[str, set[str]] = {}
@@ -796,6 +859,7 @@ def section(section: Section) -> list[str]:
         "",
         *spearman_lines(summary, column=f"{SHORT_NAMES['mechanism']} AUROC"),
         "",
+        *claims_lines(summary, boots.get("quirky_frame"), column=published_column),
         *section.problem_lines(),
     ]
     return lines

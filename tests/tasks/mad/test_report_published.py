@@ -83,3 +83,27 @@ def test_spearman_with_too_few_rows_says_so():
     rows = table(report.spearman_lines(summary({"activations_lof": 0.9, "basin_volume": 0.5})))
     assert rows["every detector in both"] == ["2", "", "too few distinct values"]
     assert table(report.spearman_lines(pd.DataFrame(columns=["detector", "AUROC avg"])))["every detector in both"][0] == "0"
+
+
+def claims(values: dict[str, tuple[float, str]]) -> dict[str, str]:
+    column = "Bob vs Alice (quirky frame)"
+    table = pd.DataFrame({"detector": list(values), f"{column} AUROC": [v for v, _ in values.values()],
+                          f"{column} 95%": [i for _, i in values.values()]})
+    lines = report.claims_lines(table, None, column=f"{column} AUROC")
+    return {line.split("*")[1]: line for line in lines if line.startswith("- *")}
+
+
+def test_the_published_claims_are_judged_on_our_column():
+    published = {d: (row.auroc_avg, "") for d, row in PUBLISHED_MAD.items()}
+    # the published ranking itself: every claim holds
+    said = claims({**published, "basin_volume": (0.38, "[0.300, 0.450]")})
+    assert "holds: the interval lies below 0.5" in said["Basin volume is anti-predictive"]
+    assert "holds as a ranking" in said["Basin Mahalanobis is mediocre"] and "rank 11 of 12" in said["Basin Mahalanobis is mediocre"]
+    assert "holds: it ranks first" in said["Activations LOF is best"]
+    # basin volume at chance, basin mahalanobis near the top, another detector first
+    said = claims({**published, "basin_volume": (0.6, "[0.429, 0.761]"), "basin_mahalanobis": (0.77, ""),
+                   "sae_l0": (0.8, "")})
+    assert "not seen: the interval holds 0.5" in said["Basin volume is anti-predictive"]
+    assert "not seen: in the top half" in said["Basin Mahalanobis is mediocre"]
+    assert "not seen: `sae_l0` ranks first" in said["Activations LOF is best"]
+    assert claims({"name_only": (0.9, "")}) == {}  # no published detector here: nothing said

@@ -142,3 +142,27 @@ def test_records_without_personas_render_without_the_persona_level():
     lines = "\n".join(report.section(old))
     assert "### Persona level" not in lines and "pair accuracy" in lines
     assert report.persona_summary(old)[0].empty
+
+
+def test_poser_claim_sentence_puts_the_controls_beside_the_noise():
+    import pandas as pd
+
+    from tasks.poser.report import published_claim_lines
+
+    def summary(noise: float, interval: str, norm: float) -> pd.DataFrame:
+        rows = [("activation_noise (own steering norm)", "KL", noise, interval),
+                ("activation_noise_control (one shared norm)", "KL", 0.55, "[0.300, 0.800]"),
+                ("steering_norm", "steering vector", norm, "[0.400, 0.600]")]
+        return pd.DataFrame([{"detector": d, "statistic": s, "pair accuracy": a, "95% interval (models resampled)": i,
+                              "run seed": 0} for d, s, a, i in rows])
+
+    (line, _) = published_claim_lines(summary(0.97, "[0.930, 1.000]", 0.5), pd.DataFrame())
+    assert "holds on these pairs" in line and "control at one shared norm gets 0.550" in line
+    assert "no better than" not in line
+    (line, _) = published_claim_lines(summary(0.97, "[0.930, 1.000]", 0.99), pd.DataFrame())
+    assert "the noise does no better than the model's own norm" in line
+    (line, _) = published_claim_lines(summary(0.5, "[0.000, 1.000]", 0.5), pd.DataFrame())
+    assert "not seen: the interval holds 0.5" in line
+    (line, _) = published_claim_lines(summary(0.7, "[0.600, 0.800]", 0.5), pd.DataFrame())
+    assert "partly: above chance" in line
+    assert published_claim_lines(pd.DataFrame(), pd.DataFrame()) == []
