@@ -46,16 +46,19 @@ class AttributionMahalanobis(ActivationsMahalanobis):
 
 def backward_bytes(episode) -> int:
     """What a backward pass keeps: about 16 activations of (micro-batch x tokens x d) per block
-    (attention and MLP intermediates), micro-batches a quarter of the forward batch."""
-    from harness.features.extractor import ATTRIBUTION_BATCH_DIVISOR
+    (attention and MLP intermediates), micro-batches a quarter of the forward batch and, with
+    ``--batch-size auto``, at most ``ATTRIBUTION_BATCH_BYTES`` (the extractor's bound)."""
+    from harness.features.extractor import ATTRIBUTION_BATCH_BYTES, ATTRIBUTION_BATCH_DIVISOR
     from harness.plan.memory import DEFAULT_TOKENS
     from harness.runtime import current
 
     handle = getattr(getattr(episode.trusted, "extractor", None), "handle", None)
     if handle is None:
         return 0
-    micro = max(1, current().initial_batch_size() // ATTRIBUTION_BATCH_DIVISOR)
-    return 16 * micro * DEFAULT_TOKENS * handle.d_model * handle.n_layers * 4
+    runtime = current()
+    micro = max(1, runtime.initial_batch_size() // ATTRIBUTION_BATCH_DIVISOR)
+    need = 16 * micro * DEFAULT_TOKENS * handle.d_model * handle.n_layers * 4
+    return min(need, ATTRIBUTION_BATCH_BYTES) if runtime.batch_size == "auto" else need
 
 
 @dataclass

@@ -96,6 +96,25 @@ def test_attributions_leave_the_parameters_frozen_state_and_gradients_alone(tiny
     assert all(p.requires_grad and p.grad is None for p in handle.model.parameters())
 
 
+def test_attribution_batches_keep_their_activations_under_the_bound(tiny_model_dir, monkeypatch):
+    from harness.features import extractor as module
+
+    handle = ModelHandle(tiny_model_dir)
+    assert module.attribution_batch_cap(handle.model, 32) >= 256  # a tiny model: the bound never binds
+    # a bound below one prompt's activations: the auto batch is cut to one prompt, an explicit one is kept
+    monkeypatch.setattr(module, "ATTRIBUTION_BATCH_BYTES", 1)
+    sizes = []
+    extractor = FeatureExtractor(handle, progress=False, use_cache=False)
+    run_batches = extractor._run_batches
+    extractor._run_batches = lambda *args: sizes.append(args[-1]) or run_batches(*args)
+    cut = extractor.attributions(PROMPTS, [2])
+    explicit = FeatureExtractor(handle, progress=False, use_cache=False, batch_size=256)
+    explicit._run_batches = lambda *args: sizes.append(args[-1]) or run_batches(*args)
+    whole = explicit.attributions(PROMPTS, [2])
+    assert sizes == [1, 256 // module.ATTRIBUTION_BATCH_DIVISOR]
+    np.testing.assert_allclose(cut[2], whole[2], rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_auto_batch_size_backs_off_on_out_of_memory(tiny_model_dir, caplog):
     extractor = FeatureExtractor(ModelHandle(tiny_model_dir), progress=False, use_cache=False)
