@@ -337,14 +337,15 @@ class _Rendered:
 
 def _page_links(out_dir: Path) -> list[str]:
     """When ``out_dir`` is a page of the committed leaderboard (:data:`harness.records.BOARDS`),
-    a line linking the other pages that exist."""
+    a line linking the other pages that have records (so the line does not depend on which
+    page was rendered first)."""
     from harness.records import BOARDS
 
     here = out_dir.resolve()
     if here not in {board.resolve() for board in BOARDS}:
         return []
     others = [(board, what) for board, what in BOARDS.items()
-              if board.resolve() != here and (board / README_NAME).is_file()]
+              if board.resolve() != here and (board / "records").is_dir()]
     if not others:
         return []
     links = ", ".join(f"[{what}]({Path(os.path.relpath(board / README_NAME, here)).as_posix()})"

@@ -444,8 +444,10 @@ def _check_models(manifest: dict[str, Any], staging: Path, archive: Path) -> Non
 
 
 def model_label(key: dict[str, Any]) -> str:
-    """What a model is, from its cache key (task, operation or persona, labels, seed); ``-`` if unknown."""
-    return " ".join(str(key[k]) for k in ("task", "operation", "persona", "labels", "seed") if k in key) or "-"
+    """What a model is, from its cache key (task, operation, dataset or persona, labels, seed); ``-``
+    if unknown."""
+    return " ".join(str(key[k]) for k in ("task", "operation", "dataset", "persona", "labels", "seed")
+                    if k in key) or "-"
 
 
 def read_manifest(archive: PathLike) -> dict[str, Any]:
