@@ -50,3 +50,24 @@ def test_cached_model_dir_builds_once(tmp_path):
     second = cached_model_dir(key, build)
     assert first == second and len(calls) == 1 and is_cached(key)
     assert (first / "key.json").exists() and load_model(first)[0] is not None
+
+
+def test_configure_process_gives_numpy_and_scipy_blas_the_torch_thread_count(monkeypatch):
+    """A record must not depend on the core count: a covariance summed on two BLAS threads
+    differs in its last bits from one summed on one."""
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from harness.zoo.store import configure_process
+
+    before = torch.get_num_threads()
+    with threadpool_limits(limits=None):  # restores the caller's limits afterwards
+        monkeypatch.delenv("HARNESS_TORCH_THREADS", raising=False)
+        configure_process("cpu")
+        blas = [info for info in threadpool_info() if info["user_api"] == "blas"]
+        assert blas and all(info["num_threads"] == 1 for info in blas)
+        monkeypatch.setenv("HARNESS_TORCH_THREADS", "2")
+        configure_process("cpu")
+        assert torch.get_num_threads() == 2
+        assert all(info["num_threads"] == 2 for info in threadpool_info() if info["user_api"] == "blas")
+    torch.set_num_threads(before)
