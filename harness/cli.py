@@ -265,8 +265,9 @@ def board_of(results_dir: Path) -> Optional[Path]:
 def leaderboard_pages(results_dir: Optional[Path], out_dir: Optional[Path]) -> list[tuple[Path, Path]]:
     """``(records, out_dir)`` of each page ``harness leaderboard`` renders or checks: without
     ``--results-dir``, every page of :data:`harness.records.BOARDS` that has records (the tiny
-    models' page always); with it, that directory, into ``--out-dir`` or the page it belongs to
-    or ``leaderboard/``."""
+    models' page always), or with ``--out-dir`` alone only the tiny models' page, rendered there
+    (one output directory cannot hold two pages); with ``--results-dir``, that directory, into
+    ``--out-dir`` or the page it belongs to or ``leaderboard/``."""
     from harness.records import BOARDS, LEADERBOARD_RECORDS
 
     if results_dir is None:
