@@ -6,8 +6,9 @@ asked for, and the log-odds of the positive vs the negative answer token. Only t
 position's logits are computed (``logits_to_keep=1``) and only the two answer columns are
 kept: never full-vocabulary logits of every position. Each layer is cached in its own file
 (safetensors) under a key of (model fingerprint, prompts, answer words, dtype, extractor
-version, layer), so a later run that needs another layer adds it without recomputing the
-others, and detectors never recompute activations or run hooks of their own.
+version, layer). A pass stores every layer it computed, not only those asked for (up to
+:data:`FEATURE_PASS_BYTES`), so the prompts are run once whichever layers are asked for later;
+detectors never recompute activations or run hooks of their own.
 
 Attributions (:meth:`FeatureExtractor.attributions`) are computed with gradients enabled but
 the model's parameters frozen: the gradient of the answer log-odds with respect to the
@@ -215,16 +216,32 @@ class FeatureExtractor:
         logodds_path = self.cache_path(prompts, "last_token")
         logodds_arrays = self._read(logodds_path)
         if missing or logodds_arrays is None:
-            hidden, logodds = self._run(prompts, missing, gradients=kind == "attributions")
-            for layer in missing:
+            computed = missing if kind == "attributions" else self._pass_layers(prompts, missing, set(out))
+            hidden, logodds = self._run(prompts, computed, gradients=kind == "attributions")
+            for layer in computed:
                 stored = hidden[layer].astype(self._storage())
                 self._write(self.cache_path(prompts, kind, layer), {"x": stored})
-                out[layer] = stored.astype(np.float32)  # what a later read returns: no cache-dependent numbers
+                if layer in missing:
+                    out[layer] = stored.astype(np.float32)  # what a later read returns: no cache-dependent numbers
             if logodds_arrays is None:
                 self._write(logodds_path, {"logodds": logodds})
         else:
             logodds = logodds_arrays["logodds"]
         return {layer: out[layer] for layer in layers}, logodds
+
+    def _pass_layers(self, prompts: Sequence[str], missing: list[int], cached: set[int]) -> list[int]:
+        """The layers a forward pass over ``prompts`` stores: every hidden state not cached yet.
+
+        The pass computes all of them anyway (``output_hidden_states``), and a MAD episode asks
+        for its test prompts' log-odds (the validity gate) before any detector asks for a layer:
+        storing only what was asked ran the model over the same prompts twice. A stack larger
+        than :data:`FEATURE_PASS_BYTES` (a large model over many prompts) keeps to ``missing``.
+        """
+        every = [layer for layer in range(self.n_layers + 1) if layer not in cached and layer not in missing]
+        stack_bytes = (self.n_layers + 1) * len(prompts) * self.handle.d_model * 4
+        if not self.use_cache or stack_bytes > FEATURE_PASS_BYTES:
+            return missing
+        return sorted(missing + every)
 
     def _read(self, path: Path) -> Optional[dict[str, np.ndarray]]:
         if not self.use_cache or not path.exists():
@@ -317,6 +334,10 @@ def with_suffix(batch: dict[str, Any], suffix: Sequence[int]) -> dict[str, Any]:
         out["position_ids"] = torch.cat([batch["position_ids"], last + torch.arange(1, len(suffix) + 1)], dim=1)
     return out
 
+
+# a forward pass stores every hidden state at the answer position while their float32 stack over
+# the pass's prompts stays under this (SmolLM2-135M, 1,300 prompts: 93 MB)
+FEATURE_PASS_BYTES = 1 << 30
 
 # the parameters of a model whose attributions are computed never need gradients: freezing
 # them keeps autograd from allocating parameter gradients; backward passes keep activations,

@@ -48,10 +48,8 @@ def test_features_are_cached_by_model_and_prompts(tiny_model_dir, isolated_cache
     assert FeatureExtractor(handle, answers=(" Bob", " Alice")).cache_path(PROMPTS, layer=1) != path
 
 
-def test_only_the_requested_layers_are_computed_and_each_is_cached_alone(tiny_model_dir, isolated_cache):
-    prompts = PROMPTS[::-1]  # prompts no other test caches (the cache is per session)
-    handle = ModelHandle(tiny_model_dir)
-    extractor = FeatureExtractor(handle, progress=False)
+def counting_passes(extractor):
+    """``extractor`` with its model passes recorded: the list of each pass's layers."""
     computed = []
     run = extractor._run
 
@@ -60,6 +58,34 @@ def test_only_the_requested_layers_are_computed_and_each_is_cached_alone(tiny_mo
         return run(prompts, layers, gradients)
 
     extractor._run = counting
+    return computed
+
+
+def test_one_pass_stores_every_layer_so_later_requests_run_nothing(tiny_model_dir, isolated_cache):
+    prompts = PROMPTS[::-1]  # prompts no other test caches (the cache is per session)
+    handle = ModelHandle(tiny_model_dir)
+    extractor = FeatureExtractor(handle, progress=False)
+    computed = counting_passes(extractor)
+    logodds = extractor.logodds(prompts)  # what the validity gate asks first: no layer
+    assert computed == [[0, 1, 2]]
+    assert all(extractor.cache_path(prompts, layer=layer).exists() for layer in (0, 1, 2))
+    layers = extractor.layers(prompts, [2, 1])
+    assert computed == [[0, 1, 2]] and list(layers) == [2, 1]  # read, in the order asked
+    reference = FeatureExtractor(handle, progress=False, use_cache=False).compute(prompts)
+    for layer in (1, 2):
+        np.testing.assert_array_equal(layers[layer], reference.hidden[layer])
+    np.testing.assert_array_equal(logodds, reference.logodds)
+
+
+def test_a_pass_beyond_the_byte_bound_computes_and_caches_only_the_requested_layers(
+        tiny_model_dir, isolated_cache, monkeypatch):
+    import harness.features.extractor as extractor_module
+
+    monkeypatch.setattr(extractor_module, "FEATURE_PASS_BYTES", 0)
+    prompts = PROMPTS[1:]
+    handle = ModelHandle(tiny_model_dir)
+    extractor = FeatureExtractor(handle, progress=False)
+    computed = counting_passes(extractor)
     first = extractor.layers(prompts, [1])
     assert computed == [[1]] and sorted(first) == [1]
     assert not extractor.cache_path(prompts, layer=2).exists()
