@@ -5,11 +5,13 @@ trusted items only, like every other detector's fit: an SAE that also saw the it
 would learn latents for the anomalies themselves (half of a MAD test pool is anomalous), a
 view of the test set no other detector gets. ``sae_diag_mahalanobis`` scores the diagonal
 Mahalanobis distance of an item's SAE latents from the trusted latents; ``sae_l0`` the number
-of latents the item activates.
+of latents the item activates. The two train the same SAE, so it is trained once and cached
+under a key of the activations and the training's hyperparameters.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from harness.api import ConfigError, Detector, TextItems, resolve_layer
+from harness.cache import cached_arrays
 
 from .statistics import DiagonalMahalanobis
 
@@ -26,6 +29,9 @@ if TYPE_CHECKING:  # torch loads when an SAE is trained, not when the plugin reg
     import torch
 
 logger = logging.getLogger(__name__)
+
+# part of a trained SAE's cache key: bump it when a change to the training changes its weights
+SAE_VERSION = "1"
 
 
 @dataclass
@@ -82,6 +88,28 @@ class SAEDetector(Detector):
         rms = float(np.sqrt(((activations - self.location_) ** 2).mean()))
         self.scale_ = rms if rms > 0 else 1.0
         data = self._normalise(activations)
+        # sae_diag_mahalanobis and sae_l0 train the same SAE on the same trusted activations
+        # (minutes on a pretrained model's features): it is trained once and cached
+        key = {"version": SAE_VERSION, "torch": torch.__version__.split("+")[0],
+               "data": hashlib.sha256(data.numpy().tobytes()).hexdigest(), "shape": list(data.shape),
+               "expansion": self.expansion, "l1": self.l1, "steps": self.steps, "lr": self.lr, "seed": self.seed}
+        weights = cached_arrays("sae", key, lambda: self._trained_weights(data))
+        with torch.random.fork_rng(devices=[]):  # the module's initialisation draws: keep the global RNG
+            sae = SparseAutoencoder(data.shape[1], self.expansion * data.shape[1])
+        sae.load_state_dict({name: torch.from_numpy(array) for name, array in weights.items()})
+        self.sae_ = sae.eval()
+        with torch.no_grad():
+            residual = (sae.decode(sae.encode(data)) - data).pow(2).sum()
+            total = (data - data.mean(dim=0)).pow(2).sum()
+        self.fve_ = float(1.0 - residual / total) if total > 0 else float("nan")
+        self.trusted_l0_ = float(self.l0(self.latents(self.trusted_)).mean())
+
+    def _trained_weights(self, data: "torch.Tensor") -> dict[str, np.ndarray]:
+        """Train the SAE on the normalised (n, d) ``data``: its weights by name."""
+        import torch
+
+        from .sae_model import SparseAutoencoder
+
         batch_size = 128
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
@@ -95,12 +123,7 @@ class SAEDetector(Detector):
                     loss.backward()
                     optimizer.step()
                     step += 1
-        self.sae_ = sae.eval()
-        with torch.no_grad():
-            residual = (sae.decode(sae.encode(data)) - data).pow(2).sum()
-            total = (data - data.mean(dim=0)).pow(2).sum()
-        self.fve_ = float(1.0 - residual / total) if total > 0 else float("nan")
-        self.trusted_l0_ = float(self.l0(self.latents(self.trusted_)).mean())
+        return {name: value.detach().numpy().copy() for name, value in sae.state_dict().items()}
 
     def latents(self, activations: np.ndarray) -> np.ndarray:
         """(n, d) activations -> (n, n_latents) SAE latents (float64, >= 0)."""

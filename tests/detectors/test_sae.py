@@ -107,3 +107,24 @@ def test_validation_and_not_fitted():
     with pytest.raises(NotFittedError, match="call fit"):
         SAEL0().score(test)
     assert SAEL0().diagnostics() == {}
+
+
+def test_both_sae_detectors_share_one_trained_sae_through_the_cache(monkeypatch):
+    trusted, test, _ = sparse_items(n_trusted=90, n_test=40, seed=3)  # activations no other test trains on
+    trainings = []
+    original = SAEDetector._trained_weights
+    monkeypatch.setattr(SAEDetector, "_trained_weights",
+                        lambda self, data: (trainings.append(self.name), original(self, data))[1])
+    diag = SAEDiagMahalanobis(steps=12).fit(trusted)
+    l0 = SAEL0(steps=12).fit(trusted)
+    assert trainings == ["sae_diag_mahalanobis"]  # sae_l0 read the SAE the first one trained
+    for name, value in l0.sae_.state_dict().items():
+        assert torch.equal(value, diag.sae_.state_dict()[name])
+    # what was read is what training gives, bit for bit
+    fresh = original(SAEL0(steps=12), diag._normalise(diag.trusted_))
+    for name, value in l0.sae_.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), fresh[name])
+    np.testing.assert_array_equal(l0.score(test), SAEL0.l0(diag.latents(diag.item_activations(test))))
+    # another hyperparameter is another SAE
+    SAEL0(steps=13).fit(trusted)
+    assert trainings == ["sae_diag_mahalanobis", "sae_l0"]
