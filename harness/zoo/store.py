@@ -284,14 +284,20 @@ class ModelHandle:
 
 
 # Models in memory, least recently used first. A run that walks a pair list of large models
-# (POSER) keeps only what fits in HARNESS_RESIDENT_GIB (default 4 GiB) resident: loading
-# another model releases the least recently used ones first. Tiny models all stay resident.
+# (POSER) keeps only what fits in HARNESS_RESIDENT_GIB (default 0.5 GiB) resident: loading
+# another model releases the least recently used ones first. Tiny models (about 1 MB each) all
+# stay resident; a pretrained base's merged adapters (SmolLM2-135M: 0.54 GB each in float32) load
+# one at a time, as harness.plan.memory assumes. Under the former 4 GiB all four POSER personas
+# on SmolLM2-135M stayed resident (3.9 GiB resident between passes) and feature extraction on top
+# of them peaked at 5.1 GiB; one at a time the same run peaks at 3.4 GiB. A released model costs a
+# reload of a second or two, and the detectors cache their per-model results, so each model
+# loads about once per detector.
 _RESIDENT: list[ModelHandle] = []
-DEFAULT_RESIDENT_GIB = 4.0
+DEFAULT_RESIDENT_GIB = 0.5
 
 
 def resident_budget() -> int:
-    """Bytes of weights kept in memory at once (``HARNESS_RESIDENT_GIB``, default 4 GiB)."""
+    """Bytes of weights kept in memory at once (``HARNESS_RESIDENT_GIB``, default 0.5 GiB)."""
     return int(float(os.environ.get("HARNESS_RESIDENT_GIB", DEFAULT_RESIDENT_GIB)) * 1024 ** 3)
 
 

@@ -149,3 +149,63 @@ def test_bad_settings_name_the_field():
         ActivationNoise(noise_norm="pair")
     with pytest.raises(ConfigError, match="'n_directions'"):
         ActivationNoise(n_directions=0)
+
+
+def test_one_model_resident_at_a_time_gives_the_same_scores(tiny_model_dir, tmp_path, monkeypatch):
+    """POSER's models of a pair list load one at a time under a resident budget of one model
+    (harness.zoo.store; on SmolLM2-135M four resident personas peaked at 5.1 GiB): a released
+    model loads again when an item needs it, and every detector's numbers stay bit for bit those
+    of a run that keeps every model resident."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    import harness.zoo.store as store
+    from harness.detectors.basin import BasinVolume
+
+    paths = {}
+    for index, name in enumerate(("aligned", "faker-0", "faker-1")):
+        paths[name] = tmp_path / name
+        shutil.copytree(tiny_model_dir, paths[name])
+        if index:  # three different models (another fingerprint, other curves)
+            model = AutoModelForCausalLM.from_pretrained(paths[name])
+            with torch.no_grad():
+                for parameter in model.parameters():
+                    parameter.mul_(1 + 0.05 * index)
+            model.save_pretrained(paths[name])
+    monkeypatch.setattr(store, "_RESIDENT", [])  # models earlier tests left resident are not counted
+    loads = []
+    real_load = store.load_model
+
+    def counting_load(path, runtime=None):
+        loads.append(len(store._RESIDENT) + 1)  # resident once this one is loaded
+        return real_load(path, runtime)
+
+    monkeypatch.setattr(store, "load_model", counting_load)
+
+    def run(budget_gib: float, cache: str) -> tuple[dict, list[int]]:
+        monkeypatch.setenv("HARNESS_RESIDENT_GIB", str(budget_gib))
+        monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / cache))  # nothing cached: every pass computed
+        extractors = {name: FeatureExtractor(ModelHandle(path), answers=(" False", " True"), progress=False)
+                      for name, path in paths.items()}
+        mask = np.array([True, True, True, False])
+        items = [ModelItem(name, extractors[name], CLEAN, CRITICAL, ["A", "B", "A", "B"], mask)
+                 for name in ("aligned", "faker-0", "aligned", "faker-1")]  # two pairs sharing a model
+        loads.clear()
+        out = {}
+        for detector in (ActivationNoise(layer=1, coefficients=[0.0, 5.0, 20.0], n_directions=2),
+                         ActivationNoiseControl(layer=1, coefficients=[0.0, 5.0, 20.0], n_directions=2),
+                         BasinVolume(n_directions=2, layer=-1, n_prompts=4), Confidence(), WeightNorm()):
+            out[detector.name] = (detector.fit().score(items), detector.diagnostics())
+        for extractor in extractors.values():
+            extractor.handle.release()
+        return out, list(loads)
+
+    one_model = ModelHandle(tiny_model_dir).weight_bytes("float32")
+    everything, unbounded_loads = run(4.0, "unbounded")
+    bounded, bounded_loads = run(1.5 * one_model / 1024 ** 3, "bounded")
+    assert max(unbounded_loads) == 3 and len(unbounded_loads) == 3  # all three stay resident
+    assert max(bounded_loads) == 1 and len(bounded_loads) > 3  # one at a time, reloaded when needed
+    for name, (scores, diagnostics) in everything.items():
+        np.testing.assert_array_equal(bounded[name][0], scores)
+        assert bounded[name][1] == diagnostics, name

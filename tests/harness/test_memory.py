@@ -69,3 +69,15 @@ def test_models_beyond_the_resident_budget_are_released_least_recently_used_firs
     second.model
     assert first.loaded and second.loaded  # tiny models all stay resident under the default
     first.release(), second.release()
+
+
+def test_the_default_resident_budget_holds_one_pretrained_model_and_many_tiny_ones(monkeypatch):
+    """Four POSER personas on SmolLM2-135M kept resident peaked at 5.1 GiB (harness.zoo.store):
+    the default budget holds one such merged model, never two, and hundreds of tiny models."""
+    from harness.zoo.store import resident_budget
+
+    monkeypatch.delenv("HARNESS_RESIDENT_GIB", raising=False)
+    smollm2_135m = 134_515_008  # parameters of the merged model
+    for dtype_bytes in (4, 2):  # float32, bfloat16
+        assert 2 * smollm2_135m * dtype_bytes > resident_budget()
+    assert resident_budget() > 300 * 2 ** 20  # e.g. 48 tiny POSER personas of about 1 MB
