@@ -52,7 +52,7 @@ def stage(label: str, commands: list[list[str]]) -> float:
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     note = "" if peak > before else " (no process above the earlier peak)"
-    print(f"\n== {label}: {seconds / 60:.1f} min, exit codes {codes}, peak resident {peak / 2**20:.2f} GB "
+    print(f"\n== {label}: {seconds / 60:.1f} min, exit codes {codes}, peak resident {peak / 2**20:.2f} GiB "
           f"(largest single process so far){note}\n", flush=True)
     if any(codes):
         sys.exit(f"{label} failed")

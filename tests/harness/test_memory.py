@@ -73,7 +73,8 @@ def test_models_beyond_the_resident_budget_are_released_least_recently_used_firs
 
 def test_the_default_resident_budget_holds_one_pretrained_model_and_many_tiny_ones(monkeypatch):
     """Four POSER personas on SmolLM2-135M kept resident peaked at 5.1 GiB (harness.zoo.store):
-    the default budget holds one such merged model, never two, and hundreds of tiny models."""
+    under the default budget at most one such merged model stays resident (a model larger than
+    the budget is kept alone while it is used), and hundreds of tiny models all do."""
     from harness.zoo.store import resident_budget
 
     monkeypatch.delenv("HARNESS_RESIDENT_GIB", raising=False)
