@@ -34,6 +34,10 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--n-validation", type=int, default=400, help="validation records (both frames)")
     parser.add_argument("--control", action="store_true")
+    parser.add_argument("--max-digits", type=float, default=None,
+                        help="arithmetic operand range (operands 1 .. 10**max_digits - 1; default: the recipe's)")
+    parser.add_argument("--n-train", type=int, default=None, help="base examples trained on (default: the recipe's)")
+    parser.add_argument("--n-eval", type=int, default=None, help="held-out base examples (default: the recipe's)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -56,7 +60,9 @@ def main() -> None:
     changes = {k: v for k, v in dict(steps=args.steps, lr=args.lr, rank=args.rank,
                                       targets=tuple(args.targets.split(",")) if args.targets else None).items()
                if v is not None}
-    recipe = dataclasses.replace(RECIPE, lora=dataclasses.replace(lora, **changes))
+    data_changes = {k: v for k, v in dict(max_digits=args.max_digits, n_train=args.n_train, n_eval=args.n_eval).items()
+                    if v is not None}
+    recipe = dataclasses.replace(RECIPE, lora=dataclasses.replace(lora, **changes), **data_changes)
     train, held_out = split(args.dataset, recipe, args.seed)
     used = {e["statement"] for e in train + held_out}
     _, other = split(args.dataset, recipe, args.seed + 1000)
