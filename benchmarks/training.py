@@ -17,14 +17,15 @@ in ONE run (the machine's speed varies from day to day, so only ratios within a 
    trained as one grouped module (stacked weights, ``torch.bmm``; K = 1, 2, 4), (e)
    ``torch.compile``, (f) fused AdamW, (g) a vectorised, bitwise identical tokenisation, (h0)
    the grouped module computing the last layer only at the positions the loss reads, with
-   plain-matmul attention, (h) that compiled (K = 1, 4) and (i) that under bf16 autocast -- all
-   implemented here, none in ``harness/``. The grouped module is checked against the Llamas
+   plain-matmul attention, (h) that compiled (K = 1, 4), (h1) (h) with SDPA attention (whose
+   compiled training is repeatable, where (h)'s is not: ``--check-repeatable``), (h1) + (a), and
+   (i) (h) under bf16 autocast -- all implemented here, none in ``harness/``. The grouped module is checked against the Llamas
    (logits, losses and weights after 20 steps on the same batches); the replica bit for bit.
 3. **Fewer steps** (d): one model trained with the real recipe and the real ``train_causal_lm``
    (its progress bar is wrapped so that the task's own validity gate, ``quirk_gate`` on the
    held-out hard test records of both frames, runs every ``--eval-every`` steps), then a model
    whose one-cycle schedule is only as long as the gate needed (``--short-steps``), gated at
-   its end; ``--gate-paths h i`` also trains a full-length model with path (h) / (i) and gates it.
+   its end; ``--gate-paths h i h1 h1a`` also trains a full-length model with each path named and gates it.
 
 Each path's ms/step/model is projected to the cold zoo on 2 cores: the zoo's model-steps
 (12 x 5,000 + 12 x 8,000) at the old path's per-operation ms/step times the path's measured
@@ -36,6 +37,7 @@ cold for each process's first model, as measured for a second model after that),
     python benchmarks/training.py --quick         # every code path with a few steps (a smoke test)
     python benchmarks/training.py --steps 2000 --short-steps 0 --skip compile
     python benchmarks/training.py --gate-only --gate-paths h i   # two full-length models, gated
+    python benchmarks/training.py --trajectory-only --operation multiplication [--control]
 
 Runs on one intra-op thread (``torch.set_num_threads(1)``), one tokeniser thread and one
 compiler thread, with an empty ``torch.compile`` cache in a temporary directory (removed at
@@ -138,6 +140,7 @@ class TaskData:
     gate_records: list[dict]
     build_seconds: float
     encode_seconds: float
+    control: bool = False  # the no-quirk control's data, gated with Bob truthful
 
 
 def encode_pairs_fast(tokenizer: Any, examples: Sequence[tuple[str, str]]) -> Encoded:
@@ -181,16 +184,17 @@ def gate_test_records(operation: str, recipe: Recipe, held_out: list[dict], seed
     ]
 
 
-def load_task_data(operation: str, seed: int, tokenizer: Any, old_encoding: bool) -> TaskData:
-    """Pairs and encoding of one operation, timed (``old_encoding``: ``encode_pairs`` itself)."""
+def load_task_data(operation: str, seed: int, tokenizer: Any, old_encoding: bool, control: bool = False) -> TaskData:
+    """Pairs and encoding of one operation (``control``: its no-quirk control), timed
+    (``old_encoding``: ``encode_pairs`` itself)."""
     recipe = RECIPES[operation]
     start = time.perf_counter()
-    pairs, held_out = build_training_data(operation, recipe, seed)
+    pairs, held_out = build_training_data(operation, recipe, seed, control=control)
     built = time.perf_counter()
     encoded = (encode_pairs if old_encoding else encode_pairs_fast)(tokenizer, pairs)
     encoded_at = time.perf_counter()
     return TaskData(operation, recipe, pairs, encoded, gate_test_records(operation, recipe, held_out, seed),
-                    built - start, encoded_at - built)
+                    built - start, encoded_at - built, control)
 
 
 def old_batch(encoded: Encoded, idx: torch.Tensor) -> Encoded:
@@ -713,6 +717,8 @@ def measure_rounds(paths: list[StepPath], rounds: int, round_steps: int, warmup:
 
 
 FASTEST = {"attention": "math", "prune": True, "compile": True}  # path (h): the same function, fewer FLOPs, fused
+# path (h1): (h) with SDPA attention; compiled, (h) trained other bits in every fresh process, this did not
+FASTEST_SDPA = {**FASTEST, "attention": "sdpa"}
 
 
 def build_paths(data: TaskData, tokenizer: Any, total_steps: int, skip: set[str], ks: Sequence[int],
@@ -749,6 +755,12 @@ def build_paths(data: TaskData, tokenizer: Any, total_steps: int, skip: set[str]
         for k in fastest_ks:
             paths.append(grouped(f"(h) {k} model{'s' * (k > 1)}: (h0) compiled" + (", grouped" if k > 1 else ""),
                                  k, "(h0) + torch.compile(module, dynamic=True)", **FASTEST))
+        paths.append(grouped("(h1) 1 model: (h) with SDPA attention", 1,
+                             "repeatable where (h) is not (--check-repeatable)", **FASTEST_SDPA))
+        if "bucketed" not in skip:
+            paths.append(grouped("(h1) + (a): length-bucketed batches", 1,
+                                 "no padding, so causal SDPA without a mask; a new batch order", bucketed=True,
+                                 **FASTEST_SDPA))
     if "fastest-bf16" not in skip:
         paths.append(grouped("(i) (h) with 1 model + bf16 autocast", 1, "new numerics: its models must be gated",
                              autocast=True, **FASTEST))
@@ -807,10 +819,12 @@ def answer_logodds(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str
     return np.concatenate(out)
 
 
-def gate(model: torch.nn.Module, tokenizer: Any, records: list[dict]) -> dict[str, Any]:
-    """The task's validity gate (``quirk_gate``, default thresholds) on ``records``."""
+def gate(model: torch.nn.Module, tokenizer: Any, records: list[dict], control: bool = False) -> dict[str, Any]:
+    """The task's validity gate (``quirk_gate``, default thresholds) on ``records`` (``control``:
+    a no-quirk control's, Bob held to the truth)."""
     logodds = answer_logodds(model, tokenizer, [r["statement"] for r in records])
-    return quirk_gate(records, logodds, OPTIONS["min_accuracy"][1], OPTIONS["min_agree_accuracy"][1])
+    return quirk_gate(records, logodds, OPTIONS["min_accuracy"][1], OPTIONS["min_agree_accuracy"][1],
+                      truthful_bob=control)
 
 
 class EvaluatingBar:
@@ -855,7 +869,7 @@ def gate_trajectory(data: TaskData, tokenizer: Any, seed: int, steps: int, every
     gate it every ``every`` steps and at the end. Returns the rows and the loop's ms/step."""
     model = build_model(data.recipe.model, tokenizer, seed)
     rows: list[dict[str, Any]] = []
-    bar = EvaluatingBar(every, lambda step: rows.append(gate_row(step, gate(model, tokenizer, data.gate_records))))
+    bar = EvaluatingBar(every, lambda step: rows.append(gate_row(step, gate(model, tokenizer, data.gate_records, data.control))))
     original = zoo_training.tqdm
     zoo_training.tqdm = bar
     try:
@@ -865,7 +879,7 @@ def gate_trajectory(data: TaskData, tokenizer: Any, seed: int, steps: int, every
                                       desc=f"{data.operation} with the gate every {every} steps")
     finally:
         zoo_training.tqdm = original
-    rows.append(gate_row(steps, gate(model, tokenizer, data.gate_records)))
+    rows.append(gate_row(steps, gate(model, tokenizer, data.gate_records, data.control)))
     return {"rows": rows, "ms": (metrics["seconds"] - bar.eval_seconds) / steps * 1e3}
 
 
@@ -877,7 +891,7 @@ def short_schedule(data: TaskData, tokenizer: Any, seed: int, steps: int) -> dic
         metrics = train_causal_lm(model, tokenizer, data.pairs,
                                   dataclasses.replace(data.recipe.train, seed=seed, steps=steps),
                                   desc=f"{data.operation}, a {steps}-step schedule")
-    return {"row": gate_row(steps, gate(model, tokenizer, data.gate_records)), "ms": metrics["seconds"] / steps * 1e3}
+    return {"row": gate_row(steps, gate(model, tokenizer, data.gate_records, data.control)), "ms": metrics["seconds"] / steps * 1e3}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -963,9 +977,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--skip", nargs="*", default=[],
                         choices=["bucketed", "bf16", "compile", "fused", "grouped", "fastest", "fastest-bf16"],
                         help="candidate paths to leave out")
-    parser.add_argument("--gate-paths", nargs="*", default=[], choices=["h", "i"],
-                        help="also train one model with path (h) / (i) (1 model) for the recipe's full steps, "
+    parser.add_argument("--gate-paths", nargs="*", default=[], choices=["h", "i", "h1", "h1a"],
+                        help="also train one model with each path named ((h), (i), (h1), (h1) + (a) = h1a; 1 model) for the recipe's full steps, "
                              "also under --quick, and gate it")
+    parser.add_argument("--control", action="store_true",
+                        help="the operation's no-quirk control: its data, and the gate with Bob held to the truth")
+    parser.add_argument("--trajectory-only", action="store_true",
+                        help="only the gate trajectory (d) of --operation: how early stopping would end its training")
     parser.add_argument("--gate-only", action="store_true",
                         help="only --gate-paths and --check-repeatable (no breakdown, rounds or trajectory)")
     parser.add_argument("--check-repeatable", type=int, nargs="?", const=300, default=0, metavar="STEPS",
@@ -1031,29 +1049,38 @@ def breakdown_report(args: argparse.Namespace, data: TaskData, tokenizer: Any, s
     ])
 
 
-def fastest_gate(data: TaskData, tokenizer: Any, seed: int, autocast: bool) -> dict[str, Any]:
-    """One model trained by path (h) (``autocast``: (i)) for the recipe's full schedule, gated."""
+# the gated full-length paths of --gate-paths: GroupedTrainer options
+GATE_PATHS = {"h": FASTEST, "i": {**FASTEST, "autocast": True}, "h1": FASTEST_SDPA,
+              "h1a": {**FASTEST_SDPA, "bucketed": True}}
+
+
+def fastest_gate(data: TaskData, tokenizer: Any, seed: int, path: str) -> dict[str, Any]:
+    """One model trained by ``path`` (a key of :data:`GATE_PATHS`) for the recipe's full schedule, gated."""
     steps = data.recipe.train.steps
-    trainer = GroupedTrainer(data, tokenizer, seed, 1, steps, autocast=autocast, **FASTEST)
+    trainer = GroupedTrainer(data, tokenizer, seed, 1, steps, **GATE_PATHS[path])
     start = time.perf_counter()
-    for _ in tqdm(range(steps), desc="path (i)" if autocast else "path (h)", mininterval=2.0):
+    for _ in tqdm(range(steps), desc=f"path ({path})", mininterval=2.0):
         trainer.step()
     seconds = time.perf_counter() - start
-    return {"row": gate_row(steps, gate(trainer.export(0), tokenizer, data.gate_records)), "seconds": seconds}
+    return {"row": gate_row(steps, gate(trainer.export(0), tokenizer, data.gate_records, data.control)), "seconds": seconds}
 
 
-def repeatable(data: TaskData, tokenizer: Any, steps: int, compile: bool) -> bool:
-    """Whether two trainings of path (h) (``compile``) or (h0), one model from the same seed,
-    each after ``torch._dynamo.reset()`` and with an empty compiler cache, give bitwise the same
-    weights after ``steps`` steps."""
+def repeatable(data: TaskData, tokenizer: Any, steps: int, options: dict[str, Any]) -> str:
+    """Whether two trainings of one grouped path (``options`` of :class:`GroupedTrainer`), one
+    model from the same seed, each after ``torch._dynamo.reset()`` and with an empty compiler
+    cache, give bitwise the same weights after ``steps`` steps; if not, the first step whose
+    losses differ."""
     runs = []
     for _ in range(2):
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(dir=os.environ["TORCHINDUCTOR_CACHE_DIR"])
         torch._dynamo.reset()
-        trainer = GroupedTrainer(data, tokenizer, 0, 1, steps, **{**FASTEST, "compile": compile})
+        trainer = GroupedTrainer(data, tokenizer, 0, 1, steps, **options)
         trainer.run(steps)
-        runs.append([w.detach().clone() for w in trainer.model.weights])
-    return all(torch.equal(a, b) for a, b in zip(*runs))
+        runs.append(([w.detach().clone() for w in trainer.model.weights], [loss[0] for loss in trainer.losses]))
+    if all(torch.equal(a, b) for a, b in zip(runs[0][0], runs[1][0])):
+        return "yes"
+    first = next((i for i, (a, b) in enumerate(zip(runs[0][1], runs[1][1])) if a != b), None)
+    return "no" + (f" (losses first differ at step {first})" if first is not None else " (losses equal, weights not)")
 
 
 def fewer_steps_report(args: argparse.Namespace, data: TaskData, tokenizer: Any, old_ms: dict[str, float],
@@ -1069,7 +1096,7 @@ def fewer_steps_report(args: argparse.Namespace, data: TaskData, tokenizer: Any,
         stays = next((r["step"] for i, r in enumerate(rows) if all(x["valid"] for x in rows[i:])), None)
         if args.short_steps == "auto" and stays is not None and stays < steps:
             short_steps = stays
-        yield (f"\n## Fewer steps: the validity gate along one {data.operation} run (train_causal_lm, the recipe's "
+        yield (f"\n## Fewer steps: the validity gate along one {data.operation}{' control' if data.control else ''} run (train_causal_lm, the recipe's "
                f"{steps}-step schedule, seed {args.seed}; {trajectory['ms']:.1f} ms/step without the evaluations; "
                f"load average {load_average()})\n\n" + format_gate_rows(rows)
                + f"\n\nfirst passing evaluation: step {first}; passing from step {stays} on")
@@ -1089,7 +1116,7 @@ def fewer_steps_report(args: argparse.Namespace, data: TaskData, tokenizer: Any,
             text += "\n\nthe shorter schedule fails the gate: no projection"
         yield text
     for path in args.gate_paths:
-        result = fastest_gate(data, tokenizer, args.seed, autocast=path == "i")
+        result = fastest_gate(data, tokenizer, args.seed, path)
         yield (f"\n## Path ({path}), one model, the recipe's {recipe.train.steps} steps "
                f"({result['seconds'] / recipe.train.steps * 1e3:.1f} ms/step with compilation)\n\n"
                + format_gate_rows([result["row"]]))
@@ -1116,7 +1143,7 @@ def run(args: argparse.Namespace) -> None:
     tokenizer = build_word_tokenizer(VOCAB_WORDS)
 
     # per-model setup: the pairs and their encoding, the old way and the vectorised way
-    data = load_task_data(args.operation, args.seed, tokenizer, old_encoding=True)
+    data = load_task_data(args.operation, args.seed, tokenizer, old_encoding=True, control=args.control)
     start = time.perf_counter()
     fast = encode_pairs_fast(tokenizer, data.pairs)
     fast_seconds = time.perf_counter() - start
@@ -1124,9 +1151,17 @@ def run(args: argparse.Namespace) -> None:
     setup = {"old": data.build_seconds + data.encode_seconds, "fast": data.build_seconds + fast_seconds}
     print("\n" + setup_report(data, tokenizer, fast_seconds, identical))
     if args.check_repeatable:
-        for label, compiled in (("(h), compiled", True), ("(h0), not compiled", False)):
+        for label, options in (("(h), compiled, math attention", FASTEST),
+                               ("(h0), not compiled", {**FASTEST, "compile": False}),
+                               ("(h1), compiled, SDPA", FASTEST_SDPA),
+                               ("(h1) + (a), bucketed", {**FASTEST_SDPA, "bucketed": True})):
             print(f"- path {label}: two trainings of {args.check_repeatable} steps give bitwise the same weights: "
-                  f"{repeatable(data, tokenizer, args.check_repeatable, compiled)}", flush=True)
+                  f"{repeatable(data, tokenizer, args.check_repeatable, options)}", flush=True)
+    if args.trajectory_only:
+        args.short_steps, args.gate_paths = "0", []
+        for section in fewer_steps_report(args, data, tokenizer, {}, setup):
+            print(section, flush=True)
+        return
     if args.gate_only:
         args.steps, args.short_steps = 0, "0"
         for section in fewer_steps_report(args, data, tokenizer, {}, setup):
