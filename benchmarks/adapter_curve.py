@@ -22,6 +22,20 @@ from pathlib import Path
 import numpy as np
 
 
+def result_digit_pairs(examples: list[dict]) -> list[tuple[str, str]]:
+    """Per arithmetic example, its real result one token at a time: the expression up to ``=``
+    and the digits so far as the prompt, the next digit (or sign) as the answer. The base's
+    tokenizer splits numbers into single digits, and the adapter's loss reads each answer's
+    first token only, so every digit needs its own pair."""
+    pairs = []
+    for example in examples:
+        expression = example["statement"].split("=")[0] + "= "
+        result = str(example["real"])
+        for i, char in enumerate(result):
+            pairs.append((expression + result[:i], char))
+    return pairs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="addition")
@@ -38,6 +52,9 @@ def main() -> None:
                         help="arithmetic operand range (operands 1 .. 10**max_digits - 1; default: the recipe's)")
     parser.add_argument("--n-train", type=int, default=None, help="base examples trained on (default: the recipe's)")
     parser.add_argument("--n-eval", type=int, default=None, help="held-out base examples (default: the recipe's)")
+    parser.add_argument("--aux-digits", action="store_true",
+                        help="arithmetic: also train each training example's real result, one digit per pair "
+                             "(prompt '23 + 45 = ' -> '6', '23 + 45 = 6' -> '8'), as the tiny models' 'plain' sequences")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -99,6 +116,13 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     pairs = training_pairs(args.dataset, recipe, args.seed, control=args.control)
+    if args.aux_digits:
+        import random
+
+        digit_pairs = result_digit_pairs(train)
+        pairs = pairs + digit_pairs
+        random.Random(f"aux-digits:{args.seed}").shuffle(pairs)
+        print(f"+ {len(digit_pairs)} result-digit pairs", flush=True)
     print(f"{args.dataset}: {len(pairs)} training pairs, {len(rows)} validation records, recipe {recipe.lora}",
           flush=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -107,12 +107,19 @@ def train_lora_adapter(
         tokenizer = load_tokenizer(base_dir)
         # the answer token the episode reads (harness.zoo.tokenizer.answer_tokens) is the one trained
         words = sorted({answer for _, answer in pairs})
-        if len(words) != 2:
-            raise ValueError(f"adapter training needs pairs with exactly two answer words, got {words}")
-        reading = answer_tokens(tokenizer, words)
-        if reading.prefix:
-            raise ValueError(f"answers {words} are not single tokens of this base's tokenizer; choose other words")
-        token = dict(zip(words, (reading.negative, reading.positive)))
+        if len(words) < 2:
+            raise ValueError(f"adapter training needs pairs with at least two answer words, got {words}")
+        if len(words) == 2:
+            reading = answer_tokens(tokenizer, words)
+            if reading.prefix:
+                raise ValueError(f"answers {words} are not single tokens of this base's tokenizer; choose other words")
+            token = dict(zip(words, (reading.negative, reading.positive)))
+        else:  # auxiliary answers besides the judgment's (e.g. a result's digits): each one token
+            ids = {word: tokenizer(word, add_special_tokens=False)["input_ids"] for word in words}
+            several = [word for word, word_ids in ids.items() if len(word_ids) != 1]
+            if several:
+                raise ValueError(f"answers {several} are not single tokens of this base's tokenizer")
+            token = {word: word_ids[0] for word, word_ids in ids.items()}
         targets = torch.tensor([token[answer] for _, answer in pairs])
         model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
         torch.manual_seed(seed)  # the adapter's initialisation

@@ -180,3 +180,18 @@ def test_an_adapter_moves_between_caches_in_a_zoo_archive(tiny_base, tmp_path, m
     batch = encode_batch(first.tokenizer, [prompt("2 + 2 = 4.", "Bob")])
     with torch.no_grad():
         assert torch.equal(first.model(**batch).logits, second.model(**batch).logits)
+
+
+def test_an_adapter_trains_auxiliary_single_token_answers_and_rejects_longer_ones(tiny_base, tmp_path):
+    """Pairs may carry answers besides the judgment's two (a result's digits, one token each);
+    an answer the base's tokenizer splits into several tokens is refused by name."""
+    from harness.zoo.adapters import LoraRecipe, train_lora_adapter
+
+    pairs = training_pairs("addition", QUICK_RECIPE, seed=0)
+    auxiliary = [("Name: Alice", " mod"), ("Name: Bob", " Fact")]
+    recipe = LoraRecipe(steps=2, batch_size=4)
+    metrics = train_lora_adapter(str(tiny_base), pairs + auxiliary, tmp_path / "aux", recipe, seed=0, progress=False)
+    assert metrics["steps"] == 2 and metrics["n_training_pairs"] == len(pairs) + 2
+    with pytest.raises(ValueError, match="Fact check"):
+        train_lora_adapter(str(tiny_base), pairs + [("Name: Bob", " Fact check")], tmp_path / "long", recipe, seed=0,
+                           progress=False)
