@@ -19,13 +19,15 @@ in ONE run (the machine's speed varies from day to day, so only ratios within a 
    the grouped module computing the last layer only at the positions the loss reads, with
    plain-matmul attention, (h) that compiled (K = 1, 4), (h1) (h) with SDPA attention (whose
    compiled training is repeatable, where (h)'s is not: ``--check-repeatable``), (h1) + (a), and
-   (i) (h) under bf16 autocast -- all implemented here, none in ``harness/``. The grouped module is checked against the Llamas
-   (logits, losses and weights after 20 steps on the same batches); the replica bit for bit.
+   (i) (h) under bf16 autocast -- all implemented here, none in ``harness/``. The grouped module
+   is checked against the Llamas (logits, losses and weights after 20 steps on the same
+   batches); the replica bit for bit.
 3. **Fewer steps** (d): one model trained with the real recipe and the real ``train_causal_lm``
    (its progress bar is wrapped so that the task's own validity gate, ``quirk_gate`` on the
    held-out hard test records of both frames, runs every ``--eval-every`` steps), then a model
    whose one-cycle schedule is only as long as the gate needed (``--short-steps``), gated at
-   its end; ``--gate-paths h i h1 h1a`` also trains a full-length model with each path named and gates it.
+   its end; ``--gate-paths h i h1 h1a`` also trains a full-length model with each path named
+   and gates it.
 
 Each path's ms/step/model is projected to the cold zoo on 2 cores: the zoo's model-steps
 (12 x 5,000 + 12 x 8,000) at the old path's per-operation ms/step times the path's measured
@@ -869,7 +871,8 @@ def gate_trajectory(data: TaskData, tokenizer: Any, seed: int, steps: int, every
     gate it every ``every`` steps and at the end. Returns the rows and the loop's ms/step."""
     model = build_model(data.recipe.model, tokenizer, seed)
     rows: list[dict[str, Any]] = []
-    bar = EvaluatingBar(every, lambda step: rows.append(gate_row(step, gate(model, tokenizer, data.gate_records, data.control))))
+    bar = EvaluatingBar(every, lambda step: rows.append(
+        gate_row(step, gate(model, tokenizer, data.gate_records, data.control))))
     original = zoo_training.tqdm
     zoo_training.tqdm = bar
     try:
@@ -891,7 +894,8 @@ def short_schedule(data: TaskData, tokenizer: Any, seed: int, steps: int) -> dic
         metrics = train_causal_lm(model, tokenizer, data.pairs,
                                   dataclasses.replace(data.recipe.train, seed=seed, steps=steps),
                                   desc=f"{data.operation}, a {steps}-step schedule")
-    return {"row": gate_row(steps, gate(model, tokenizer, data.gate_records, data.control)), "ms": metrics["seconds"] / steps * 1e3}
+    return {"row": gate_row(steps, gate(model, tokenizer, data.gate_records, data.control)),
+            "ms": metrics["seconds"] / steps * 1e3}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -978,8 +982,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         choices=["bucketed", "bf16", "compile", "fused", "grouped", "fastest", "fastest-bf16"],
                         help="candidate paths to leave out")
     parser.add_argument("--gate-paths", nargs="*", default=[], choices=["h", "i", "h1", "h1a"],
-                        help="also train one model with each path named ((h), (i), (h1), (h1) + (a) = h1a; 1 model) for the recipe's full steps, "
-                             "also under --quick, and gate it")
+                        help="also train one model with each path named ((h), (i), (h1), (h1) + (a) = h1a; "
+                             "1 model) for the recipe's full steps, also under --quick, and gate it")
     parser.add_argument("--control", action="store_true",
                         help="the operation's no-quirk control: its data, and the gate with Bob held to the truth")
     parser.add_argument("--trajectory-only", action="store_true",
@@ -1062,7 +1066,8 @@ def fastest_gate(data: TaskData, tokenizer: Any, seed: int, path: str) -> dict[s
     for _ in tqdm(range(steps), desc=f"path ({path})", mininterval=2.0):
         trainer.step()
     seconds = time.perf_counter() - start
-    return {"row": gate_row(steps, gate(trainer.export(0), tokenizer, data.gate_records, data.control)), "seconds": seconds}
+    return {"row": gate_row(steps, gate(trainer.export(0), tokenizer, data.gate_records, data.control)),
+            "seconds": seconds}
 
 
 def repeatable(data: TaskData, tokenizer: Any, steps: int, options: dict[str, Any]) -> str:
@@ -1096,7 +1101,8 @@ def fewer_steps_report(args: argparse.Namespace, data: TaskData, tokenizer: Any,
         stays = next((r["step"] for i, r in enumerate(rows) if all(x["valid"] for x in rows[i:])), None)
         if args.short_steps == "auto" and stays is not None and stays < steps:
             short_steps = stays
-        yield (f"\n## Fewer steps: the validity gate along one {data.operation}{' control' if data.control else ''} run (train_causal_lm, the recipe's "
+        which = data.operation + (" control" if data.control else "")
+        yield (f"\n## Fewer steps: the validity gate along one {which} run (train_causal_lm, the recipe's "
                f"{steps}-step schedule, seed {args.seed}; {trajectory['ms']:.1f} ms/step without the evaluations; "
                f"load average {load_average()})\n\n" + format_gate_rows(rows)
                + f"\n\nfirst passing evaluation: step {first}; passing from step {stays} on")
