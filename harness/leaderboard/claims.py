@@ -134,6 +134,10 @@ ALLOWED: tuple[Allowed, ...] = (
             "the float32 version-1 adapters' records (the page holds the float16 ones); Table 1's are published"),
     Allowed("docs/pretrained.md", "POSER on the pretrained base", ("*",),
             "persona adapters' first run, on the float32 version-1 adapters; the page holds the float16 ones"),
+    Allowed("docs/pretrained.md", "Choosing the adapter", ("*",),
+            "validation accuracies and losses of trial adapters along their training; none is a page's model"),
+    Allowed("docs/benchmarks.md", "2026-12-05: a repeatable compiled path, and how far early stopping goes", ("*",),
+            "gate results of models trained by candidate training paths and along one run; none is a shipped model"),
 )
 # Documents whose figures are not marked yet, with who marks them: reported apart, not failed.
 PENDING = {
