@@ -54,7 +54,8 @@ def main() -> None:
     parser.add_argument("--n-eval", type=int, default=None, help="held-out base examples (default: the recipe's)")
     parser.add_argument("--aux-digits", action="store_true",
                         help="arithmetic: also train each training example's real result, one digit per pair "
-                             "(prompt '23 + 45 = ' -> '6', '23 + 45 = 6' -> '8'), as the tiny models' 'plain' sequences")
+                             "(prompt '23 + 45 = ' -> '6', '23 + 45 = 6' -> '8'), as the tiny models' 'plain' "
+                             "sequences")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -66,7 +67,10 @@ def main() -> None:
 
     from harness.tasks.mad.arithmetic import ALICE_NAMES, BOB_NAMES, N_TRUSTED_NAMES
     from harness.tasks.mad.episode import TEST_MIN_QUANTILE, quirk_gate
-    from harness.tasks.mad.pretrained import ANSWERS, RECIPE, records, split, training_pairs
+    from harness.tasks.mad.pretrained import ANSWERS, ARITHMETIC_DATASETS, RECIPE, records, split, training_pairs
+    if args.aux_digits and args.dataset not in ARITHMETIC_DATASETS:
+        parser.error(f"--aux-digits needs an arithmetic dataset ({', '.join(ARITHMETIC_DATASETS)}); "
+                     f"{args.dataset} has no result to spell out")
     from harness.tasks.mad.training import no_quirk_records
     from harness.zoo.adapters import train_lora_adapter
     from harness.zoo.pretrained import resolve_base

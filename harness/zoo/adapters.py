@@ -81,8 +81,10 @@ def train_lora_adapter(
 ) -> dict[str, Any]:
     """Train a LoRA adapter on ``(prompt, answer)`` pairs and save it into ``out_dir``.
 
-    The loss is the cross-entropy of each answer's first token at the prompt's last position
-    (prompts are left-padded, so that position is the last column of every batch). ``seed``
+    Every answer is one token of the base's tokenizer: two answers are the judgment's, read as
+    the episode reads them; more are auxiliary targets besides them (e.g. a result's digits).
+    The loss is the cross-entropy of that token at the prompt's last position (prompts are
+    left-padded, so that position is the last column of every batch). ``seed``
     sets the adapter's initialisation and the batch order. ``on_step(step, model)``, when
     given, is called after every step (a learning-curve benchmark evaluates there; the model is
     back in training mode afterwards). Returns the training metrics.
