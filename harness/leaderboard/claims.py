@@ -136,6 +136,8 @@ ALLOWED: tuple[Allowed, ...] = (
             "persona adapters' first run, on the float32 version-1 adapters; the page holds the float16 ones"),
     Allowed("docs/pretrained.md", "Choosing the adapter", ("*",),
             "validation accuracies and losses of trial adapters along their training; none is a page's model"),
+    Allowed("docs/pretrained.md", "The page's records on another CPU", ("*",),
+            "the page's jobs re-scored on an AVX2 machine and their changes from the page: not the page's records"),
     Allowed("docs/benchmarks.md", "2026-12-05: a repeatable compiled path, and how far early stopping goes", ("*",),
             "gate results of models trained by candidate training paths and along one run; none is a shipped model"),
 )
